@@ -1,0 +1,1 @@
+"""Tables and plots rebuilt from run records only (never imports training code)."""

@@ -1,0 +1,1 @@
+"""slmbench: train, evaluate and record one fine-tuning run (see bench/run.py)."""

@@ -1,0 +1,16 @@
+"""Hydra callbacks: the sweep's table, printed when a multirun ends."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from analysis.collect import collect
+from analysis.report import sweep_table, to_markdown
+
+
+class PrintSweepTable(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        print(f"\nslmbench sweep: {sweep_dir}\n{to_markdown(sweep_table(collect([sweep_dir])))}\n", flush=True)

@@ -1,0 +1,45 @@
+"""Checks on the composed config that Hydra cannot express: they name the key and the rule."""
+from __future__ import annotations
+
+import torch
+
+
+class ConfigError(ValueError):
+    """A bad value in the run's config; reported as one line, without a traceback."""
+
+
+def check(cfg) -> None:
+    t, e = cfg.train, cfg.eval
+    positive = {"train.batch_size": t.batch_size, "train.lr": t.lr, "train.grad_accum": t.grad_accum,
+                "eval.batch_size": e.batch_size, "eval.max_new_tokens": e.max_new_tokens,
+                "train.max_seq_len": t.max_seq_len}
+    for key, value in positive.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if (t.max_steps is None) == (t.epochs is None):
+        raise ConfigError(f"set exactly one of train.max_steps and train.epochs "
+                          f"(got max_steps={t.max_steps}, epochs={t.epochs})")
+    for key in ("max_steps", "epochs", "warmup_steps", "throughput_warmup_steps"):
+        if t.get(key) is not None and t[key] < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"train.precision={t.precision!r}; allowed: auto, bf16, fp32")
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 autocast on GPU, fp32 on CPU (bf16 matmuls on CPU are slow and not what we time)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision

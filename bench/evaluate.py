@@ -1,0 +1,75 @@
+"""Batched greedy generation (left padding) and scoring of every eval set of a task."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.data import build_prompt
+from bench.tasks.base import Example, Task
+from bench.train import autocast
+
+
+def cut_at_stop_strings(text: str, stop_strings) -> str:
+    cut = len(text)
+    for stop in stop_strings:
+        index = text.find(stop)
+        if index != -1:
+            cut = min(cut, index)
+    return text[:cut]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             device: torch.device, precision: str, desc: str = "eval") -> list[str]:
+    """Greedy completions in the order of `prompts`.
+
+    Prompts are sorted by length so each left-padded batch wastes little on padding.
+    """
+    model.eval()
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    completions: list[str] = [""] * len(prompts)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, mininterval=1.0):
+        index = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True,
+                        add_special_tokens=True).to(device)
+        with autocast(device, precision):
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        for i, text in zip(index, texts):
+            completions[i] = text
+    model.train()
+    return completions
+
+
+def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, precision: str,
+             use_chat_template) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Returns ({eval set: {metric: accuracy}}, per-sample records for samples.jsonl)."""
+    accuracy: dict[str, dict[str, float]] = {}
+    samples: list[dict] = []
+    for set_name, examples in task.eval_sets().items():
+        examples = limit_examples(examples, eval_cfg.limit)
+        prompts = [build_prompt(tokenizer, ex.prompt, use_chat_template) for ex in examples]
+        generations = generate(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size,
+                               device, precision, desc=f"eval {set_name}")
+        verdicts = []
+        for ex, prompt, generation in zip(examples, prompts, generations):
+            generation = cut_at_stop_strings(generation, task.stop_strings)
+            verdict = task.score(generation, ex)
+            verdicts.append(verdict)
+            samples.append({"eval_set": set_name, "id": ex.id, "prompt": prompt, "generation": generation,
+                            "gold": ex.gold, **verdict})
+        metric_names = [k for k in verdicts[0] if k != "extracted"] if verdicts else [task.primary_metric]
+        accuracy[set_name] = {m: sum(bool(v[m]) for v in verdicts) / max(1, len(verdicts)) for m in metric_names}
+        accuracy[set_name]["n"] = len(verdicts)
+    return accuracy, samples
+
+
+def limit_examples(examples: list[Example], limit) -> list[Example]:
+    """`eval.limit`: null = all, an int N = the first N."""
+    if limit is None:
+        return examples
+    if int(limit) <= 0:
+        raise ValueError(f"eval.limit must be positive or null, got {limit}")
+    return examples[: int(limit)]

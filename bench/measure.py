@@ -1,0 +1,107 @@
+"""Measurement: synced timers, peak GPU memory per phase, peak host RSS, tokens/s after warm-up."""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import psutil
+import torch
+
+GIB = 2**30
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class RssSampler:
+    """Peak resident memory of this process *during one run*.
+
+    `ru_maxrss` is a process-lifetime maximum, so a later job of an in-process Hydra sweep would
+    inherit an earlier job's peak; a sampler thread started per run does not.
+    """
+
+    def __init__(self, interval_s: float = 0.05):
+        self._process = psutil.Process()
+        self._interval_s = interval_s
+        self.peak_bytes = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+
+class PhaseMemory:
+    """Peak allocated/reserved GPU memory over one phase (train or eval); None on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peaks(self) -> dict[str, float | None]:
+        if self.device.type != "cuda":
+            return {"allocated_gib": None, "reserved_gib": None, "alloc_retries": None}
+        stats = torch.cuda.memory_stats(self.device)
+        return {
+            "allocated_gib": torch.cuda.max_memory_allocated(self.device) / GIB,
+            "reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB,
+            # lingua's signal for a run close to the memory limit.
+            "alloc_retries": stats.get("num_alloc_retries", 0),
+        }
+
+
+class StepTimer:
+    """Per-step wall-clock with a device sync; tokens/s excludes the first `warmup_steps`."""
+
+    def __init__(self, device: torch.device, warmup_steps: int):
+        self.device, self.warmup_steps = device, warmup_steps
+        self.step_seconds: list[float] = []
+        self.step_tokens: list[int] = []
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+
+    def stop(self, loss_tokens: int) -> float:
+        synchronize(self.device)
+        elapsed = time.perf_counter() - self._t0
+        self.step_seconds.append(elapsed)
+        self.step_tokens.append(loss_tokens)
+        return elapsed
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.step_seconds)
+
+    def tokens_per_s(self) -> float | None:
+        # With fewer steps than the warm-up, report nothing rather than a warm-up-polluted figure.
+        seconds = sum(self.step_seconds[self.warmup_steps:])
+        tokens = sum(self.step_tokens[self.warmup_steps:])
+        return tokens / seconds if seconds > 0 else None
+
+    def median_step_s(self) -> float | None:
+        timed = sorted(self.step_seconds[self.warmup_steps:])
+        return timed[len(timed) // 2] if timed else None

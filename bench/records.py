@@ -1,0 +1,116 @@
+"""Run records: result.json (atomic), metrics.jsonl, samples.jsonl in the run dir, and a W&B run.
+
+The files are the source of truth (lingua's pattern); W&B mirrors them as the shared dashboard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
+METRIC_KEYS = (
+    "accuracy", "accuracy_by_task", "peak_gpu_memory_gib", "peak_gpu_reserved_gib",
+    "eval_peak_gpu_memory_gib", "peak_host_rss_gib", "train_wall_clock_s", "eval_wall_clock_s",
+    "train_tokens_per_s", "trainable_params", "total_params", "final_train_loss",
+)
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write to a temp file in the same dir, fsync, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, default=_jsonable)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import peft
+    import transformers
+
+    root = Path(__file__).resolve().parent.parent
+    git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)  # noqa: E731
+    sha = git("rev-parse", "HEAD")
+    return {
+        "git_sha": sha.stdout.strip() if sha.returncode == 0 else None,
+        "dirty": bool(git("status", "--porcelain").stdout.strip()) if sha.returncode == 0 else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cuda": torch.version.cuda,
+    }
+
+
+class RunRecorder:
+    """Owns the run dir's record files and the run's W&B run (one per job, always finished)."""
+
+    def __init__(self, run_dir: Path, config: dict, wandb_cfg, names: dict[str, str]):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.run_dir / METRICS_FILE, "a")
+        self.wandb_run = None
+        if wandb_cfg.mode not in WANDB_MODES:
+            raise ValueError(f"wandb.mode={wandb_cfg.mode!r}; allowed: {', '.join(WANDB_MODES)}")
+        if wandb_cfg.mode != "disabled":
+            import wandb
+
+            # reinit="create_new": a second job in the same process gets its own run, never
+            # the previous job's (wandb#2877).
+            self.wandb_run = wandb.init(
+                project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
+                name=f"{names['method']}-{names['model']}-{names['task']}-s{config.get('seed')}",
+                tags=[names["method"], names["model"], names["task"]], job_type="train",
+                config=config, dir=str(self.run_dir), mode=wandb_cfg.mode, reinit="create_new",
+                settings=wandb.Settings(silent=True),  # our own progress bars and log lines suffice
+            )
+            log.info("W&B %s run: %s", wandb_cfg.mode, Path(self.wandb_run.dir).parent)
+
+    def log_step(self, step: int, metrics: dict[str, Any]) -> None:
+        self._metrics.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._metrics.flush()  # a run that dies keeps every step it logged
+        if self.wandb_run is not None:
+            self.wandb_run.log({f"train/{k}": v for k, v in metrics.items() if v is not None}, step=step)
+
+    def write_samples(self, samples: list[dict]) -> None:
+        with open(self.run_dir / SAMPLES_FILE, "w") as f:
+            for sample in samples:
+                f.write(json.dumps(sample) + "\n")
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        write_json_atomic(self.run_dir / RESULT_FILE, result)
+        if self.wandb_run is not None:
+            flat = {k: v for k, v in result.get("metrics", {}).items() if not isinstance(v, dict)}
+            for set_name, scores in result.get("metrics", {}).get("accuracy_by_task", {}).items():
+                flat.update({f"accuracy/{set_name}/{m}": v for m, v in scores.items()})
+            self.wandb_run.summary.update({"status": result["status"], **flat})
+
+    def close(self, failed: bool = False) -> None:
+        self._metrics.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=1 if failed else 0)
+            self.wandb_run = None

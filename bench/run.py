@@ -1,0 +1,156 @@
+"""`slmbench`: build -> train -> evaluate -> record one run (a Hydra app; `-m` sweeps)."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from transformers import set_seed
+from transformers.utils import logging as hf_logging
+
+from bench.base_model import load_or_build_base
+from bench.config import ConfigError, check, resolve_device, resolve_precision
+from bench.data import BatchStream, RandomBatches, tokenize_examples
+from bench.evaluate import evaluate
+from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
+from bench.models import load_model, load_tokenizer
+from bench.optim import build_optimizer, build_scheduler
+from bench.records import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
+from bench.train import TrainState, train
+from methods.base import MethodContext
+
+log = logging.getLogger("slmbench")
+
+
+def build_model(cfg: DictConfig, tokenizer) -> torch.nn.Module:
+    if cfg.model.source == "tiny" and cfg.model.get("base") == "synthetic":
+        return load_or_build_base(cfg.model, cfg.base_pretraining, tokenizer, Path(cfg.cache_dir))
+    return load_model(cfg.model, tokenizer, seed=cfg.seed)
+
+
+def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None) -> dict:
+    """One run. Writes result.json whatever happens (status ok | failed | oom) and returns it."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    record = {"status": "running", **names, "seed": cfg.get("seed"), "metrics": {k: None for k in METRIC_KEYS},
+              "config": config, "env": None}
+    progress = {"step": 0}
+    recorder = None
+
+    def on_step(step: int, metrics: dict) -> None:
+        progress["step"] = step
+        recorder.log_step(step, metrics)
+
+    try:
+        check(cfg)
+        device = resolve_device(cfg.device)
+        precision = resolve_precision(cfg.train.precision, device)
+        record["env"] = environment(device)
+        set_seed(cfg.seed)
+        wandb_cfg = OmegaConf.merge(cfg.wandb, {"group": cfg.wandb.group or wandb_group})
+        recorder = RunRecorder(run_dir, config, wandb_cfg, names)
+        tokenizer = load_tokenizer(cfg.model)
+        task = instantiate(cfg.task)
+        method = instantiate(cfg.method)
+        model = build_model(cfg, tokenizer).to(device)
+        examples = tokenize_examples(tokenizer, task.train_examples(), cfg.train.max_seq_len,
+                                     cfg.train.loss_on_prompt, cfg.train.overlong, task.use_chat_template)
+        batches = BatchStream(examples, cfg.train.batch_size, tokenizer.pad_token_id, cfg.seed)
+        steps_per_epoch = max(1, batches.batches_per_epoch // cfg.train.grad_accum)
+        total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
+        total_steps = total_steps if method.trains else 0
+        if cfg.train.gradient_checkpointing:
+            # Non-reentrant: frozen blocks need no grad forced on the embedding output.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                            gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
+                            sample_batch=RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1))
+        model = method.prepare(model, ctx)
+        params = list({id(p): p for p in method.trainable_parameters(model)}.values())
+        state = None
+        if total_steps:
+            optimizer = build_optimizer(params, cfg.train, device)
+            method.attach_optimizer(optimizer)
+            state = TrainState(model, method, optimizer, build_scheduler(optimizer, cfg.train, total_steps), batches)
+        train_memory, eval_memory = PhaseMemory(device), PhaseMemory(device)
+        timer = StepTimer(device, cfg.train.throughput_warmup_steps)
+        with RssSampler() as rss:
+            train_memory.start()
+            final_loss = train(state, cfg.train, device, precision, total_steps, timer, on_step) if state else None
+            train_peaks = train_memory.peaks()
+            eval_memory.start()
+            synchronize(device)
+            eval_start = time.perf_counter()
+            accuracy_by_task, samples = evaluate(model, tokenizer, task, cfg.eval, device, precision,
+                                                 task.use_chat_template)
+            synchronize(device)
+            eval_seconds = time.perf_counter() - eval_start
+            eval_peaks = eval_memory.peaks()
+        primary = task.primary_metric
+        record["metrics"] = {
+            # The primary accuracy: the task's primary metric, averaged over its eval sets.
+            "accuracy": sum(s[primary] for s in accuracy_by_task.values()) / len(accuracy_by_task),
+            "accuracy_by_task": accuracy_by_task,
+            "primary_metric": primary,
+            "peak_gpu_memory_gib": train_peaks["allocated_gib"],
+            "peak_gpu_reserved_gib": train_peaks["reserved_gib"],
+            "gpu_alloc_retries": train_peaks["alloc_retries"],
+            "eval_peak_gpu_memory_gib": eval_peaks["allocated_gib"],
+            "eval_peak_gpu_reserved_gib": eval_peaks["reserved_gib"],
+            "peak_host_rss_gib": rss.peak_gib,
+            "train_wall_clock_s": timer.total_seconds,
+            "eval_wall_clock_s": eval_seconds,
+            "train_tokens_per_s": timer.tokens_per_s(),
+            "median_step_s": timer.median_step_s(),
+            "train_steps": total_steps,
+            "trainable_params": sum(p.numel() for p in params),
+            "total_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+            "final_train_loss": final_loss,
+        }
+        record["status"] = "ok"
+        recorder.write_samples(samples)
+        recorder.write_result(record)
+        recorder.close()
+        return record
+    except BaseException as err:
+        record["status"] = "oom" if isinstance(err, torch.OutOfMemoryError) else "failed"
+        record["error"] = {"type": type(err).__name__, "message": str(err), "step": progress["step"]}
+        if recorder is None:
+            write_json_atomic(Path(run_dir) / RESULT_FILE, record)
+        else:
+            recorder.write_result(record)
+            recorder.close(failed=True)
+        raise
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    names = {"method": choices.get("method"), "model": cfg.model.name, "task": cfg.task.name}
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    group = Path(hydra_cfg.sweep.dir).name if multirun else None
+    try:
+        record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names, group)
+        log.info("%s on %s/%s: accuracy %.3f", names["method"], names["model"], names["task"],
+                 record["metrics"]["accuracy"])
+    except Exception as err:  # noqa: BLE001 - reported, recorded in result.json, never swallowed silently
+        if multirun:
+            # The sweep goes on; the failed record is in the job's result.json and in the table.
+            log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
+            return
+        if isinstance(err, ConfigError):
+            print(f"slmbench: config error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

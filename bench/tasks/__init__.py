@@ -1,0 +1,7 @@
+"""Tasks: data + prompt + answer extraction (lm-evaluation-harness's shape).
+
+A task is instantiated from `conf/task/<name>.yaml` through Hydra's `_target_`.
+"""
+from bench.tasks.base import Example, Task
+
+__all__ = ["Example", "Task"]

@@ -1,0 +1,40 @@
+"""The task contract: what the harness needs from a task, and nothing more."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Example:
+    """One prompt/target pair. `prompt` is the user-visible question text, already in the task's
+    plain template; `target` is what the model should generate (the only loss-bearing tokens
+    unless `train.loss_on_prompt`); `gold` is the reference answer that scoring compares with."""
+
+    id: str
+    prompt: str
+    target: str
+    gold: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """Subclasses set `name`, `primary_metric` and implement the three methods below."""
+
+    name: str = "task"
+    primary_metric: str = "exact_match"
+    # Strings that end a generation early (besides the tokenizer's eos), e.g. "Question:".
+    stop_strings: tuple[str, ...] = ()
+    # "auto": wrap prompts in the model's chat template when the tokenizer has one.
+    use_chat_template: bool | str = "auto"
+
+    def train_examples(self) -> list[Example]:
+        raise NotImplementedError
+
+    def eval_sets(self) -> dict[str, list[Example]]:
+        """Name of each evaluation set -> its examples (several for MetaMathQA -> GSM8K + MATH)."""
+        raise NotImplementedError
+
+    def score(self, generation: str, example: Example) -> dict[str, Any]:
+        """Return `{"extracted": ..., "<metric>": bool, ...}`; `primary_metric` must be a key."""
+        raise NotImplementedError

@@ -1,0 +1,74 @@
+"""The training loop: batch -> forward -> backward -> method hooks -> clip -> step. One screen."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.data import IGNORE_INDEX, BatchStream
+from bench.measure import StepTimer
+from methods.base import Method
+
+
+@dataclass
+class TrainState:
+    model: torch.nn.Module
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: BatchStream
+    step: int = 0  # optimizer steps done
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on GPU, plain fp32 on CPU (weights stay fp32 either way)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(state: TrainState, train_cfg, device: torch.device, precision: str, total_steps: int,
+          timer: StepTimer, on_step: Callable[[int, dict], None]) -> float:
+    """Run optimizer steps `state.step .. total_steps`; returns the last step's loss."""
+    model, method, optimizer = state.model, state.method, state.optimizer
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    model.train()
+    loss_value = float("nan")
+    bar = tqdm(range(state.step, total_steps), desc="train", initial=state.step, total=total_steps,
+               dynamic_ncols=True, mininterval=1.0)
+    for step in bar:
+        timer.start()
+        method.on_step_start(step, model)
+        micro_batches = [next(state.batches) for _ in range(train_cfg.grad_accum)]
+        # Token-weighted loss over the whole accumulation window: every loss-bearing token
+        # counts once, whatever micro-batch it sits in (labels shift by one inside the model).
+        loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
+        loss = torch.zeros((), device=device)
+        for batch in micro_batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(device, precision):
+                out = model(**batch, num_items_in_batch=loss_tokens)
+            out.loss.backward()
+            loss += out.loss.detach()
+        method.after_backward(step, model)
+        grad_norm = None
+        if train_cfg.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
+                                                       train_cfg.grad_clip)
+        optimizer.step()
+        state.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)  # frozen blocks must hold no .grad
+        method.after_step(step, model)
+        state.step = step + 1
+        step_s = timer.stop(loss_tokens)
+        loss_value = loss.item()
+        metrics = {"loss": loss_value, "lr": state.scheduler.get_last_lr()[0], "step_s": step_s,
+                   "loss_tokens": loss_tokens, "tokens_per_s": loss_tokens / step_s,
+                   "grad_norm": None if grad_norm is None else float(grad_norm), **method.step_metrics()}
+        on_step(state.step, metrics)
+        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{loss_tokens / step_s:,.0f}", refresh=False)
+    bar.close()
+    return loss_value

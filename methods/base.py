@@ -1,0 +1,62 @@
+"""The method interface: small on purpose (see ../shared/DESIGN.md, "A method")."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the run it is part of."""
+
+    device: torch.device
+    total_steps: int
+    steps_per_epoch: int  # optimizer steps per pass over the training set
+    gradient_checkpointing: bool
+    seed: int
+    # A fresh training batch of n examples, for methods that probe the loss (IST).
+    sample_batch: Callable[[int], dict[str, torch.Tensor]] | None = None
+
+
+class Method:
+    """Full fine-tuning behaviour by default; subclasses override what they change.
+
+    Call order, per run: `prepare` (before the optimizer exists) -> `trainable_parameters`
+    (what the optimizer holds: every parameter that may *ever* train) -> `attach_optimizer`;
+    then per optimizer step: `on_step_start` -> forward/backward (all micro-batches) ->
+    `after_backward` -> clip + optimizer step -> `after_step`.
+    """
+
+    trains = True  # False: the run only evaluates (methods/none.py)
+
+    def prepare(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
+        self.ctx = ctx
+        return model
+
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def on_step_start(self, step: int, model: torch.nn.Module) -> None:
+        pass
+
+    def after_backward(self, step: int, model: torch.nn.Module) -> None:
+        pass
+
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        pass
+
+    def step_metrics(self) -> dict[str, Any]:
+        """Per-step numbers for metrics.jsonl (e.g. `active_blocks`)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

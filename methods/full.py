@@ -1,0 +1,6 @@
+"""Full fine-tuning: every parameter trains (the base class's behaviour, named)."""
+from methods.base import Method
+
+
+class FullFineTuning(Method):
+    pass

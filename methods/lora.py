@@ -1,0 +1,26 @@
+"""LoRA through peft: the base weights are frozen, adapters on the decoder's linear layers train."""
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from methods.base import Method, MethodContext
+
+
+class LoRA(Method):
+    def __init__(self, r: int, lora_alpha: float, lora_dropout: float, target_modules: list[str],
+                 use_rslora: bool = False):
+        if r <= 0:
+            raise ValueError(f"method.r must be positive, got {r}")
+        self.peft_config = LoraConfig(
+            r=r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=list(target_modules),
+            use_rslora=use_rslora,
+            task_type="CAUSAL_LM",
+        )
+
+    def prepare(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
+        super().prepare(model, ctx)
+        return get_peft_model(model, self.peft_config)

@@ -1,0 +1,41 @@
+"""Shared fixtures: one cached tiny base model per test session, Hydra composition, CLI runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Small and deterministic: tests share the 2 CPU cores with each other.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One base-model cache for the whole session: each tiny base is pretrained at most once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def compose_config(*overrides: str):
+    """The composed run config (no Hydra runtime), for in-process `run_job` calls."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def run_cli(cwd: Path, *args: str, check: bool = True, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """`slmbench ARGS` as a real process in `cwd` (outputs/ lands there)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"slmbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
