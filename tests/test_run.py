@@ -65,3 +65,17 @@ def test_non_positive_values_name_the_key(tmp_path, cache_dir):
         assert proc.returncode == 2
         assert f"config error: {key} must be positive" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
+    proc = run_cli(tmp_path, "-m", "method=full", "train.batch_size=100000,8", f"cache_dir={cache_dir}",
+                   "train.max_steps=3", "eval.limit=8", "wandb.mode=disabled")
+    records = {r["config"]["train"]["batch_size"]: r for r in
+               (json.loads(p.read_text()) for p in (tmp_path / "outputs" / "multirun").rglob("result.json"))}
+    assert records[8]["status"] == "ok"  # the job after the failure ran
+    failed = records[100000]
+    assert failed["status"] == "failed" and failed["error"]["type"] == "ValueError"
+    assert "train.batch_size=100000 exceeds" in failed["error"]["message"]
+    assert all(v is None for v in failed["metrics"].values())
+    rows = [line for line in proc.stdout.splitlines() if "| tiny-llama |" in line]
+    assert len(rows) == 2 and any("| failed |" in row for row in rows)
