@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
-from analysis.summary import against_baseline, summarize
+from analysis.summary import against_baseline, status_counts, summarize
 from analysis.tables import BASELINE, method_sort_key, ordered_methods
 
 MARKERS = "osD^vP*Xh<>p"
@@ -40,7 +40,8 @@ def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
     panels = [p for p in _panels(runs) if p in present]
     style = _style(ordered_methods(runs["method"]))
     several_tasks = len({t for t, _ in panels}) > 1
-    fig = Figure(figsize=(4.2 * len(panels), 3.8), layout="constrained")
+    # Wide enough for the legend row under a single panel too.
+    fig = Figure(figsize=(max(6.5, 4.2 * len(panels)), 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (task, model) in zip(axes, panels):
         points = means.xs((task, model), level=["task", "model"])
@@ -67,32 +68,40 @@ def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
 
 def plot_training_time(runs: pd.DataFrame, path: Path, metric: str = "train_wall_clock_s") -> Path | None:
     """One panel per model: horizontal bars of mean training time per method (±1 std), each
-    labelled with its value. None when no run recorded the time."""
-    summary = against_baseline(summarize(runs, [metric]), BASELINE).dropna(subset=["mean"])
-    if summary.empty:
+    labelled with its value and its change vs full fine-tuning; a method whose runs all failed
+    or ran out of memory gets its row with that written in it. None when no run has a time."""
+    summary = against_baseline(summarize(runs, [metric]), BASELINE)
+    summary = summary.merge(status_counts(runs), on=["task", "model", "method"], how="left")
+    timed = summary.dropna(subset=["mean"])
+    if timed.empty:
         return None
-    panels = [p for p in _panels(runs) if p in set(zip(summary["task"], summary["model"]))]
+    panels = [p for p in _panels(runs) if p in set(zip(timed["task"], timed["model"]))]
     several_tasks = len({t for t, _ in panels}) > 1
     style = _style(ordered_methods(runs["method"]))
-    fig = Figure(figsize=(4.2 * len(panels), 0.5 * summary.groupby(["task", "model"]).size().max() + 1.6),
-                 layout="constrained")
+    n_rows = int(summary.groupby(["task", "model"]).size().max())
+    fig = Figure(figsize=(4.4 * len(panels), 0.5 * n_rows + 1.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (task, model) in zip(axes, panels):
         rows = summary[(summary["task"] == task) & (summary["model"] == model)]
         rows = rows.sort_values("method", key=lambda col: col.map(method_sort_key))
         y = list(range(len(rows)))
-        std = rows["std"].fillna(0)
-        ax.barh(y, rows["mean"], xerr=std, capsize=3, color=[style[m]["color"] for m in rows["method"]])
-        for yi, mean, err, change in zip(y, rows["mean"], std, rows["change_pct"]):
-            label = f"{mean:,.1f} s" + ("" if pd.isna(change) or change == 0 else f" ({change:+.0f}%)")
+        mean, std = rows["mean"].fillna(0), rows["std"].fillna(0)
+        ax.barh(y, mean, xerr=std, capsize=3, color=[style[m]["color"] for m in rows["method"]])
+        for yi, r, err in zip(y, rows.itertuples(), std):
+            problems = ", ".join(f"{int(k)} {s}" for k, s in ((r.failed, "failed"), (r.oom, "oom")) if k)
+            if pd.isna(r.mean):
+                label = problems or "no time recorded"
+            else:
+                label = f"{r.mean:,.1f} s" + ("" if pd.isna(r.change_pct) or r.change_pct == 0
+                                              else f" ({r.change_pct:+.0f}%)") + (f"; {problems}" if problems else "")
             # Past the error bar's cap, so the text never sits on the bar or the whisker.
-            ax.annotate(label, (mean + err, yi), xytext=(6, 0), textcoords="offset points",
-                        va="center", fontsize=8)
+            ax.annotate(label, (0 if pd.isna(r.mean) else r.mean + err, yi), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=8)
         ax.set_yticks(y, rows["method"])
-        ax.invert_yaxis()  # the papers' row order, top to bottom
+        ax.set_ylim(n_rows - 0.5, -0.5)  # the papers' row order, top to bottom; equal bar heights
         ax.set_title(f"{task} / {model}" if several_tasks else model)
         ax.set_xlabel(f"training wall-clock (s); (%): change vs {BASELINE}")
-        ax.set_xlim(left=0, right=1.35 * float((rows["mean"] + std).max()))
+        ax.set_xlim(left=0, right=1.4 * float((mean + std).max()))
         ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 
@@ -104,8 +113,8 @@ def _legend_below(fig: Figure, axes, order: list[str]) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     labels = [label for label in order if label in handles]
-    fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncol=min(len(labels), 6),
-               frameon=False)
+    fig.legend([handles[k] for k in labels], labels, loc="outside lower center",
+               ncol=min(len(labels), 4 if len(axes) == 1 else 7), frameon=False)
 
 
 def _save(fig: Figure, path: Path) -> Path:

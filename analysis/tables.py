@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.paper_numbers import MEAN_OVER_MODELS, compare_with_ours, is_accuracy, metric_column
+from analysis.paper_numbers import MEAN_OVER_MODELS, compare_with_ours
 from analysis.pareto import pareto_front
 from analysis.summary import against_baseline, status_counts, summarize
 
@@ -198,6 +198,3 @@ def _claim_text(value: float, kind: str) -> str:
         return signed(value) + ("%" if not math.isnan(value) else "")
     return signed(value) if kind == "difference" else number(value)
 
-
-__all__ = ["Table", "accuracy_table", "efficiency_table", "claims_table", "eval_set_columns",
-           "is_accuracy", "metric_column", "ordered_methods"]
