@@ -56,13 +56,13 @@ def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
                         markeredgewidth=2 if front[method] else 1)
         line = points[front].sort_values(memory_metric)
         ax.plot(line[memory_metric], 100 * line[accuracy_metric], linestyle="--", color="grey",
-                linewidth=1, zorder=0, label="Pareto frontier")
+                linewidth=1, zorder=0, label="Pareto frontier (ringed points)")
         ax.set_title(f"{task} / {model}" if several_tasks else model)
         ax.set_xlabel(memory_metric.replace("_", " ").replace("gib", "(GiB)"))
         ax.set_ylabel(f"{accuracy_metric} (%)")
         ax.grid(alpha=0.3)
         ax.margins(0.15)
-    _legend_below(fig, axes, order=[*style, "Pareto frontier"])
+    _legend_below(fig, axes, order=[*style, "Pareto frontier (ringed points)"])
     return _save(fig, path)
 
 

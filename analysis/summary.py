@@ -24,7 +24,7 @@ def summarize(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     n counts the ok runs that recorded the metric; a group whose runs all failed keeps its rows
     with n=0 (mean and std NaN), so it still shows up in the tables.
     """
-    if df.empty:
+    if df.empty or not metrics:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     ok = df["status"] == "ok"
     parts = []

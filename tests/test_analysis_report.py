@@ -59,6 +59,16 @@ def test_cpu_runs_get_a_note_instead_of_an_empty_plot(tmp_path, capsys):
     assert (tmp_path / "report" / "accuracy_vs_memory.png").exists()
 
 
+def test_a_sweep_where_every_run_failed_still_reports_them(tmp_path, capsys):
+    write(tmp_path, "0-full", record("full", "m", 0, status="oom"))
+    write(tmp_path, "1-lora", record("lora", "m", 0, status="failed"))
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| full | m | metamathqa | 0 | oom |" in out and "| lora | m | metamathqa | 0 | failed |" in out
+    assert "2 of 2 runs did not finish ok:" in out
+    assert "| m | full |" in out and "| 1 oom |" in out  # the efficiency table keeps the row
+
+
 def test_a_schema_error_exits_2_naming_the_file(tmp_path):
     write(tmp_path, "0-good", record("full", "m", 0, gsm8k=0.5))
     bad = write(tmp_path, "1-bad", {"status": "ok", "method": "full", "model": "m", "task": "t"})
