@@ -137,6 +137,12 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
         for r in not_ok.itertuples():
             print(f"  {r.status}: {r.run_dir}: {r.error_type}: {r.error}")
         print()
+    # Claims about methods these runs do not include would only be empty rows: named, then left out.
+    about_ours = claims["method"].isin(set(runs["method"]))
+    if (~about_ours).any():
+        print(f"{(~about_ours).sum()} published claims are about methods not in these runs "
+              f"({', '.join(sorted(set(claims.loc[~about_ours, 'method'])))}): left out of the tables\n")
+    claims = claims[about_ours]
     tables = {
         "accuracy": ("Accuracy (%, mean ± std over seeds)", accuracy_table(runs, claims)),
         "efficiency": (f"Efficiency (Δ: change relative to full fine-tuning, %; memory: {memory_metric})",
