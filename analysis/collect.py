@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 RESULT_FILE = "result.json"
-STATUSES = ("ok", "failed", "oom")
+STATUSES = ("ok", "failed", "oom", "preempted")
 IDENTITY_KEYS = ("status", "method", "model", "task", "metrics")
 
 
@@ -136,4 +136,13 @@ def frame_from_records(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
 
 def collect(dirs: Iterable[Path]) -> pd.DataFrame:
     """One row per run below `dirs`: identity columns, status, error, flat metrics, config."""
-    return frame_from_records((str(Path(p).parent), load_record(p)) for p in find_records(dirs))
+    pairs = [(str(Path(p).parent), load_record(p)) for p in find_records(dirs)]
+    return frame_from_records(drop_reused_copies(pairs))
+
+
+def drop_reused_copies(pairs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """A relaunched sweep's skipped job holds a copy of the finished run's record (`reused_from`);
+    when that original is collected too, the copy goes, so no run is counted twice."""
+    sources = {str(Path(source).resolve()) for source, _ in pairs}
+    return [(source, record) for source, record in pairs
+            if not (record.get("reused_from") and str(Path(record["reused_from"]).resolve()) in sources)]

@@ -26,9 +26,13 @@ def _run_in_tmp_path(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One base-model cache for the whole session: each tiny base is pretrained at most once."""
-    return tmp_path_factory.mktemp("cache")
+def cache_dir() -> Path:
+    """One base-model cache for the test sessions of this checkout (outputs/ is git-ignored): each
+    tiny base is pretrained at most once. Entries are keyed by a hash of everything that makes
+    them, so a reused entry is always the one a fresh build would produce."""
+    path = REPO / "outputs" / "test-cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def compose_config(*overrides: str):

@@ -7,6 +7,7 @@ Hydra's own launchers leave GPU assignment to the user (hydra#1331, #2757), henc
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,26 @@ class ParallelLauncher(Launcher):
         running: Dict[int, tuple] = {}  # job index -> (slot, process, JobReturn, log file)
         free = deque(slots)
         returns: Dict[int, JobReturn] = {}
+
+        def forward(signum, frame):
+            # A preempted launcher passes the signal on: each job checkpoints and exits; no new job starts.
+            log.warning("received %s: forwarding it to %d running jobs", signal.Signals(signum).name, len(running))
+            pending.clear()
+            for _, proc, _, _ in running.values():
+                proc.send_signal(signum)
+
+        previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+        try:
+            self._run_all(pending, running, free, returns)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for _, proc, _, _ in running.values():  # never leave orphans behind
+                proc.terminate()
+        return [returns[i] for i in sorted(returns)]
+
+    def _run_all(self, pending: deque, running: Dict[int, tuple], free: deque, returns: Dict[int, JobReturn]) -> None:
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         while pending or running:
             while pending and free:
                 slot = free.popleft()
@@ -82,14 +103,16 @@ class ParallelLauncher(Launcher):
                 if proc.poll() is None:
                     continue
                 logfile.close()
-                ret.status = JobStatus.COMPLETED if proc.returncode == 0 else JobStatus.FAILED
-                ret.return_value = None if proc.returncode == 0 else RuntimeError(
-                    f"job {idx} exited with {proc.returncode}; see {ret.working_dir}/launcher.log")
+                # A job that wrote its result.json (ok, failed, oom, preempted) is a row of the
+                # table, as an in-process job is; one that died without a record fails the sweep.
+                recorded = (Path(ret.working_dir) / "result.json").exists()
+                ret.status = JobStatus.COMPLETED if recorded else JobStatus.FAILED
+                ret.return_value = proc.returncode if recorded else RuntimeError(
+                    f"job {idx} exited with {proc.returncode} and no result.json; see {ret.working_dir}/launcher.log")
                 log.info("#%d finished (exit %d)%s", idx, proc.returncode, f" on GPU {slot}" if slot else "")
                 returns[idx] = ret
                 del running[idx]
                 free.append(slot)
-        return [returns[i] for i in sorted(returns)]
 
     def _start(self, idx: int, overrides: List[str], slot: Optional[str], sweep_dir: Path) -> Tuple:
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
