@@ -32,7 +32,7 @@ log = logging.getLogger("slmbench")
 def build_model(cfg: DictConfig, tokenizer) -> torch.nn.Module:
     if cfg.model.source == "tiny" and cfg.model.get("base") == "synthetic":
         return load_or_build_base(cfg.model, cfg.base_pretraining, tokenizer, Path(cfg.cache_dir))
-    return load_model(cfg.model, tokenizer, seed=cfg.seed)
+    return load_model(cfg.model, tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir)
 
 
 def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None) -> dict:
@@ -55,7 +55,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         set_seed(cfg.seed)
         wandb_cfg = OmegaConf.merge(cfg.wandb, {"group": cfg.wandb.group or wandb_group})
         recorder = RunRecorder(run_dir, config, wandb_cfg, names)
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = load_tokenizer(cfg.model, cache_dir=cfg.cache_dir)  # cache_dir: GGUF conversions
         task = instantiate(cfg.task)
         method = instantiate(cfg.method)
         model = build_model(cfg, tokenizer).to(device)
@@ -112,6 +112,9 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             "trainable_params": sum(p.numel() for p in params),
             "total_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "final_train_loss": final_loss,
+            # Which eval examples were scored: all (null), the first N, or a seeded sample of N.
+            "eval_limit": cfg.eval.limit,
+            "eval_sample": None if cfg.eval.limit is None else cfg.eval.sample,
         }
         record["status"] = "ok"
         recorder.write_samples(samples)
