@@ -144,6 +144,17 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
     return model
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant checkpointing, with nothing forcing grad on the embedding output.
+
+    transformers 5 (`_activation_checkpointing_enable`) calls `enable_input_require_grads()` for every
+    text model, a workaround that only re-entrant checkpointing needs. With it, backward always runs
+    down to the embeddings, so frozen-block methods could never stop at their lowest active block.
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.disable_input_require_grads()
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total): counted over unique tensors (tied embeddings count once)."""
     seen, trainable, total = set(), 0, 0

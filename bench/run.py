@@ -20,7 +20,7 @@ from bench.config import ConfigError, check, resolve_device, resolve_precision
 from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.evaluate import evaluate
 from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
-from bench.models import load_model, load_tokenizer
+from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer
 from bench.optim import build_optimizer, build_scheduler
 from bench.records import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
 from bench.train import TrainState, train
@@ -66,8 +66,8 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
         total_steps = total_steps if method.trains else 0
         if cfg.train.gradient_checkpointing:
-            # Non-reentrant: frozen blocks need no grad forced on the embedding output.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # Non-reentrant, and no grad forced on the embedding output (transformers 5 forces it).
+            enable_gradient_checkpointing(model)
         ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
                             sample_batch=RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1))
