@@ -51,8 +51,7 @@ def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, preci
     accuracy: dict[str, dict[str, float]] = {}
     samples: list[dict] = []
     for set_name, examples in task.eval_sets().items():
-        examples = limit_examples(examples, eval_cfg.limit, eval_cfg.get("sample", "first"),
-                                  eval_cfg.get("sample_seed", 0))
+        examples = limit_examples(examples, eval_cfg.limit, eval_cfg.sample, eval_cfg.sample_seed)
         prompts = [build_prompt(tokenizer, ex.prompt, use_chat_template) for ex in examples]
         generations = generate(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size,
                                device, precision, desc=f"eval {set_name}")

@@ -17,7 +17,7 @@ def test_gsm8k_rows_fields_and_targets(no_hub):
     assert first.target.startswith(" Janet sells 16 - 3 - 4 = 9 duck eggs") and first.target.endswith("#### 18")
     assert all("<<" not in ex.target for ex in train)              # annotations stripped by default
     assert all(ex.gold and "," not in ex.gold for ex in train[:50])
-    assert task.stop_strings == ("Question:",) and task.max_new_tokens == 256
+    assert task.stop_strings == ("Question:",) and task.max_new_tokens == 320
 
 
 def test_gsm8k_keeps_calculator_annotations_when_asked(no_hub):

@@ -24,7 +24,7 @@ def test_prompt_template_needs_the_question(no_hub):
 
 def test_eval_max_new_tokens_follows_the_task(no_hub):
     _, cfg = build_task("gsm8k", *GSM8K_LOCAL, "task.train.limit=1")
-    assert cfg.eval.max_new_tokens == 256
+    assert cfg.eval.max_new_tokens == 320
     _, cfg = build_task("gsm8k", *GSM8K_LOCAL, "task.train.limit=1", "eval.max_new_tokens=32")
     assert cfg.eval.max_new_tokens == 32
     from tests.conftest import compose_config
