@@ -38,6 +38,8 @@ class EvalConfig:
     max_new_tokens: int = 6
     batch_size: int = 256
     limit: Optional[int] = None
+    sample: str = "first"
+    sample_seed: int = 0
 
 
 @dataclass
