@@ -86,6 +86,8 @@ class SlmbenchConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     base_pretraining: BasePretrainingConfig = field(default_factory=BasePretrainingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Experiments that tune the learning rate per method set `train.lr: ${lr_by_method.${hydra:runtime.choices.method}}`.
+    lr_by_method: dict[str, float] = field(default_factory=dict)
 
 
 def register() -> None:
