@@ -70,7 +70,8 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
-                            sample_batch=RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1))
+                            sample_batch=RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1),
+                            precision=precision)  # for methods' own forward passes (IST's probes)
         model = method.prepare(model, ctx)
         params = list({id(p): p for p in method.trainable_parameters(model)}.values())
         state = None
