@@ -44,7 +44,7 @@ class AdaGradSelect(BlockSelectionMethod):
             raise ValueError(f"method.epsilon_end_ratio must be in (0, 1], got {epsilon_end_ratio}")
         self.k_percent, self.epsilon0, self.delta = k_percent, epsilon0, delta
         self.epsilon_decay, self.epsilon_end_ratio = epsilon_decay, epsilon_end_ratio
-        self._explore = False
+        self._explore, self._epsilon = False, 0.0
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)
@@ -67,7 +67,7 @@ class AdaGradSelect(BlockSelectionMethod):
         return self.epsilon0 * math.exp(-self.lam * step)
 
     def choose(self, step: int):
-        eps = self.epsilon(step)
+        eps = self._epsilon = self.epsilon(step)
         # one uniform draw per step, even when eps is 0, so the stream of draws does not depend on eps
         self._explore = bool(self.rng.random() < eps)
         if self._explore:
@@ -81,7 +81,7 @@ class AdaGradSelect(BlockSelectionMethod):
         self.counts[blocks] += 1
 
     def step_metrics(self) -> dict[str, Any]:
-        return {**super().step_metrics(), "explore": int(self._explore)}
+        return {**super().step_metrics(), "explore": int(self._explore), "epsilon": self._epsilon}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "counts": self.counts.tolist(), "rng": self.rng.bit_generator.state}
