@@ -107,7 +107,8 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             enable_gradient_checkpointing(model)
         ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
-                            sample_batch=probe)
+                            sample_batch=probe,
+                            precision=precision)  # for methods' own forward passes (IST's probes)
         model = method.prepare(model, ctx)
         params = list({id(p): p for p in method.trainable_parameters(model)}.values())
         timer = StepTimer(device, cfg.train.throughput_warmup_steps)

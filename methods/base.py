@@ -19,6 +19,8 @@ class MethodContext:
     seed: int
     # A fresh training batch of n examples, for methods that probe the loss (IST).
     sample_batch: Callable[[int], dict[str, torch.Tensor]] | None = None
+    # The training autocast ("bf16" | "fp32"), for methods that run their own forward passes (IST).
+    precision: str = "fp32"
 
 
 class Method:

@@ -1,0 +1,413 @@
+"""Shared machinery of the block-selection methods (topk, adagradselect, ist, lisa, badam).
+
+Written once, used by every method that trains a changing subset of blocks:
+- `discover_blocks`: the decoder layers of Qwen2 / Llama / Phi3 causal LMs (plain or peft-wrapped)
+  as blocks; embeddings, final norm and lm_head are frozen, always trainable or blocks (a knob).
+- `GradNormMeter`: per-block gradient norms from post-accumulate-grad hooks (no second pass over
+  the parameters, no copy of the gradients).
+- `StateResidency`: the optimizer-state policy for inactive blocks, keep | drop | offload.
+- `BlockActivation`: flips `requires_grad`, clears `.grad` of inactive blocks, applies the policy.
+- `BlockSelectionMethod`: the Method that wires the above; a method only says which blocks train.
+
+Why the optimizer holds every candidate parameter: freezing before the optimizer exists drops
+those blocks for good (LMFlow #726, ../shared/reference/methods.md §3.1). AdamW skips parameters
+whose `.grad` is None, so an inactive block is neither updated nor decayed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from methods.base import Method, MethodContext
+
+# The causal-LM classes whose decoder layers sit at `.model.layers` (IST's class_to_layers_map,
+# ist.py:17-24, plus Phi3, which the official map lacks).
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM")
+NON_LAYER_MODULES = ("embed_tokens", "norm", "lm_head")
+NON_LAYER_ROLES = ("frozen", "always", "block")
+POLICIES = ("keep", "drop", "offload")
+
+
+def blocks_for_percent(percent: float, n_blocks: int, key: str = "method.k_percent") -> int:
+    """k% of n blocks, rounded half up, and never fewer than one block.
+
+    Rounded rather than floored so that 10% of 16 layers is 2 (the paper's preliminary "10%"),
+    and at least one so that small percentages on the 4-layer tiny models still train something
+    (25% of 4 = 1, 10% of 4 = 1, 50% of 4 = 2).
+    """
+    if not 0 < percent <= 100:
+        raise ValueError(f"{key} must be in (0, 100], got {percent}")
+    return min(n_blocks, max(1, math.floor(percent * n_blocks / 100 + 0.5)))
+
+
+@dataclass
+class Block:
+    name: str
+    params: list[torch.nn.Parameter]
+
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+
+@dataclass
+class BlockLayout:
+    """What may train: selectable `blocks` (decoder layers first, in order, then non-layer blocks)
+    and `always` (trainable on every step). Everything else stays frozen."""
+
+    blocks: list[Block]
+    always: list[torch.nn.Parameter]
+    n_layers: int  # the first n_layers blocks are the decoder layers, in depth order
+    layers: list[torch.nn.Module] = field(repr=False, default_factory=list)
+
+    def candidate_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for b in self.blocks for p in b.params] + list(self.always)
+
+
+def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers causal LM inside `model` (peft's PeftModel wraps it twice)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = type(inner).__name__
+    if name not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"block selection supports {', '.join(SUPPORTED_ARCHITECTURES)}; got {name}")
+    return inner
+
+
+def discover_blocks(model: torch.nn.Module, non_layer: dict[str, str] | None = None) -> BlockLayout:
+    """One block per decoder layer, holding the layer's parameters that require grad now.
+
+    Taking only `requires_grad` parameters makes the same code serve plain models (every weight)
+    and peft-wrapped ones (only the adapters: peft has frozen the base weights). `non_layer` maps
+    embed_tokens / norm / lm_head to frozen | always | block; missing names are frozen.
+    """
+    non_layer = dict(non_layer or {})
+    for name, role in non_layer.items():
+        if name not in NON_LAYER_MODULES:
+            raise ValueError(f"method.non_layer.{name}: unknown module; allowed: {', '.join(NON_LAYER_MODULES)}")
+        if role not in NON_LAYER_ROLES:
+            raise ValueError(f"method.non_layer.{name}={role!r}; allowed: {', '.join(NON_LAYER_ROLES)}")
+    lm = causal_lm(model)
+    layers = list(lm.model.layers)
+    blocks = [Block(f"layers.{i}", [p for p in layer.parameters() if p.requires_grad])
+              for i, layer in enumerate(layers)]
+    modules = {"embed_tokens": lm.model.embed_tokens, "norm": lm.model.norm, "lm_head": lm.lm_head}
+    # Tied embeddings (all three target models tie them): one tensor, so one role.
+    role_of: dict[int, tuple[str, str]] = {}
+    for name in NON_LAYER_MODULES:
+        role = non_layer.get(name, "frozen")
+        for p in modules[name].parameters():
+            if id(p) in role_of and role_of[id(p)][1] != role:
+                other, other_role = role_of[id(p)]
+                raise ValueError(f"{other} and {name} share one weight (tied embeddings) but method.non_layer "
+                                 f"gives them {other_role!r} and {role!r}; give them the same role")
+            role_of.setdefault(id(p), (name, role))
+    always: list[torch.nn.Parameter] = []
+    for name in NON_LAYER_MODULES:
+        params = [p for p in modules[name].parameters() if p.requires_grad and role_of[id(p)][0] == name]
+        role = non_layer.get(name, "frozen")
+        if role == "always":
+            always += params
+        elif role == "block" and params:
+            blocks.append(Block(name, params))
+    if not any(b.params for b in blocks[:len(layers)]):
+        raise ValueError(f"{type(lm).__name__}: no decoder layer has a trainable parameter")
+    return BlockLayout(blocks=blocks, always=always, n_layers=len(layers), layers=layers)
+
+
+def stop_backward_at_lowest_active_block(model: torch.nn.Module) -> None:
+    """Remove the hooks that force `requires_grad` on the embedding output.
+
+    transformers' `gradient_checkpointing_enable` and peft's wrapper install them so that reentrant
+    checkpointing sees a grad-requiring input; with non-reentrant checkpointing (ours) they only
+    make autograd run backward through every frozen layer below the lowest active block.
+    """
+    for module in model.modules():
+        if getattr(module, "_require_grads_hooks", None) or getattr(module, "_require_grads_hook", None):
+            module.disable_input_require_grads()
+
+
+class GradNormMeter:
+    """Per-block gradient L2 norms, written by post-accumulate-grad hooks while `measuring`.
+
+    Each hook overwrites its parameter's slot with ||grad||^2 (the accumulated gradient, so
+    gradient accumulation is handled: the last micro-batch's write wins); the block norm is
+    sqrt(sum of its slots). No gradient is copied; the numbers stay on the device until read.
+    """
+
+    def __init__(self, blocks: list[Block]):
+        self.measuring = False
+        self._slot_block = torch.tensor([i for i, b in enumerate(blocks) for _ in b.params], dtype=torch.long)
+        self._n_blocks = len(blocks)
+        self._squares: torch.Tensor | None = None
+        self._handles = []
+        slot = 0
+        for block in blocks:
+            for p in block.params:
+                self._handles.append(p.register_post_accumulate_grad_hook(self._hook(slot)))
+                slot += 1
+
+    def _hook(self, slot: int):
+        def record(p: torch.Tensor) -> None:
+            if not self.measuring or p.grad is None:
+                return
+            if self._squares is None or self._squares.device != p.grad.device:
+                self._squares = torch.zeros(len(self._slot_block), device=p.grad.device)
+            self._squares[slot] = torch.linalg.vector_norm(p.grad, dtype=torch.float32).square()
+        return record
+
+    def start(self) -> None:
+        self.measuring = True
+        if self._squares is not None:
+            self._squares.zero_()
+
+    def stop(self) -> torch.Tensor:
+        """The block norms of the backward passes since `start` (CPU float tensor, one sync)."""
+        self.measuring = False
+        if self._squares is None:
+            return torch.zeros(self._n_blocks)
+        per_block = torch.zeros(self._n_blocks, device=self._squares.device)
+        per_block.index_add_(0, self._slot_block.to(self._squares.device), self._squares)
+        return per_block.sqrt().cpu()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class StateResidency:
+    """Where the optimizer state of an inactive block lives: keep | drop | offload.
+
+    `offload` moves the state out of `optimizer.state` into `self.offloaded`. On CUDA the copies go
+    to pinned host buffers on a side stream and come back the same way, so they overlap compute.
+    Stream rules, each guarding one hazard:
+    - the side stream waits on the main stream before any copy: the state was last written by the
+      optimizer step, and fresh device buffers may reuse memory of pending main-stream kernels;
+    - device tensors read or written by the side stream are `record_stream`-ed on it, so the
+      caching allocator does not hand their memory out while the copy is in flight;
+    - one side stream carries every copy, so a pinned buffer that is the source of an in-flight
+      prefetch is only overwritten by a later eviction queued behind it (FIFO);
+    - `wait()` makes the main stream wait for the prefetches; call it before `optimizer.step()`;
+    - the host reads pinned buffers (`state_dict`) only after synchronizing the side stream.
+    On CPU the state is moved (not copied) into the store, so tests can check where it is.
+    """
+
+    def __init__(self, policy: str, device: torch.device):
+        if policy not in POLICIES:
+            raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
+        self.policy, self.device = policy, device
+        self.cuda = device.type == "cuda" and policy == "offload"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.offloaded: dict[torch.nn.Parameter, dict[str, Any]] = {}
+        self._pinned: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}  # reused host buffers
+
+    def release(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> None:
+        """The blocks of `params` went inactive."""
+        if self.policy == "keep":
+            return
+        if self.policy == "drop":
+            for p in params:
+                optimizer.state.pop(p, None)
+            return
+        if self.cuda:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        for p in params:
+            state = optimizer.state.pop(p, None)
+            if state:
+                self.offloaded[p] = {k: self._to_host(p, k, v) for k, v in state.items()}
+
+    def restore(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> None:
+        """The blocks of `params` became active: start bringing their state back."""
+        if self.policy != "offload":
+            return
+        if self.cuda:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        for p in params:
+            state = self.offloaded.pop(p, None)
+            if state is not None:
+                optimizer.state[p] = {k: self._to_device(v) for k, v in state.items()}
+
+    def wait(self) -> None:
+        """Make the main stream wait for the prefetches (before the optimizer step uses them)."""
+        if self.cuda:
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+    def _to_host(self, p: torch.nn.Parameter, key: str, value: Any) -> Any:
+        if not (torch.is_tensor(value) and value.device.type == "cuda"):
+            return value  # CPU tensors (incl. non-fused `step`) and python numbers stay as they are
+        buffers = self._pinned.setdefault(p, {})
+        buf = buffers.get(key)
+        if buf is None or buf.shape != value.shape or buf.dtype != value.dtype:
+            buf = buffers[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+        with torch.cuda.stream(self.stream):
+            buf.copy_(value, non_blocking=True)
+        value.record_stream(self.stream)
+        return buf
+
+    def _to_device(self, value: Any) -> Any:
+        if not (torch.is_tensor(value) and value.is_pinned()):
+            return value
+        out = torch.empty(value.shape, dtype=value.dtype, device=self.device)  # main stream's pool
+        with torch.cuda.stream(self.stream):
+            out.copy_(value, non_blocking=True)
+        out.record_stream(self.stream)
+        return out
+
+    def host_state(self) -> dict[torch.nn.Parameter, dict[str, Any]]:
+        """The offloaded states, safe to read on the host (CPU copies)."""
+        if self.cuda:
+            self.stream.synchronize()
+        return {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+                for p, s in self.offloaded.items()}
+
+
+class BlockActivation:
+    """Which blocks train now, and the consequences: requires_grad, .grad, optimizer state."""
+
+    def __init__(self, layout: BlockLayout, policy: str, device: torch.device):
+        self.layout = layout
+        self.residency = StateResidency(policy, device)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.active: frozenset[int] = frozenset()  # blocks whose optimizer state is resident
+        for p in layout.always:
+            p.requires_grad_(True)
+        self.enable_grads(())
+
+    def enable_grads(self, indices: Iterable[int]) -> None:
+        """requires_grad on exactly the blocks `indices` (e.g. all, for a measuring backward)."""
+        chosen = set(indices)
+        for i, block in enumerate(self.layout.blocks):
+            for p in block.params:
+                p.requires_grad_(i in chosen)
+                if i not in chosen:
+                    p.grad = None
+
+    def activate(self, indices: Iterable[int]) -> None:
+        """Make exactly `indices` the trained blocks of this step (grads of others dropped)."""
+        chosen = frozenset(indices)
+        if not all(0 <= i < len(self.layout.blocks) for i in chosen):
+            raise IndexError(f"block index out of range 0..{len(self.layout.blocks) - 1}: {sorted(chosen)}")
+        self.enable_grads(chosen)
+        if self.optimizer is not None:
+            blocks = self.layout.blocks
+            self.residency.release(self.optimizer, [p for i in self.active - chosen for p in blocks[i].params])
+            self.residency.restore(self.optimizer, [p for i in chosen - self.active for p in blocks[i].params])
+        self.active = chosen
+
+    def reset_optimizer_state(self) -> None:
+        """Forget every optimizer state (BAdam's switch, block_optim.py:435)."""
+        self.optimizer.state.clear()
+        self.residency.offloaded.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        index = {id(p): (b, j) for b, block in enumerate(self.layout.blocks) for j, p in enumerate(block.params)}
+        return {"active": sorted(self.active),
+                "offloaded": {index[id(p)]: s for p, s in self.residency.host_state().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Call after `attach_optimizer` and after the optimizer's own state is loaded."""
+        blocks = self.layout.blocks
+        self.residency.offloaded = {blocks[b].params[j]: dict(s) for (b, j), s in state["offloaded"].items()}
+        if self.residency.cuda:  # back to pinned buffers, as `_to_host` would have left them
+            self.residency.offloaded = {p: {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in s.items()}
+                                        for p, s in self.residency.offloaded.items()}
+        self.enable_grads(state["active"])
+        self.active = frozenset(state["active"])
+
+
+MEASURE = None  # `choose` returns this to ask for a full backward and a choice from its norms
+
+
+class BlockSelectionMethod(Method):
+    """A Method that trains a chosen set of blocks each step. Subclasses implement `choose` (and,
+    if they ever return MEASURE, `choose_from_norms`); counts, scores and RNGs are theirs.
+
+    Per step: `choose(step)` at step start -> either the set (activated before forward, so the
+    offloaded states prefetch during forward/backward) or MEASURE (every block gets grads, the
+    hooks record norms, `choose_from_norms` picks after backward and the other grads are dropped).
+    """
+
+    def __init__(self, policy: str, non_layer: dict[str, str] | None = None):
+        if policy not in POLICIES:
+            raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
+        self.policy = policy
+        self.non_layer = dict(non_layer or {})
+        self.meter: GradNormMeter | None = None
+        self._measuring = False
+        self._chosen: list[int] = []
+
+    # --- what subclasses implement -------------------------------------------------------------
+    def choose(self, step: int) -> list[int] | None:
+        raise NotImplementedError
+
+    def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
+        raise NotImplementedError(f"{type(self).__name__} asked for a measurement but cannot use it")
+
+    def chosen(self, step: int, blocks: list[int]) -> None:
+        """Called once the step's blocks are final (e.g. to count updates)."""
+
+    # --- the Method interface ------------------------------------------------------------------
+    def prepare(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
+        model = super().prepare(model, ctx)
+        self.layout = discover_blocks(model, self.non_layer)
+        candidates = {id(p) for p in self.layout.candidate_parameters()}
+        for p in model.parameters():
+            if id(p) not in candidates:
+                p.requires_grad_(False)
+        if self.needs_grad_norms():  # hooks first: torch registers them only on grad-requiring tensors
+            self.meter = GradNormMeter(self.layout.blocks)
+        self.activation = BlockActivation(self.layout, self.policy, ctx.device)
+        if ctx.gradient_checkpointing:
+            stop_backward_at_lowest_active_block(model)
+        return model
+
+    def needs_grad_norms(self) -> bool:
+        return False
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.layout.blocks)
+
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return self.layout.candidate_parameters()
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        super().attach_optimizer(optimizer)
+        self.activation.optimizer = optimizer
+
+    def on_step_start(self, step: int, model: torch.nn.Module) -> None:
+        choice = self.choose(step)
+        self._measuring = choice is MEASURE
+        if self._measuring:
+            self.activation.enable_grads(range(self.n_blocks))
+            self.meter.start()
+        else:
+            self._set(step, choice)
+
+    def after_backward(self, step: int, model: torch.nn.Module) -> None:
+        if self._measuring:
+            self._set(step, self.choose_from_norms(step, self.meter.stop()))
+        self.activation.residency.wait()
+
+    def _set(self, step: int, blocks: list[int]) -> None:
+        self._chosen = sorted(int(b) for b in blocks)
+        self.activation.activate(self._chosen)
+        self.chosen(step, self._chosen)
+
+    def step_metrics(self) -> dict[str, Any]:
+        return {"active_blocks": len(self._chosen), "measured": int(self._measuring)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"activation": self.activation.state_dict(), "chosen": list(self._chosen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.activation.load_state_dict(state["activation"])
+        self._chosen = list(state["chosen"])
+
+
+def numpy_rng(seed: int, salt: int) -> np.random.Generator:
+    """A method's own generator: its draws never shift the data order or another method's."""
+    return np.random.default_rng([seed, salt])
