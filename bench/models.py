@@ -152,7 +152,20 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     down to the embeddings, so frozen-block methods could never stop at their lowest active block.
     """
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.disable_input_require_grads()
+    remove_embedding_grad_hooks(model)
+
+
+def remove_embedding_grad_hooks(model: torch.nn.Module) -> None:
+    """Undo `enable_input_require_grads()` wherever transformers or peft installed it.
+
+    Both install it for re-entrant checkpointing (transformers 5 on every checkpointing enable,
+    peft 0.21 peft_model.py:184 when wrapping a checkpointing model); with our non-reentrant
+    checkpointing it only makes autograd run backward through every frozen layer below the
+    lowest trainable block.
+    """
+    for module in model.modules():
+        if getattr(module, "_require_grads_hooks", None) or getattr(module, "_require_grads_hook", None):
+            module.disable_input_require_grads()
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

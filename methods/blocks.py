@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.models import remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
 
 # The causal-LM classes whose decoder layers sit at `.model.layers` (IST's class_to_layers_map,
@@ -116,18 +117,6 @@ def discover_blocks(model: torch.nn.Module, non_layer: dict[str, str] | None = N
     if not any(b.params for b in blocks[:len(layers)]):
         raise ValueError(f"{type(lm).__name__}: no decoder layer has a trainable parameter")
     return BlockLayout(blocks=blocks, always=always, n_layers=len(layers), layers=layers)
-
-
-def stop_backward_at_lowest_active_block(model: torch.nn.Module) -> None:
-    """Remove the hooks that force `requires_grad` on the embedding output.
-
-    transformers' `gradient_checkpointing_enable` and peft's wrapper install them so that reentrant
-    checkpointing sees a grad-requiring input; with non-reentrant checkpointing (ours) they only
-    make autograd run backward through every frozen layer below the lowest active block.
-    """
-    for module in model.modules():
-        if getattr(module, "_require_grads_hooks", None) or getattr(module, "_require_grads_hook", None):
-            module.disable_input_require_grads()
 
 
 class GradNormMeter:
@@ -361,7 +350,7 @@ class BlockSelectionMethod(Method):
             self.meter = GradNormMeter(self.layout.blocks)
         self.activation = BlockActivation(self.layout, self.policy, ctx.device)
         if ctx.gradient_checkpointing:
-            stop_backward_at_lowest_active_block(model)
+            remove_embedding_grad_hooks(model)  # backward stops at the lowest active block
         return model
 
     def needs_grad_norms(self) -> bool:

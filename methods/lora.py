@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model
 
+from bench.models import remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
 
 
@@ -24,9 +25,5 @@ class LoRA(Method):
     def prepare(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         super().prepare(model, ctx)
         peft_model = get_peft_model(model, self.peft_config)
-        # With gradient checkpointing on, PeftModel.__init__ calls enable_input_require_grads()
-        # (peft 0.21 peft_model.py:184), forcing grad on the embedding output. Our checkpointing is
-        # non-reentrant and needs no such thing; the forced grad would make backward run below the
-        # lowest trainable block. Remove the hook (a no-op when there is none).
-        peft_model.get_base_model().disable_input_require_grads()
+        remove_embedding_grad_hooks(peft_model)  # peft re-forces grad on the embedding output
         return peft_model

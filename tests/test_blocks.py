@@ -5,11 +5,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from bench.models import build_tiny, load_tokenizer
+from bench.models import build_tiny, load_tokenizer, remove_embedding_grad_hooks
 from block_harness import CPU, clone_state, states_equal
 from conftest import compose_config
-from methods.blocks import (BlockActivation, GradNormMeter, blocks_for_percent, discover_blocks,
-                            stop_backward_at_lowest_active_block)
+from methods.blocks import BlockActivation, GradNormMeter, blocks_for_percent, discover_blocks
 
 
 def tiny_model(arch: str = "llama", layers: int = 4, seed: int = 0) -> torch.nn.Module:
@@ -158,7 +157,7 @@ def test_backward_stops_at_the_lowest_active_block_under_gradient_checkpointing(
     activation.activate([2])
     model(**batch()).loss.backward()
     assert seen["embed"] is True  # transformers forces it: the test below can fail
-    stop_backward_at_lowest_active_block(model)
+    remove_embedding_grad_hooks(model)
     model.zero_grad(set_to_none=True)
     model(**batch()).loss.backward()
     assert seen == {"embed": False, 0: False, 1: False, 2: True, 3: True}

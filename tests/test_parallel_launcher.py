@@ -18,7 +18,7 @@ def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path, cache_dir)
 
 
 def test_slurm_launcher_config_composes(tmp_path):
-    proc = run_cli(tmp_path, "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
+    proc = run_cli(tmp_path, "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
     assert "SlurmLauncher" in proc.stdout
     for setting in ("gpus_per_node: 1", "partition: gpu", "max_num_timeout: 3", "timeout_min: 240"):
         assert setting in proc.stdout

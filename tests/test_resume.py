@@ -43,7 +43,7 @@ def _kill_mid_training(cwd: Path, args: list[str]) -> subprocess.CompletedProces
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("method", ["full", "lora", "adagradselect"])  # adagradselect: offload policy
 def test_sigterm_then_relaunch_equals_an_unbroken_run(tmp_path, cache_dir, method):
     args = [f"method={method}", f"cache_dir={cache_dir}", *RESUME_ARGS]
     unbroken = tmp_path / "unbroken"
