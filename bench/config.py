@@ -26,6 +26,8 @@ def check(cfg) -> None:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision={t.precision!r}; allowed: auto, bf16, fp32")
+    if e.get("engine", "hf") not in ("hf", "static"):  # issue 8: bench/evaluate.py ENGINES
+        raise ConfigError(f"eval.engine={e.engine!r}; allowed: hf, static")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
 
