@@ -19,6 +19,7 @@ from bench.base_model import load_or_build_base
 from bench.config import ConfigError, check, resolve_device, resolve_precision
 from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.evaluate import evaluate
+from bench.fast_path import compile_decoder_layers
 from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
 from bench.models import load_model, load_tokenizer
 from bench.optim import build_optimizer, build_scheduler
@@ -72,6 +73,8 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
                             sample_batch=RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1))
         model = method.prepare(model, ctx)
+        if cfg.train.get("compile"):  # issue 8: regional torch.compile of the decoder layers
+            compile_decoder_layers(model)
         params = list({id(p): p for p in method.trainable_parameters(model)}.values())
         state = None
         if total_steps:
