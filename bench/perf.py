@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain", nargs="*", default=["full", STATIC, "lora"], help="plain-loop rows: full static25 lora")
     p.add_argument("--fast-methods", nargs="*", default=[], help="harness methods run again with the fast path")
     p.add_argument("--fast-path", default="chunked_ce", choices=FAST_PATHS)
-    p.add_argument("--compile", action="store_true", help="fast-path rows also compile the decoder layers")
+    p.add_argument("--compile", action="store_true",
+                   help="each fast-path row is also run with the decoder layers compiled (train.compile)")
     p.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seq-len", type=int, default=512)
@@ -88,12 +89,12 @@ def build_method(name: str, blocks: list[int]):
     return instantiate(OmegaConf.load(path))
 
 
-def train_config(args, shape, fast: bool):
+def train_config(args, shape, fast: bool, compiled: bool = False):
     return OmegaConf.create({
         "grad_accum": 1, "lr": args.lr, "betas": [0.9, 0.999], "schedule": "constant", "warmup_steps": 0,
         "min_lr_ratio": 1.0, "weight_decay": 0.0, "grad_clip": args.grad_clip or None,
         "gradient_checkpointing": shape.gradient_checkpointing,
-        "fast_path": args.fast_path if fast else "none", "compile": bool(fast and args.compile)})
+        "fast_path": args.fast_path if fast else "none", "compile": compiled})
 
 
 def guarded(run, row: dict, device: torch.device) -> dict:
@@ -112,7 +113,8 @@ def guarded(run, row: dict, device: torch.device) -> dict:
     return row
 
 
-def run_training(args, device: torch.device) -> list[dict]:
+def run_training(args, device: torch.device, save) -> list[dict]:
+    """`save(rows)` after each shape, so a run cut short keeps what it measured."""
     rows = []
     for shape_name in args.shapes:
         shape = get_shape(shape_name)
@@ -136,11 +138,14 @@ def run_training(args, device: torch.device) -> list[dict]:
                 rows.append(harness_row(args, shape, base, name, blocks, batches, device, fast=False))
         for name in args.fast_methods:
             rows.append(harness_row(args, shape, base, name, blocks, batches, device, fast=True))
+            if args.compile:
+                rows.append(harness_row(args, shape, base, name, blocks, batches, device, fast=True, compiled=True))
+        save(rows)
     return rows
 
 
-def harness_row(args, shape, base, name, blocks, batches, device, fast: bool) -> dict:
-    cfg = train_config(args, shape, fast)
+def harness_row(args, shape, base, name, blocks, batches, device, fast: bool, compiled: bool = False) -> dict:
+    cfg = train_config(args, shape, fast, compiled)
     row = {**base, "loop": "harness", "method": name, "fast_path": cfg.fast_path, "compile": cfg.compile}
     return guarded(lambda: run_harness(build_model(args.data_dir, shape, device, args.seed), build_method(name, blocks),
                                        batches, args.warmup, args.steps, cfg, device, args.seed), row, device)
@@ -181,11 +186,14 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python -m bench.perf " + " ".join(sys.argv[1:] if argv is None else argv),
               "env": environment(device),
               "knobs": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "train": [] if args.skip_train else run_training(args, device),
-              "eval": []}
-    report["table"] = table_rows(report["train"])
+              "train": [], "eval": [], "table": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))  # training figures are safe before eval starts
+
+    def save(train_rows: list[dict]) -> None:
+        report["train"], report["table"] = train_rows, table_rows(train_rows)
+        args.out.write_text(json.dumps(report, indent=2))
+
+    save([] if args.skip_train else run_training(args, device, save))
     report["eval"] = run_evaluation(args, device) if args.eval_shapes and args.eval_engines else []
     args.out.write_text(json.dumps(report, indent=2))
     print(format_table(report))
