@@ -33,6 +33,25 @@ def _decode_model(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
+class UniformDtypeStaticCache(StaticCache):
+    """HF's StaticCache with keys and values stored in one dtype.
+
+    Under bf16 autocast with fp32 weights, HF's RoPE multiplies the bf16 keys by fp32 cos/sin, so
+    keys arrive in fp32 while values stay bf16, and `StaticLayer` allocates both buffers in the
+    keys' dtype (index_copy_ then refuses the bf16 values). Autocast casts sdpa's inputs to bf16
+    anyway, so storing both in bf16 changes no result and halves the key cache.
+    """
+
+    def __init__(self, *args, dtype: torch.dtype | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.storage_dtype = dtype
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if self.storage_dtype is not None:
+            key_states, value_states = key_states.to(self.storage_dtype), value_states.to(self.storage_dtype)
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+
 class StaticBatchGenerator:
     """Greedy generation for one fixed (batch rows, cache length); reused batch after batch.
 
@@ -45,7 +64,8 @@ class StaticBatchGenerator:
         self.model, self.rows, self.cache_len = _decode_model(model), rows, cache_len
         self.pad_id, self.eos_id, self.device, self.precision = pad_id, eos_id, device, precision
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
-        self.cache = StaticCache(config=self.model.config, max_cache_len=cache_len)
+        self.cache = UniformDtypeStaticCache(config=self.model.config, max_cache_len=cache_len,
+                                             dtype=torch.bfloat16 if precision == "bf16" else None)
         # Decode-step inputs and output at fixed addresses (the graph reads and writes these).
         self.token = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
         self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)

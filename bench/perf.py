@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="each fast-path row is also run with the decoder layers compiled (train.compile)")
     p.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every plain/harness pair this many times, alternating; the table takes each one's fastest")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=None, help="default: the shape's (bench/perf_data.py SHAPES)")
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-clip", type=float, default=1.0, help="0: no clipping (both loops)")
     p.add_argument("--block-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after each harness row's timed steps, profile this many more (torch.profiler)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--eval-shapes", nargs="*", default=["qwen2.5-0.5b"])
     p.add_argument("--eval-engines", nargs="*", default=["static", "hf"])
@@ -127,7 +131,8 @@ def run_training(args, device: torch.device, save) -> list[dict]:
                 "warmup": args.warmup, "gradient_checkpointing": shape.gradient_checkpointing}
         # Plain and harness rows of one method run back to back, so slow drift hits both alike.
         names = list(dict.fromkeys(args.plain + args.methods))
-        for name in names:
+        for repeat, name in [(r, n) for r in range(args.repeats) for n in names]:
+            base["repeat"] = repeat
             if name in args.plain:
                 row = {**base, "loop": "plain", "method": name, "fast_path": "none", "compile": False}
                 rows.append(guarded(lambda: run_plain(build_model(args.data_dir, shape, device, args.seed), name,
@@ -148,7 +153,8 @@ def harness_row(args, shape, base, name, blocks, batches, device, fast: bool, co
     cfg = train_config(args, shape, fast, compiled)
     row = {**base, "loop": "harness", "method": name, "fast_path": cfg.fast_path, "compile": cfg.compile}
     return guarded(lambda: run_harness(build_model(args.data_dir, shape, device, args.seed), build_method(name, blocks),
-                                       batches, args.warmup, args.steps, cfg, device, args.seed), row, device)
+                                       batches, args.warmup, args.steps, cfg, device, args.seed, args.profile),
+                   row, device)
 
 
 def run_evaluation(args, device: torch.device) -> list[dict]:
@@ -178,6 +184,10 @@ def run_evaluation(args, device: torch.device) -> list[dict]:
     return rows
 
 
+def _fraction(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -196,6 +206,10 @@ def main(argv: list[str] | None = None) -> dict:
     save([] if args.skip_train else run_training(args, device, save))
     report["eval"] = run_evaluation(args, device) if args.eval_shapes and args.eval_engines else []
     args.out.write_text(json.dumps(report, indent=2))
+    for row in report["train"]:
+        if row.get("profile_table"):
+            print(f"\nprofile {row['shape']} {row['loop']} {row['method']} fast={row['fast_path']}: "
+                  f"GPU busy {_fraction(row.get('gpu_busy_fraction'))}\n{row['profile_table']}")
     print(format_table(report))
     return report
 

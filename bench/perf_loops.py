@@ -130,8 +130,26 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, steps: int,
     return result
 
 
+def profile_steps(state: TrainState, train_cfg, device: torch.device, precision: str, steps: int) -> dict:
+    """`steps` more harness steps under torch.profiler: where the step's time goes. GPU busy =
+    summed kernel time over wall time; far below 1 means the step waits on the host (launches,
+    Python), not on the GPU."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    timer = StepTimer(device, 0)
+    with torch.profiler.profile(activities=activities) as prof:
+        train(state, train_cfg, device, precision, state.step + steps, timer, on_step=lambda step, metrics: None)
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events) if device.type == "cuda" else 0.0
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return {"profiled_steps": steps, "profiled_wall_s": timer.total_seconds,
+            "gpu_busy_fraction": kernel_us / 1e6 / timer.total_seconds if kernel_us else None,
+            "profile_table": events.table(sort_by=sort, row_limit=25, max_name_column_width=60)}
+
+
 def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: int, train_cfg,
-                device: torch.device, seed: int) -> dict:
+                device: torch.device, seed: int, profile_steps_n: int = 0) -> dict:
     memory = PhaseMemory(device)
     memory.start()
     if train_cfg.gradient_checkpointing:
@@ -155,6 +173,8 @@ def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: 
     result = {**_timing(timer.step_seconds, warmup, tokens), **_memory(memory),
               "trainable_params": sum(p.numel() for p in params), "final_loss": loss,
               "blocks": getattr(method, "blocks", None)}
+    if profile_steps_n:  # after the figures above, so profiling never touches them
+        result.update(profile_steps(state, train_cfg, device, precision, profile_steps_n))
     del state, optimizer, params, model
     return result
 

@@ -23,7 +23,7 @@ TARGETS = """## Targets (issue 8; figures, not tests)
 def merge(reports: list[dict]) -> dict:
     """Several `bench.perf` runs (e.g. one per shape, within a device call's time limit) as one page."""
     merged = {"date": reports[0]["date"], "env": reports[0]["env"], "train": [], "eval": [], "table": [],
-              "commands": [], "knobs": []}
+              "commands": [], "knobs": [], "parts": reports}
     for report in reports:
         for key in ("train", "eval", "table"):
             merged[key] += report[key]
@@ -34,6 +34,7 @@ def merge(reports: list[dict]) -> dict:
 
 def render(report: dict) -> str:
     env = report["env"]
+    sections = "\n\n".join(f"### `{part['command']}`\n\n{format_table(part)}" for part in report["parts"])
     commands = "\n".join(f"- `{c}`" for c in report["commands"])
     knob_lines = "\n\n".join(f"`{c}`:\n\n" + "\n".join(f"- `{k}`: `{v}`" for k, v in sorted(knobs.items()))
                              for c, knobs in zip(report["commands"], report["knobs"]))
@@ -59,7 +60,7 @@ step; tokens/s counts every position of the batch; peak is the maximum allocated
 run (weights, gradients and optimizer state included). `step/full` and `mem/full` compare with
 full fine-tuning in the same loop.
 
-{format_table(report)}
+{sections}
 
 {TARGETS}
 
