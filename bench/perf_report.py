@@ -34,7 +34,8 @@ def merge(reports: list[dict]) -> dict:
 
 def render(report: dict) -> str:
     env = report["env"]
-    sections = "\n\n".join(f"### `{part['command']}`\n\n{format_table(part)}" for part in report["parts"])
+    sections = "\n\n".join(f"### `{part['command']}`\n\n{part['date']}, {part['env'].get('device_name')}\n\n"
+                             f"{format_table(part)}" for part in report["parts"])
     commands = "\n".join(f"- `{c}`" for c in report["commands"])
     knob_lines = "\n\n".join(f"`{c}`:\n\n" + "\n".join(f"- `{k}`: `{v}`" for k, v in sorted(knobs.items()))
                              for c, knobs in zip(report["commands"], report["knobs"]))
@@ -45,8 +46,8 @@ edit the numbers by hand.
 
 - Device: {env.get('device_name')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, transformers
   {env.get('transformers')}, peft {env.get('peft')}, Python {env.get('python')})
-- Date: {report['date']}; code: {env.get('git_sha') or 'not a git checkout'}
-- Commands (in this order, one process each; every figure of a row comes from one process):
+- Dates: under each section; code: {env.get('git_sha') or 'not a git checkout (a copy of the tree)'}
+- Commands (one process each; all figures of a table come from that one process):
 
 {commands}
 

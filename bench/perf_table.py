@@ -48,6 +48,8 @@ def table_rows(train_rows: list[dict]) -> list[dict]:
             "step_over_full": _ratio(mine.get("median_step_s"), full.get("median_step_s")) if ok and full else None,
             "mem_over_full": _ratio(mine.get("peak_allocated_gib"), full.get("peak_allocated_gib")) if ok and full else None,
             "trainable_params": mine.get("trainable_params") if ok else None,
+            # From `--profile`: kernel time over wall time of the harness step (< 1: host-bound).
+            "gpu_busy_fraction": harness.get("gpu_busy_fraction") if h_ok else None,
         })
     return out
 
@@ -68,7 +70,7 @@ TRAIN_COLUMNS = [
     ("harness peak GiB", "harness_peak_gib"), ("plain peak GiB", "plain_peak_gib"),
     ("harness/plain mem", "mem_harness_over_plain"), ("reserved GiB", "peak_reserved_gib"), ("tokens/s", "tokens_per_s"),
     ("tok/s vs plain", "tokens_per_s_over_plain"), ("step/full", "step_over_full"), ("mem/full", "mem_over_full"),
-    ("trainable params", "trainable_params"),
+    ("trainable params", "trainable_params"), ("GPU busy (profiled)", "gpu_busy_fraction"),
 ]
 EVAL_COLUMNS = [("shape", "shape"), ("engine", "method"), ("status", "status"), ("prompts", "prompts"),
                 ("batch", "batch_size"), ("new tokens", "max_new_tokens"), ("CUDA graphs", "cuda_graphs"),
