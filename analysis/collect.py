@@ -1,48 +1,148 @@
-"""Collect every result.json below some directories into one pandas DataFrame (a row per run)."""
+"""Collect every result.json below some directories into one pandas DataFrame (a row per run).
+
+Columns: the run's identity (run_dir, status, method, model, task, seed), its error (failed/OOM
+runs keep their row, metrics empty), the flat metrics, one `acc/<eval set>` column per eval set
+holding that set's primary metric (plus `acc/<eval set>/<metric>` for every score), and the
+resolved config flattened as `cfg/<dotted.key>` (the config choices of each run).
+"""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 RESULT_FILE = "result.json"
+STATUSES = ("ok", "failed", "oom", "preempted")
+IDENTITY_KEYS = ("status", "method", "model", "task", "metrics")
 
 
 class RecordError(ValueError):
-    """A result.json that cannot be read; the message names the file."""
+    """A result.json that cannot be used; the message names the file (and line, for bad JSON)."""
 
 
-def find_records(dirs: list[Path]) -> list[Path]:
+def find_records(dirs: Iterable[Path]) -> list[Path]:
     paths: list[Path] = []
     for directory in dirs:
         directory = Path(directory)
-        paths += [directory] if directory.name == RESULT_FILE else sorted(directory.rglob(RESULT_FILE))
+        if directory.name == RESULT_FILE:
+            paths.append(directory)
+        elif not directory.exists():
+            raise FileNotFoundError(f"{directory}: no such directory (searched for {RESULT_FILE})")
+        else:
+            paths += sorted(directory.rglob(RESULT_FILE), key=natural_key)
     return paths
 
 
+def natural_key(path: Path) -> list:
+    """Sweep order, not text order: job `2-...` before `10-...` (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def load_record(path: Path) -> dict:
+    """Read and check one result.json; every problem is reported with the file's path."""
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        text = Path(path).read_text()
+    except OSError as err:
         raise RecordError(f"{path}: cannot read result record: {err}") from err
-    for key in ("status", "method", "model", "task", "metrics"):
-        if key not in record:
-            raise RecordError(f"{path}: result record has no '{key}' key")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from err
+    check_record(record, str(path))
     return record
 
 
-def collect(dirs: list[Path]) -> pd.DataFrame:
-    """One row per run: identity columns, status, error, and the flat metrics."""
-    rows = []
-    for path in find_records(dirs):
-        record = load_record(path)
-        metrics = record.get("metrics") or {}
-        row = {"run_dir": str(Path(path).parent), "status": record["status"], "method": record["method"],
-               "model": record["model"], "task": record["task"], "seed": record.get("seed"),
-               "error": (record.get("error") or {}).get("message")}
-        row.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        for set_name, scores in (metrics.get("accuracy_by_task") or {}).items():
-            row.update({f"acc/{set_name}/{m}": v for m, v in scores.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+def check_record(record: Any, where: str) -> None:
+    """The schema of ../shared/DESIGN.md "Records", as far as the analysis relies on it."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: a result record is a JSON object, got {type(record).__name__}")
+    for key in IDENTITY_KEYS:
+        if key not in record:
+            raise RecordError(f"{where}: result record has no '{key}' key")
+    if record["status"] not in STATUSES:
+        raise RecordError(f"{where}: status={record['status']!r}; allowed: {', '.join(STATUSES)}")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict):
+        raise RecordError(f"{where}: 'metrics' must be an object, got {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if key == "accuracy_by_task":
+            _check_accuracy_by_task(value, where)
+        elif key != "primary_metric" and value is not None and not _is_number(value):
+            raise RecordError(f"{where}: metrics.{key}={value!r} is not a number or null")
+    if record["status"] != "ok":
+        error = record.get("error")
+        if not isinstance(error, dict) or not {"type", "message"} <= error.keys():
+            raise RecordError(f"{where}: a '{record['status']}' record needs error: {{type, message, step}}")
+
+
+def _check_accuracy_by_task(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(s, dict) for s in value.values()):
+        raise RecordError(f"{where}: metrics.accuracy_by_task must map eval set -> {{metric: value}}")
+    for set_name, scores in value.items():
+        for metric, score in scores.items():
+            if score is not None and not _is_number(score):
+                raise RecordError(f"{where}: metrics.accuracy_by_task.{set_name}.{metric}={score!r} is not a number")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_to_row(record: dict, source: str) -> dict[str, Any]:
+    """One flat row; `source` is where the record came from (its run dir, or a W&B run path)."""
+    metrics = record.get("metrics") or {}
+    error = record.get("error") or {}
+    row: dict[str, Any] = {
+        "run_dir": source, "status": record["status"], "method": record["method"],
+        "model": record["model"], "task": record["task"], "seed": record.get("seed"),
+        "error": error.get("message"), "error_type": error.get("type"), "error_step": error.get("step"),
+    }
+    row.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    primary = metrics.get("primary_metric")
+    for set_name, scores in (metrics.get("accuracy_by_task") or {}).items():
+        row.update({f"acc/{set_name}/{m}": v for m, v in scores.items()})
+        if primary is not None:
+            row[f"acc/{set_name}"] = scores.get(primary)
+    row.update({f"cfg/{k}": v for k, v in flatten(record.get("config") or {}).items()})
+    return row
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> dotted keys; lists become JSON text so a column stays hashable."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def frame_from_records(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
+    """(source, record) pairs -> the DataFrame every table is built from."""
+    rows = [record_to_row(record, source) for source, record in records]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["run_dir", "status", "method", "model", "task", "seed", "error"])
+    return df
+
+
+def collect(dirs: Iterable[Path]) -> pd.DataFrame:
+    """One row per run below `dirs`: identity columns, status, error, flat metrics, config."""
+    pairs = [(str(Path(p).parent), load_record(p)) for p in find_records(dirs)]
+    return frame_from_records(drop_reused_copies(pairs))
+
+
+def drop_reused_copies(pairs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """A relaunched sweep's skipped job holds a copy of the finished run's record (`reused_from`);
+    when that original is collected too, the copy goes, so no run is counted twice."""
+    sources = {str(Path(source).resolve()) for source, _ in pairs}
+    return [(source, record) for source, record in pairs
+            if not (record.get("reused_from") and str(Path(record["reused_from"]).resolve()) in sources)]

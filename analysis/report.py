@@ -1,52 +1,168 @@
-"""`slmbench-report [DIR...]`: the table of every run below DIR (default outputs/)."""
+"""`slmbench-report [DIR...]`: the paper tables and plots rebuilt from run records.
+
+Prints markdown to the terminal (every run, the accuracy table, the efficiency table, the
+papers' claims beside ours) and writes CSV + LaTeX + markdown files and PNG plots next to the
+records (`<DIR>/report/` by default). `sweep_table` and `to_markdown` are also the table that
+bench/callbacks.py prints when a multirun ends.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import collect
+from analysis.collect import RecordError, collect, frame_from_records, natural_key
+from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
+from analysis.summary import numeric
+from analysis.tables import Table, accuracy_table, claims_table, efficiency_table
 
 SWEEP_COLUMNS = {
     "method": "method", "model": "model", "task": "task", "seed": "seed", "status": "status",
     "accuracy": "accuracy", "peak_gpu_memory_gib": "peak GPU GiB", "peak_host_rss_gib": "peak RSS GiB",
     "train_wall_clock_s": "train s", "train_tokens_per_s": "tokens/s", "trainable_params": "trainable",
 }
+MEMORY_METRICS = ("peak_gpu_memory_gib", "peak_gpu_reserved_gib", "peak_host_rss_gib")
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """The basic table: one row per run, in run-dir order; failed runs stay, with their status."""
     if df.empty:
         return pd.DataFrame(columns=list(SWEEP_COLUMNS.values()))
-    table = df.sort_values("run_dir").reindex(columns=list(SWEEP_COLUMNS)).rename(columns=SWEEP_COLUMNS)
+    table = df.sort_values("run_dir", key=lambda col: col.map(natural_key)).reindex(columns=list(SWEEP_COLUMNS)).rename(columns=SWEEP_COLUMNS)
     return table.reset_index(drop=True)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and abs(value) >= 1000:
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A markdown table with no extra dependency (pandas' to_markdown needs tabulate)."""
-    def cell(value) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return ""
-        if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
-        if isinstance(value, int) and abs(value) >= 1000:
-            return f"{value:,}"
-        return str(value)
-
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.astype(object).itertuples(index=False)]
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.astype(object).itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Tables from slmbench run records.")
-    parser.add_argument("dirs", nargs="*", type=Path, default=[Path("outputs")],
-                        help="directories searched for result.json (default: outputs/)")
+def flat(display: pd.DataFrame) -> pd.DataFrame:
+    """Index levels become columns and column groups join as "model · eval set" (markdown/CSV)."""
+    table = display.reset_index()
+    if isinstance(table.columns, pd.MultiIndex):
+        table.columns = [" · ".join(str(p) for p in col if str(p)) for col in table.columns]
+    return table
+
+
+def to_latex(display: pd.DataFrame) -> str:
+    """booktabs LaTeX with the column groups as multicolumns (pandas' writer, jinja2 behind it)."""
+    latex = display.to_latex(multicolumn=True, multicolumn_format="c", multirow=True, escape=True)
+    return latex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+
+
+def write_table(table: Table, out_dir: Path, stem: str) -> None:
+    """`<stem>.md` and `<stem>.tex` show the table; `<stem>.csv` holds the numbers behind it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.md").write_text(to_markdown(flat(table.display)) + "\n")
+    (out_dir / f"{stem}.tex").write_text(to_latex(table.display))
+    table.data.to_csv(out_dir / f"{stem}.csv", index=False)
+
+
+def default_out_dir(dirs: list[Path]) -> Path:
+    """Next to the records: `<DIR>/report`, or `<their common parent>/report` for several."""
+    if len(dirs) == 1:
+        base = dirs[0].parent if dirs[0].name == "result.json" else dirs[0]
+    else:
+        base = Path(os.path.commonpath([d.resolve() for d in dirs]))
+    return base / "report"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="slmbench-report", description="Paper tables and plots from slmbench run records.")
+    parser.add_argument("dirs", nargs="*", type=Path, help="directories searched for result.json (default: outputs/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where tables and plots go (default: <DIR>/report, next to the records)")
+    parser.add_argument("--paper-numbers", type=Path, action="append", default=[], metavar="CSV",
+                        help=f"extra reference rows, same columns as {DEFAULT_FILE.name} (repeatable)")
+    parser.add_argument("--memory-metric", default="peak_gpu_memory_gib", choices=MEMORY_METRICS,
+                        help="the memory column of the efficiency table and plot (CPU runs record "
+                             "only peak_host_rss_gib)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None,
+                        help="read the runs from W&B's API instead of disk (needs network and a login)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
-    df = collect(args.dirs)
-    print(to_markdown(sweep_table(df)))
+    if args.wandb and args.dirs:
+        parser.error("give either run directories or --wandb, not both")
+    if not args.wandb and not args.dirs:
+        args.dirs = [Path("outputs")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        if args.wandb:
+            from analysis.wandb_source import records_from_wandb
+
+            runs = frame_from_records(records_from_wandb(args.wandb))
+            out_dir = args.out or Path("report")
+        else:
+            runs = collect(args.dirs)
+            out_dir = args.out or default_out_dir(args.dirs)
+        claims = load_paper_numbers([DEFAULT_FILE, *args.paper_numbers])
+    except (RecordError, PaperNumbersError, FileNotFoundError) as err:
+        print(f"slmbench-report: {err}", file=sys.stderr)
+        sys.exit(2)
+    report(runs, claims, out_dir, args.memory_metric, plots=not args.no_plots)
+
+
+def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metric: str, plots: bool = True) -> None:
+    """Print the tables as markdown and write them (and the plots) into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    print(f"## Runs ({len(runs)})\n\n{to_markdown(sweep_table(runs))}\n")
+    if runs.empty:
+        print(f"no result.json found; nothing else to report (wrote {out_dir / 'runs.csv'})")
+        return
+    not_ok = runs[runs["status"] != "ok"]
+    if len(not_ok):
+        print(f"{len(not_ok)} of {len(runs)} runs did not finish ok:")
+        for r in not_ok.itertuples():
+            print(f"  {r.status}: {r.run_dir}: {r.error_type}: {r.error}")
+        print()
+    # Claims about methods these runs do not include would only be empty rows: named, then left out.
+    about_ours = claims["method"].isin(set(runs["method"]))
+    if (~about_ours).any():
+        print(f"{(~about_ours).sum()} published claims are about methods not in these runs "
+              f"({', '.join(sorted(set(claims.loc[~about_ours, 'method'])))}): left out of the tables\n")
+    claims = claims[about_ours]
+    tables = {
+        "accuracy": ("Accuracy (%, mean ± std over seeds)", accuracy_table(runs, claims)),
+        "efficiency": (f"Efficiency (Δ: change relative to full fine-tuning, %; memory: {memory_metric})",
+                       efficiency_table(runs, memory_metric, claims)),
+        "paper_vs_ours": ("The papers' claims beside ours", claims_table(runs, claims)),
+    }
+    for stem, (title, table) in tables.items():
+        print(f"## {title}\n\n{to_markdown(flat(table.display))}\n")
+        write_table(table, out_dir, stem)
+    if numeric(runs, memory_metric).isna().all():
+        print(f"note: no run recorded {memory_metric} (CPU runs record none; try --memory-metric "
+              "peak_host_rss_gib): its columns are empty and the accuracy-vs-memory plot is not drawn")
+    if plots:
+        from analysis.plots import plot_accuracy_vs_memory, plot_training_time
+
+        for path in (plot_accuracy_vs_memory(runs, memory_metric, out_dir / "accuracy_vs_memory.png"),
+                     plot_training_time(runs, out_dir / "train_time.png")):
+            if path is not None:
+                print(f"plot: {path}")
+    print(f"tables: {out_dir}/{{accuracy,efficiency,paper_vs_ours}}.{{md,csv,tex}}, runs.csv")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "peft": peft.__version__,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cuda": torch.version.cuda,
+        "pid": os.getpid(),  # tells apart the processes of a parallel sweep
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 

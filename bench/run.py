@@ -1,7 +1,9 @@
 """`slmbench`: build -> train -> evaluate -> record one run (a Hydra app; `-m` sweeps)."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
+import bench.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
 from bench.base_model import load_or_build_base
+from bench.checkpoint import CheckpointDir, load_trainable_state, rng_state, set_rng_state, trainable_state
 from bench.config import ConfigError, check, resolve_device, resolve_precision
 from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.evaluate import evaluate
@@ -24,6 +28,7 @@ from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
 from bench.models import load_model, load_tokenizer
 from bench.optim import build_optimizer, build_scheduler
 from bench.records import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
+from bench.resume import Preempted, PreemptionSignals, finished_record, run_key
 from bench.train import TrainState, train
 from methods.base import MethodContext
 
@@ -36,18 +41,49 @@ def build_model(cfg: DictConfig, tokenizer) -> torch.nn.Module:
     return load_model(cfg.model, tokenizer, seed=cfg.seed)
 
 
+def params_digest(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> str:
+    """sha256 of the trainable weights: equal digests = bit-identical runs (resume tests)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainable_state(model, params).items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def snapshot(state: TrainState, params, timer: StepTimer, probe: RandomBatches, history: list) -> dict:
+    """Everything a bit-identical continuation needs (see bench/checkpoint.py)."""
+    return {"step": state.step, "weights": trainable_state(state.model, params),
+            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+            "method": state.method.state_dict(), "batches": state.batches.state_dict(),
+            "probe": probe.state_dict(), "rng": rng_state(), "history": history,
+            "timer": {"seconds": timer.step_seconds, "tokens": timer.step_tokens}}
+
+
+def restore(state: TrainState, saved: dict, timer: StepTimer, probe: RandomBatches) -> None:
+    load_trainable_state(state.model, saved["weights"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.method.load_state_dict(saved["method"])
+    state.batches.load_state_dict(saved["batches"])
+    probe.load_state_dict(saved["probe"])
+    set_rng_state(saved["rng"])
+    timer.step_seconds, timer.step_tokens = saved["timer"]["seconds"], saved["timer"]["tokens"]
+    state.step = saved["step"]
+
+
 def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None) -> dict:
-    """One run. Writes result.json whatever happens (status ok | failed | oom) and returns it."""
+    """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    record = {"status": "running", **names, "seed": cfg.get("seed"), "metrics": {k: None for k in METRIC_KEYS},
-              "config": config, "env": None}
-    progress = {"step": 0}
-    recorder = None
-
-    def on_step(step: int, metrics: dict) -> None:
-        progress["step"] = step
-        recorder.log_step(step, metrics)
-
+    key = run_key(config)
+    store = Path(cfg.store_dir) / key
+    if not cfg.sweep.rerun and (done := finished_record(store)) is not None:
+        log.info("already finished in %s: skipped (sweep.rerun=true runs it again)", done["run_dir"])
+        reused = {**done, "reused_from": done["run_dir"]}
+        write_json_atomic(Path(run_dir) / RESULT_FILE, reused)
+        return reused
+    record = {"status": "running", **names, "seed": cfg.get("seed"), "run_key": key, "run_dir": str(run_dir),
+              "metrics": {k: None for k in METRIC_KEYS}, "config": config, "env": None}
+    progress, history, recorder, signals = {"step": 0}, [], None, PreemptionSignals()
     try:
         check(cfg)
         device = resolve_device(cfg.device)
@@ -63,6 +99,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         examples = tokenize_examples(tokenizer, task.train_examples(), cfg.train.max_seq_len,
                                      cfg.train.loss_on_prompt, cfg.train.overlong, task.use_chat_template)
         batches = BatchStream(examples, cfg.train.batch_size, tokenizer.pad_token_id, cfg.seed)
+        probe = RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1)
         steps_per_epoch = max(1, batches.batches_per_epoch // cfg.train.grad_accum)
         total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
         total_steps = total_steps if method.trains else 0
@@ -71,19 +108,38 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
-                            sample_batch=RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1))
+                            sample_batch=probe)
         model = method.prepare(model, ctx)
         if cfg.train.get("compile"):  # issue 8: regional torch.compile of the decoder layers
             compile_decoder_layers(model)
         params = list({id(p): p for p in method.trainable_parameters(model)}.values())
+        timer = StepTimer(device, cfg.train.throughput_warmup_steps)
+        checkpoints = CheckpointDir(store / "checkpoints", cfg.train.keep_checkpoints)
         state = None
         if total_steps:
             optimizer = build_optimizer(params, cfg.train, device)
             method.attach_optimizer(optimizer)
             state = TrainState(model, method, optimizer, build_scheduler(optimizer, cfg.train, total_steps), batches)
+            saved = checkpoints.load_latest() if cfg.train.resume and not cfg.sweep.rerun else None
+            if saved is not None:
+                restore(state, saved, timer, probe)
+                history = saved["history"]
+                for logged in history:  # the resumed run's metrics.jsonl holds every step
+                    recorder.log_step(logged["step"], {k: v for k, v in logged.items() if k != "step"})
+                record["resumed_from_step"] = saved["step"]
+
+        def on_step(step: int, metrics: dict) -> None:
+            progress["step"] = step
+            history.append({"step": step, **metrics})
+            recorder.log_step(step, metrics)
+            every = cfg.train.checkpoint_every
+            if signals.received or (every and step % every == 0 and step < total_steps):
+                checkpoints.save(step, snapshot(state, params, timer, probe, history))
+            if signals.received:
+                raise Preempted(signals.received, step)
+
         train_memory, eval_memory = PhaseMemory(device), PhaseMemory(device)
-        timer = StepTimer(device, cfg.train.throughput_warmup_steps)
-        with RssSampler() as rss:
+        with signals, RssSampler() as rss:
             train_memory.start()
             final_loss = train(state, cfg.train, device, precision, total_steps, timer, on_step) if state else None
             train_peaks = train_memory.peaks()
@@ -116,19 +172,25 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             "total_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "final_train_loss": final_loss,
         }
+        record["final_params_sha256"] = params_digest(model, params)
         record["status"] = "ok"
         recorder.write_samples(samples)
         recorder.write_result(record)
         recorder.close()
+        write_json_atomic(store / RESULT_FILE, record)  # what skip-finished looks up
+        shutil.rmtree(store / "checkpoints", ignore_errors=True)  # finished: the record is what counts
         return record
     except BaseException as err:
-        record["status"] = "oom" if isinstance(err, torch.OutOfMemoryError) else "failed"
+        statuses = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}
+        record["status"] = next((s for t, s in statuses.items() if isinstance(err, t)), "failed")
         record["error"] = {"type": type(err).__name__, "message": str(err), "step": progress["step"]}
         if recorder is None:
             write_json_atomic(Path(run_dir) / RESULT_FILE, record)
         else:
             recorder.write_result(record)
             recorder.close(failed=True)
+        if isinstance(err, Preempted):
+            signals.redeliver(err.signum)
         raise
 
 
@@ -144,7 +206,7 @@ def main(cfg: DictConfig) -> None:
         record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names, group)
         log.info("%s on %s/%s: accuracy %.3f", names["method"], names["model"], names["task"],
                  record["metrics"]["accuracy"])
-    except Exception as err:  # noqa: BLE001 - reported, recorded in result.json, never swallowed silently
+    except Exception as err:  # noqa: BLE001 - reported and recorded in result.json, never swallowed silently
         if multirun:
             # The sweep goes on; the failed record is in the job's result.json and in the table.
             log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)

@@ -19,14 +19,25 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Relative outputs (outputs/store, outputs/runs) of in-process runs land in the test's tmp dir."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One base-model cache for the whole session: each tiny base is pretrained at most once."""
-    return tmp_path_factory.mktemp("cache")
+def cache_dir() -> Path:
+    """One base-model cache for the test sessions of this checkout (outputs/ is git-ignored): each
+    tiny base is pretrained at most once. Entries are keyed by a hash of everything that makes
+    them, so a reused entry is always the one a fresh build would produce."""
+    path = REPO / "outputs" / "test-cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def compose_config(*overrides: str):
     """The composed run config (no Hydra runtime), for in-process `run_job` calls."""
+    import bench.schema  # noqa: F401 - the schema the config's defaults list names
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 

@@ -1,0 +1,94 @@
+"""What the papers report (analysis/paper_numbers.csv plus users' own files), next to ours.
+
+One row per (paper, model, method, task, metric). `kind` says what `value` is:
+  value       the metric itself (accuracy in %, memory in GiB, time in s)
+  change_pct  relative change from `baseline` in % ((method - baseline) / baseline * 100)
+  difference  method minus `baseline` (accuracy points)
+`model` is a model name, or `mean`: the paper's "on average across models" (ours: the mean over
+the models present in our runs). `task` is our eval-set name (accuracy) or empty (training
+metrics). An empty `value` is a claim without a number: it is listed, never filled in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.summary import against_baseline, summarize
+
+DEFAULT_FILE = Path(__file__).with_name("paper_numbers.csv")
+COLUMNS = ["paper", "model", "method", "baseline", "task", "metric", "kind", "value", "source", "note"]
+KINDS = ("value", "change_pct", "difference")
+MEAN_OVER_MODELS = "mean"
+
+
+class PaperNumbersError(ValueError):
+    """A bad reference file; the message names the file, line and column."""
+
+
+def load_paper_numbers(paths: list[Path]) -> pd.DataFrame:
+    """Concatenate reference files (the shipped one first, then the users'), each checked."""
+    frames = [_load_one(Path(p)) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def _load_one(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as err:
+        raise PaperNumbersError(f"{path}: cannot read reference numbers: {err}") from err
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise PaperNumbersError(f"{path}:1: missing columns {missing}; expected {','.join(COLUMNS)}")
+    values = []
+    for i, row in table.iterrows():
+        line = i + 2  # the header is line 1
+        for column in ("paper", "model", "method", "metric", "source"):
+            if not row[column].strip():
+                raise PaperNumbersError(f"{path}:{line}: column '{column}' is empty")
+        if row["kind"] not in KINDS:
+            raise PaperNumbersError(f"{path}:{line}: kind={row['kind']!r}; allowed: {', '.join(KINDS)}")
+        if row["kind"] != "value" and not row["baseline"].strip():
+            raise PaperNumbersError(f"{path}:{line}: kind={row['kind']} needs a 'baseline' method")
+        try:
+            values.append(float(row["value"]) if row["value"].strip() else float("nan"))
+        except ValueError:
+            raise PaperNumbersError(f"{path}:{line}: value={row['value']!r} is not a number "
+                                    "(leave it empty when the paper gives none)") from None
+    table = table[COLUMNS].copy()
+    table["value"] = values
+    table["file"] = str(path)
+    return table
+
+
+def metric_column(metric: str, task: str) -> str:
+    """The runs-DataFrame column a claim is about: accuracy on one eval set is `acc/<set>`."""
+    return f"acc/{task}" if metric == "accuracy" and task else metric
+
+
+def is_accuracy(column: str) -> bool:
+    return column == "accuracy" or column.startswith("acc/")
+
+
+def compare_with_ours(runs: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
+    """Each claim with our number of the same kind beside it (`ours`, and `ours_over` = the
+    (task, model) pairs it averages). Accuracies are compared in % like the papers."""
+    ours, over = [], []
+    for _, claim in claims.iterrows():
+        column = metric_column(claim["metric"], claim["task"])
+        summary = summarize(runs, [column])
+        if is_accuracy(column):
+            summary[["mean", "std"]] *= 100
+        if claim["kind"] != "value":
+            summary = against_baseline(summary, claim["baseline"])
+        field = {"value": "mean", "change_pct": "change_pct", "difference": "difference"}[claim["kind"]]
+        rows = summary[summary["method"] == claim["method"]]
+        if claim["model"] != MEAN_OVER_MODELS:
+            rows = rows[rows["model"] == claim["model"]]
+        rows = rows[rows[field].notna()]
+        ours.append(rows[field].mean() if len(rows) else float("nan"))
+        over.append(", ".join(f"{t}/{m}" for t, m in zip(rows["task"], rows["model"])))
+    out = claims.copy()
+    out["ours"] = ours
+    out["ours_over"] = over
+    return out

@@ -1,0 +1,124 @@
+"""PNG plots from the runs DataFrame: accuracy vs peak memory per model with the Pareto frontier
+marked, and training time per method. Drawn on matplotlib `Figure` objects (Agg canvas, no pyplot
+state); legends sit outside the axes so they never cover a point."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.pareto import pareto_front
+from analysis.summary import against_baseline, status_counts, summarize
+from analysis.tables import BASELINE, method_sort_key, ordered_methods
+
+MARKERS = "osD^vP*Xh<>p"
+
+
+def _style(methods: list[str]) -> dict[str, dict]:
+    """One colour and marker per method, the same in every panel."""
+    colors = [f"C{i % 10}" for i in range(len(methods))]
+    return {m: {"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, (m, c) in enumerate(zip(methods, colors))}
+
+
+def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(task, model) in first-seen order: the sweep's model order."""
+    return list(dict.fromkeys(zip(frame["task"], frame["model"])))
+
+
+def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
+                            accuracy_metric: str = "accuracy") -> Path | None:
+    """One panel per model: mean accuracy (%) against mean peak memory, ±1 std bars; the
+    frontier methods are ringed and joined by a dashed line. None when no run has both values."""
+    summary = summarize(runs, [memory_metric, accuracy_metric])
+    wide = summary.set_index(["task", "model", "method", "metric"])[["mean", "std"]].unstack("metric")
+    means = wide["mean"].dropna(subset=[memory_metric, accuracy_metric])
+    stds = wide["std"]
+    if means.empty:
+        return None
+    present = set((t, m) for t, m, _ in means.index)
+    panels = [p for p in _panels(runs) if p in present]
+    style = _style(ordered_methods(runs["method"]))
+    several_tasks = len({t for t, _ in panels}) > 1
+    # Wide enough for the legend row under a single panel too.
+    fig = Figure(figsize=(max(6.5, 4.2 * len(panels)), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (task, model) in zip(axes, panels):
+        points = means.xs((task, model), level=["task", "model"])
+        spread = stds.xs((task, model), level=["task", "model"]).reindex(points.index)
+        front = pareto_front(points, memory_metric, accuracy_metric)
+        for method, p in points.iterrows():
+            xerr, yerr = spread.at[method, memory_metric], spread.at[method, accuracy_metric]
+            ax.errorbar(p[memory_metric], 100 * p[accuracy_metric],
+                        xerr=None if pd.isna(xerr) else xerr, yerr=None if pd.isna(yerr) else 100 * yerr,
+                        linestyle="none", markersize=8, capsize=3, label=method, **style[method],
+                        markeredgecolor="black" if front[method] else style[method]["color"],
+                        markeredgewidth=2 if front[method] else 1)
+        line = points[front].sort_values(memory_metric)
+        ax.plot(line[memory_metric], 100 * line[accuracy_metric], linestyle="--", color="grey",
+                linewidth=1, zorder=0, label="Pareto frontier (ringed points)")
+        ax.set_title(f"{task} / {model}" if several_tasks else model)
+        ax.set_xlabel(memory_metric.replace("_", " ").replace("gib", "(GiB)"))
+        ax.set_ylabel(f"{accuracy_metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.margins(0.15)
+    _legend_below(fig, axes, order=[*style, "Pareto frontier (ringed points)"])
+    return _save(fig, path)
+
+
+def plot_training_time(runs: pd.DataFrame, path: Path, metric: str = "train_wall_clock_s") -> Path | None:
+    """One panel per model: horizontal bars of mean training time per method (±1 std), each
+    labelled with its value and its change vs full fine-tuning; a method whose runs all failed
+    or ran out of memory gets its row with that written in it. None when no run has a time."""
+    summary = against_baseline(summarize(runs, [metric]), BASELINE)
+    summary = summary.merge(status_counts(runs), on=["task", "model", "method"], how="left")
+    timed = summary.dropna(subset=["mean"])
+    if timed.empty:
+        return None
+    panels = [p for p in _panels(runs) if p in set(zip(timed["task"], timed["model"]))]
+    several_tasks = len({t for t, _ in panels}) > 1
+    style = _style(ordered_methods(runs["method"]))
+    n_rows = int(summary.groupby(["task", "model"]).size().max())
+    fig = Figure(figsize=(4.4 * len(panels), 0.5 * n_rows + 1.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (task, model) in zip(axes, panels):
+        rows = summary[(summary["task"] == task) & (summary["model"] == model)]
+        rows = rows.sort_values("method", key=lambda col: col.map(method_sort_key))
+        y = list(range(len(rows)))
+        mean, std = rows["mean"].fillna(0), rows["std"].fillna(0)
+        ax.barh(y, mean, xerr=std, capsize=3, color=[style[m]["color"] for m in rows["method"]])
+        for yi, r, err in zip(y, rows.itertuples(), std):
+            problems = ", ".join(f"{int(k)} {s}" for k, s in ((r.failed, "failed"), (r.oom, "oom")) if k)
+            if pd.isna(r.mean):
+                label = problems or "no time recorded"
+            else:
+                label = f"{r.mean:,.1f} s" + ("" if pd.isna(r.change_pct) or r.change_pct == 0
+                                              else f" ({r.change_pct:+.0f}%)") + (f"; {problems}" if problems else "")
+            # Past the error bar's cap, so the text never sits on the bar or the whisker.
+            ax.annotate(label, (0 if pd.isna(r.mean) else r.mean + err, yi), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=8)
+        ax.set_yticks(y, rows["method"])
+        ax.set_ylim(n_rows - 0.5, -0.5)  # the papers' row order, top to bottom; equal bar heights
+        ax.set_title(f"{task} / {model}" if several_tasks else model)
+        ax.set_xlabel(f"training wall-clock (s); (%): change vs {BASELINE}")
+        ax.set_xlim(left=0, right=1.4 * float((mean + std).max()))
+        ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _legend_below(fig: Figure, axes, order: list[str]) -> None:
+    """One legend for all panels, under them (outside every axes), in the tables' method order."""
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    labels = [label for label in order if label in handles]
+    fig.legend([handles[k] for k in labels], labels, loc="outside lower center",
+               ncol=min(len(labels), 4 if len(axes) == 1 else 7), frameon=False)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    return path

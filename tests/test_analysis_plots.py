@@ -1,0 +1,25 @@
+"""analysis/plots.py: the PNGs are written from the same numbers as the tables."""
+from __future__ import annotations
+
+from matplotlib.image import imread
+
+from analysis.collect import collect
+from analysis.plots import plot_accuracy_vs_memory, plot_training_time
+from analysis_records import paper_runs
+
+
+def test_both_plots_are_written_with_one_panel_per_model(tmp_path):
+    runs = collect([paper_runs(tmp_path / "runs")])
+    scatter = plot_accuracy_vs_memory(runs, "peak_gpu_memory_gib", tmp_path / "out" / "acc_mem.png")
+    bars = plot_training_time(runs, tmp_path / "out" / "time.png")
+    # m2 has no run with both memory and accuracy: one panel (m1); both models have a training time.
+    height, width, _ = imread(scatter).shape
+    assert width / height < 2.5
+    height, width, _ = imread(bars).shape
+    assert width / height > 1.5
+
+
+def test_no_memory_values_means_no_scatter_plot(tmp_path):
+    runs = collect([paper_runs(tmp_path / "runs")])
+    assert plot_accuracy_vs_memory(runs, "peak_gpu_reserved_gib", tmp_path / "x.png") is None
+    assert not (tmp_path / "x.png").exists()

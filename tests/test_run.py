@@ -1,0 +1,81 @@
+"""bench/run.py end to end: one run and the default sweep through the real CLI (Hydra, W&B offline)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.records import METRIC_KEYS
+from conftest import run_cli
+
+SCHEMA_TOP = ("status", "method", "model", "task", "seed", "metrics", "config", "env")
+ENV_KEYS = ("git_sha", "dirty", "torch", "transformers", "peft", "device_name", "cuda")
+
+
+def test_single_run_writes_every_record(tmp_path, cache_dir):
+    run_cli(tmp_path, f"cache_dir={cache_dir}", "train.max_steps=20")
+    (result_path,) = list((tmp_path / "outputs" / "runs").rglob("result.json"))
+    run_dir = result_path.parent
+    result = json.loads(result_path.read_text())
+    assert all(key in result for key in SCHEMA_TOP)
+    assert all(key in result["metrics"] for key in METRIC_KEYS)
+    assert all(key in result["env"] for key in ENV_KEYS)
+    assert result["status"] == "ok" and result["method"] == "full" and result["model"] == "tiny-llama"
+    assert result["metrics"]["peak_gpu_memory_gib"] is None  # CPU run: no GPU figure, not a zero
+    assert result["metrics"]["train_tokens_per_s"] > 0 and result["metrics"]["peak_host_rss_gib"] > 0
+    assert result["config"]["train"]["max_steps"] == 20  # the resolved config
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, 21))
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == result["metrics"]["accuracy_by_task"]["arithmetic"]["n"] > 0
+    assert {"prompt", "generation", "extracted", "gold", "exact_match"} <= samples[0].keys()
+    (wandb_dir,) = list((run_dir / "wandb").glob("offline-run-*"))
+    assert list(wandb_dir.glob("*.wandb")), "the offline W&B run has no data file"
+
+
+def test_default_sweep_one_record_and_wandb_run_per_method(tmp_path, cache_dir):
+    proc = run_cli(tmp_path, "-m", f"cache_dir={cache_dir}", "train.max_steps=5", "eval.limit=20")
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs" / "multirun").rglob("result.json"))]
+    methods = [r["method"] for r in results]
+    swept = _swept_methods()
+    assert sorted(methods) == sorted(swept)
+    assert all(r["status"] == "ok" for r in results)
+    wandb_runs = {p.name for p in (tmp_path / "outputs" / "multirun").rglob("offline-run-*")}
+    assert len(wandb_runs) == len(swept)  # one distinct W&B run per job, never a shared one
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "tiny-llama" in line]
+    assert sorted(line.split("|")[1].strip() for line in table) == sorted(swept)
+
+
+def _swept_methods() -> list[str]:
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "config.yaml")
+    return str(config.hydra.sweeper.params.method).split(",")
+
+
+def test_unknown_group_options_list_the_allowed_ones(tmp_path):
+    for group, allowed in (("method", "full"), ("model", "tiny-llama"), ("task", "arithmetic")):
+        proc = run_cli(tmp_path, f"{group}=nope", check=False)
+        assert proc.returncode != 0
+        assert f"Could not find '{group}/nope'" in proc.stderr and allowed in proc.stderr
+
+
+def test_non_positive_values_name_the_key(tmp_path, cache_dir):
+    for override, key in (("train.batch_size=0", "train.batch_size"), ("train.lr=-1", "train.lr")):
+        proc = run_cli(tmp_path, override, "wandb.mode=disabled", f"cache_dir={cache_dir}", check=False)
+        assert proc.returncode == 2
+        assert f"config error: {key} must be positive" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
+    proc = run_cli(tmp_path, "-m", "method=full", "train.batch_size=100000,8", f"cache_dir={cache_dir}",
+                   "train.max_steps=3", "eval.limit=8", "wandb.mode=disabled")
+    records = {r["config"]["train"]["batch_size"]: r for r in
+               (json.loads(p.read_text()) for p in (tmp_path / "outputs" / "multirun").rglob("result.json"))}
+    assert records[8]["status"] == "ok"  # the job after the failure ran
+    failed = records[100000]
+    assert failed["status"] == "failed" and failed["error"]["type"] == "ValueError"
+    assert "train.batch_size=100000 exceeds" in failed["error"]["message"]
+    assert all(v is None for v in failed["metrics"].values())
+    rows = [line for line in proc.stdout.splitlines() if "| tiny-llama |" in line]
+    assert len(rows) == 2 and any("| failed |" in row for row in rows)
