@@ -18,6 +18,7 @@ import pandas as pd
 RESULT_FILE = "result.json"
 STATUSES = ("ok", "failed", "oom", "preempted")
 IDENTITY_KEYS = ("status", "method", "model", "task", "metrics")
+TEXT_METRICS = ("primary_metric", "eval_sample")  # the metrics that are words, not numbers
 
 
 class RecordError(ValueError):
@@ -71,7 +72,7 @@ def check_record(record: Any, where: str) -> None:
     for key, value in metrics.items():
         if key == "accuracy_by_task":
             _check_accuracy_by_task(value, where)
-        elif key != "primary_metric" and value is not None and not _is_number(value):
+        elif key not in TEXT_METRICS and value is not None and not _is_number(value):
             raise RecordError(f"{where}: metrics.{key}={value!r} is not a number or null")
     if record["status"] != "ok":
         error = record.get("error")

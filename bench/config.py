@@ -24,6 +24,8 @@ def check(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if e.sample not in ("first", "random"):
+        raise ConfigError(f"eval.sample={e.sample!r}; allowed: first, random")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision={t.precision!r}; allowed: auto, bf16, fp32")
     if t.get("fast_path", "none") not in ("none", "chunked_ce"):  # issue 8: bench/fast_path.py FAST_PATHS

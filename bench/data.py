@@ -41,11 +41,12 @@ def tokenize_examples(
     """prompt + target + eos; labels are -100 on the prompt unless `loss_on_prompt`.
 
     Sequences longer than `max_seq_len` are dropped (`overlong=drop`) or cut from the right
-    (`overlong=truncate`); either way the count is logged, never silent.
+    (`overlong=truncate`; a truncated sequence left without any target token is dropped); either
+    way the count is logged, never silent.
     """
     if overlong not in ("drop", "truncate"):
         raise ValueError(f"train.overlong={overlong!r}; allowed: drop, truncate")
-    out, n_long = [], 0
+    out, n_long, n_no_target = [], 0, 0
     for ex in examples:
         prompt_ids = tokenizer(build_prompt(tokenizer, ex.prompt, use_chat_template), add_special_tokens=True)["input_ids"]
         target_ids = tokenizer(ex.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -56,10 +57,17 @@ def tokenize_examples(
             if overlong == "drop":
                 continue
             ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+            # A prompt longer than max_seq_len leaves no target token: such a sequence would add
+            # nothing but padding, and a batch of them a 0/0 (NaN) loss. Dropped, and counted.
+            if all(label == IGNORE_INDEX for label in labels[1:]):
+                n_no_target += 1
+                continue
         out.append(TokenizedExample(ids, labels))
     if n_long:
         log.warning("%d of %d training sequences exceed max_seq_len=%d and were %s",
                     n_long, len(examples), max_seq_len, "dropped" if overlong == "drop" else "truncated")
+    if n_no_target:
+        log.warning("%d truncated sequences kept no target token and were dropped", n_no_target)
     if not out:
         raise ValueError(f"no training sequence fits max_seq_len={max_seq_len}")
     return out

@@ -1,6 +1,8 @@
 """Batched greedy generation (left padding) and scoring of every eval set of a task."""
 from __future__ import annotations
 
+import random
+
 import torch
 from tqdm.auto import tqdm
 
@@ -50,7 +52,7 @@ def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, preci
     accuracy: dict[str, dict[str, float]] = {}
     samples: list[dict] = []
     for set_name, examples in task.eval_sets().items():
-        examples = limit_examples(examples, eval_cfg.limit)
+        examples = limit_examples(examples, eval_cfg.limit, eval_cfg.sample, eval_cfg.sample_seed)
         prompts = [build_prompt(tokenizer, ex.prompt, use_chat_template) for ex in examples]
         generations = generate_with_engine(model, tokenizer, prompts, eval_cfg, device, precision,
                                            desc=f"eval {set_name}")
@@ -84,10 +86,19 @@ def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device:
     raise ValueError(f"eval.engine={engine!r}; allowed: {', '.join(ENGINES)}")
 
 
-def limit_examples(examples: list[Example], limit) -> list[Example]:
-    """`eval.limit`: null = all, an int N = the first N."""
+def limit_examples(examples: list[Example], limit, sample: str = "first", seed: int = 0) -> list[Example]:
+    """`eval.limit`: null = all; N = the first N (`eval.sample=first`) or N drawn with
+    `eval.sample_seed` (`eval.sample=random`, kept in dataset order). The seed is the eval's own,
+    not the run's, so every method and seed of a sweep is scored on the same examples."""
     if limit is None:
         return examples
     if int(limit) <= 0:
         raise ValueError(f"eval.limit must be positive or null, got {limit}")
-    return examples[: int(limit)]
+    if sample == "first":
+        return examples[: int(limit)]
+    if sample == "random":
+        if int(limit) >= len(examples):
+            return examples
+        chosen = sorted(random.Random(seed).sample(range(len(examples)), int(limit)))
+        return [examples[i] for i in chosen]
+    raise ValueError(f"eval.sample={sample!r}; allowed: first, random")

@@ -1,7 +1,8 @@
-"""Tokenizer + model: tiny (built from config), hub id, local dir, random-init real shape."""
+"""Tokenizer + model: tiny (built from config), hub id, local dir, random-init real shape, GGUF."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from bench.gguf_models import converted_dir
+from bench.paths import existing_path
 from bench.tokenizer import build_arithmetic_tokenizer
 
 log = logging.getLogger(__name__)
@@ -27,34 +30,59 @@ TINY_ARCHITECTURES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
-SOURCES = ("tiny", "hub", "local")
+SOURCES = ("tiny", "hub", "local", "gguf")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_tokenizer(model_cfg) -> Any:
-    """The synthetic task's tokenizer for `tokenizer: arithmetic`, else the hub id / local dir."""
-    name = model_cfg.get("tokenizer") or _weights_location(model_cfg)
+def load_tokenizer(model_cfg, cache_dir: Path | str | None = None) -> Any:
+    """`tokenizer: arithmetic` -> the synthetic task's; a local dir; null -> the weights' location.
+
+    A local path never falls back to the hub (`local_files_only`); a missing one is an error.
+    """
+    name = model_cfg.get("tokenizer")
     if name == "arithmetic":
         return build_arithmetic_tokenizer()
+    if name:
+        location, local = str(existing_path(name, "model.tokenizer")), True
+    else:
+        location, local = weights_location(model_cfg, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(
-        name, trust_remote_code=bool(model_cfg.get("trust_remote_code", False))
+        location, local_files_only=local, trust_remote_code=bool(model_cfg.get("trust_remote_code", False))
     )
-    if tokenizer.pad_token_id is None:
-        # Llama-3.2 ships no pad token; eos is safe because padded positions are masked out of
-        # the loss and the attention.
-        tokenizer.pad_token = tokenizer.eos_token
+    set_pad_token(tokenizer, model_cfg.get("pad_token"))
     tokenizer.padding_side = "left"  # generation appends on the right; training pads itself
     return tokenizer
 
 
-def _weights_location(model_cfg) -> str:
+def set_pad_token(tokenizer, pad_token: str | None) -> None:
+    """`model.pad_token` when set (it must be a token of the vocabulary); else the tokenizer's own;
+    else eos (logged). Padded positions are masked out of the loss and the attention either way."""
+    if pad_token is not None:
+        if tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id):
+            raise ValueError(f"model.pad_token={pad_token!r} is not a token of this tokenizer")
+        tokenizer.pad_token = pad_token
+    elif tokenizer.pad_token_id is None:
+        log.info("the tokenizer has no pad token and model.pad_token is null: padding with eos %r",
+                 tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def weights_location(model_cfg, cache_dir: Path | str | None = None) -> tuple[str, bool]:
+    """(where config/weights come from, whether that is local). `model.path` (a local dir) wins
+    over `model.hub_id`; it must exist, so a typo never turns into a hub request."""
     source = model_cfg.source
+    if source == "gguf":
+        if cache_dir is None:
+            raise ValueError(f"model.source=gguf needs a cache_dir for the converted checkpoint ({model_cfg.name})")
+        return str(converted_dir(model_cfg, Path(cache_dir))), True
+    if source in ("local", "hub") and model_cfg.get("path"):
+        return str(existing_path(model_cfg.path, "model.path")), True
     if source == "local":
-        if not model_cfg.get("path"):
-            raise ValueError(f"model.source=local needs model.path (model {model_cfg.name})")
-        return str(model_cfg.path)
+        raise ValueError(f"model.source=local needs model.path (model {model_cfg.name})")
     if source == "hub":
-        return str(model_cfg.path or model_cfg.hub_id)
+        if not model_cfg.get("hub_id"):
+            raise ValueError(f"model.source=hub needs model.hub_id or model.path (model {model_cfg.name})")
+        return str(model_cfg.hub_id), False
     raise ValueError(f"model.source={source!r}; allowed: {', '.join(SOURCES)}")
 
 
@@ -75,11 +103,12 @@ def build_tiny(model_cfg, tokenizer) -> torch.nn.Module:
     return model_cls(config)
 
 
-def load_model(model_cfg, tokenizer, seed: int) -> torch.nn.Module:
-    """Build or load the model in fp32 (autocast supplies bf16 compute on GPU).
+def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = None) -> torch.nn.Module:
+    """Build or load the model in `model.dtype` (fp32 by default; autocast supplies bf16 compute on GPU).
 
     `init=random` builds the real shape from its config (hub id or local dir) with no weights
-    downloaded: real memory and time without the checkpoint.
+    downloaded: real memory and time without the checkpoint. With `dims` set as well, those config
+    fields are overridden: a tiny model of the real architecture (its rope, norms, tying, vocab).
     """
     torch.manual_seed(seed)
     source = model_cfg.source
@@ -87,20 +116,43 @@ def load_model(model_cfg, tokenizer, seed: int) -> torch.nn.Module:
     if source == "tiny":
         model = build_tiny(model_cfg, tokenizer)
     else:
-        location = _weights_location(model_cfg)
+        location, local = weights_location(model_cfg, cache_dir)
         remote = bool(model_cfg.get("trust_remote_code", False))
         init = model_cfg.get("init", "pretrained")
+        if model_cfg.get("dims") and init != "random":
+            raise ValueError(f"model.dims overrides the shape, so it needs model.init=random (got {init!r})")
         if init == "random":
-            config = AutoConfig.from_pretrained(location, trust_remote_code=remote)
+            config = AutoConfig.from_pretrained(location, local_files_only=local, trust_remote_code=remote)
+            for key, value in (model_cfg.get("dims") or {}).items():
+                if not hasattr(config, key):
+                    raise ValueError(f"model.dims.{key}: {type(config).__name__} has no such field")
+                setattr(config, key, value)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
         elif init == "pretrained":
-            model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, trust_remote_code=remote)
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local,
+                                                         trust_remote_code=remote)
         else:
             raise ValueError(f"model.init={init!r}; allowed: pretrained, random")
     model = model.to(dtype)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                         f"{model.get_input_embeddings().num_embeddings} ({model_cfg.name})")
+    # The model must pad with the tokenizer's pad token (Llama-3.2's config has none).
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant checkpointing, with nothing forcing grad on the embedding output.
+
+    transformers 5 (`_activation_checkpointing_enable`) calls `enable_input_require_grads()` for every
+    text model, a workaround that only re-entrant checkpointing needs. With it, backward always runs
+    down to the embeddings, so frozen-block methods could never stop at their lowest active block.
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.disable_input_require_grads()
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

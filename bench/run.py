@@ -25,7 +25,7 @@ from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.evaluate import evaluate
 from bench.fast_path import compile_decoder_layers
 from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
-from bench.models import load_model, load_tokenizer
+from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer
 from bench.optim import build_optimizer, build_scheduler
 from bench.records import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
 from bench.resume import Preempted, PreemptionSignals, finished_record, run_key
@@ -38,7 +38,7 @@ log = logging.getLogger("slmbench")
 def build_model(cfg: DictConfig, tokenizer) -> torch.nn.Module:
     if cfg.model.source == "tiny" and cfg.model.get("base") == "synthetic":
         return load_or_build_base(cfg.model, cfg.base_pretraining, tokenizer, Path(cfg.cache_dir))
-    return load_model(cfg.model, tokenizer, seed=cfg.seed)
+    return load_model(cfg.model, tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir)
 
 
 def params_digest(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> str:
@@ -92,7 +92,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         set_seed(cfg.seed)
         wandb_cfg = OmegaConf.merge(cfg.wandb, {"group": cfg.wandb.group or wandb_group})
         recorder = RunRecorder(run_dir, config, wandb_cfg, names)
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = load_tokenizer(cfg.model, cache_dir=cfg.cache_dir)  # cache_dir: GGUF conversions
         task = instantiate(cfg.task)
         method = instantiate(cfg.method)
         model = build_model(cfg, tokenizer).to(device)
@@ -104,8 +104,8 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
         total_steps = total_steps if method.trains else 0
         if cfg.train.gradient_checkpointing:
-            # Non-reentrant: frozen blocks need no grad forced on the embedding output.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # Non-reentrant, and no grad forced on the embedding output (transformers 5 forces it).
+            enable_gradient_checkpointing(model)
         ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
                             sample_batch=probe)
@@ -171,6 +171,9 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             "trainable_params": sum(p.numel() for p in params),
             "total_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "final_train_loss": final_loss,
+            # Which eval examples were scored: all (null), the first N, or a seeded sample of N.
+            "eval_limit": cfg.eval.limit,
+            "eval_sample": None if cfg.eval.limit is None else cfg.eval.sample,
         }
         record["final_params_sha256"] = params_digest(model, params)
         record["status"] = "ok"

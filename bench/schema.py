@@ -40,6 +40,8 @@ class EvalConfig:
     max_new_tokens: int = 6
     batch_size: int = 256
     limit: Optional[int] = None
+    sample: str = "first"
+    sample_seed: int = 0
     engine: str = "hf"        # issue 8: hf | static (bench/generate.py)
     cuda_graphs: bool = True  # issue 8: static engine's decode step as a CUDA graph
 
@@ -88,6 +90,8 @@ class SlmbenchConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     base_pretraining: BasePretrainingConfig = field(default_factory=BasePretrainingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Experiments that tune the learning rate per method set `train.lr: ${lr_by_method.${hydra:runtime.choices.method}}`.
+    lr_by_method: dict[str, float] = field(default_factory=dict)
 
 
 def register() -> None:

@@ -23,4 +23,10 @@ class LoRA(Method):
 
     def prepare(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         super().prepare(model, ctx)
-        return get_peft_model(model, self.peft_config)
+        peft_model = get_peft_model(model, self.peft_config)
+        # With gradient checkpointing on, PeftModel.__init__ calls enable_input_require_grads()
+        # (peft 0.21 peft_model.py:184), forcing grad on the embedding output. Our checkpointing is
+        # non-reentrant and needs no such thing; the forced grad would make backward run below the
+        # lowest trainable block. Remove the hook (a no-op when there is none).
+        peft_model.get_base_model().disable_input_require_grads()
+        return peft_model

@@ -1,4 +1,5 @@
-"""`eval.engine`: the static engine gives the same samples as HF generate through `evaluate`; bad values are refused."""
+"""bench/evaluate: `eval.limit` as the first N or a seeded sample; `eval.engine` (issue 8): the static
+engine gives the same samples as HF generate through `evaluate`, bad values are refused."""
 from __future__ import annotations
 
 import pytest
@@ -6,11 +7,38 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.config import ConfigError, check
-from bench.evaluate import evaluate, generate_with_engine
+from bench.evaluate import evaluate, generate_with_engine, limit_examples
 from bench.models import build_tiny
 from bench.tasks.arithmetic import ArithmeticTask
+from bench.tasks.base import Example
 from bench.tokenizer import build_arithmetic_tokenizer
 from tests.conftest import compose_config
+
+EXAMPLES = [Example(id=str(i), prompt=f"q{i}", target="t", gold="g") for i in range(100)]
+
+
+def ids(examples):
+    return [int(ex.id) for ex in examples]
+
+
+def test_no_limit_and_first_n():
+    assert limit_examples(EXAMPLES, None) == EXAMPLES
+    assert ids(limit_examples(EXAMPLES, 3)) == [0, 1, 2]
+
+
+def test_seeded_sample_is_reproducible_ordered_and_seed_dependent():
+    a = ids(limit_examples(EXAMPLES, 10, "random", seed=0))
+    assert a == ids(limit_examples(EXAMPLES, 10, "random", seed=0))
+    assert a == sorted(a) and len(set(a)) == 10 and a != list(range(10))
+    assert a != ids(limit_examples(EXAMPLES, 10, "random", seed=1))
+    assert ids(limit_examples(EXAMPLES, 500, "random", seed=0)) == list(range(100))
+
+
+def test_bad_values():
+    with pytest.raises(ValueError, match="eval.limit must be positive"):
+        limit_examples(EXAMPLES, 0)
+    with pytest.raises(ValueError, match=r"eval.sample='some'; allowed: first, random"):
+        limit_examples(EXAMPLES, 3, "some")
 
 CPU = torch.device("cpu")
 
@@ -24,7 +52,8 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
     task = ArithmeticTask(name="t", operators=["+"], operand_max=9, seed=0)
     results = {}
     for engine in ("hf", "static"):
-        eval_cfg = OmegaConf.create({"max_new_tokens": 4, "batch_size": 5, "limit": 12, "engine": engine})
+        eval_cfg = OmegaConf.create({"max_new_tokens": 4, "batch_size": 5, "limit": 12, "sample": "first",
+                                     "sample_seed": 0, "engine": engine})
         results[engine] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template)
     assert results["static"] == results["hf"]
     assert len(results["hf"][1]) == 12 * len(task.eval_sets())

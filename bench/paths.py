@@ -1,0 +1,21 @@
+"""Paths in configs: absolute, or relative to the repository root (never to Hydra's run dir)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_path(path: str | Path) -> Path:
+    """`../shared/data/x` means the same file whatever directory slmbench was started from."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def existing_path(path: str | Path, key: str) -> Path:
+    """The resolved path, or an error naming the config key, the value and where it was looked for."""
+    resolved = resolve_path(path)
+    if not resolved.exists():
+        raise FileNotFoundError(f"{key}={path!r}: {resolved} does not exist "
+                                f"(relative paths are resolved against the repository root {REPO_ROOT})")
+    return resolved
