@@ -28,6 +28,10 @@ def check(cfg) -> None:
         raise ConfigError(f"eval.sample={e.sample!r}; allowed: first, random")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision={t.precision!r}; allowed: auto, bf16, fp32")
+    if t.get("fast_path", "none") not in ("none", "chunked_ce"):  # issue 8: bench/fast_path.py FAST_PATHS
+        raise ConfigError(f"train.fast_path={t.fast_path!r}; allowed: none, chunked_ce")
+    if e.get("engine", "hf") not in ("hf", "static"):  # issue 8: bench/evaluate.py ENGINES
+        raise ConfigError(f"eval.engine={e.engine!r}; allowed: hf, static")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
 

@@ -7,6 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data import build_prompt
+from bench.generate import generate_static
 from bench.tasks.base import Example, Task
 from bench.train import autocast
 
@@ -53,8 +54,8 @@ def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, preci
     for set_name, examples in task.eval_sets().items():
         examples = limit_examples(examples, eval_cfg.limit, eval_cfg.sample, eval_cfg.sample_seed)
         prompts = [build_prompt(tokenizer, ex.prompt, use_chat_template) for ex in examples]
-        generations = generate(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size,
-                               device, precision, desc=f"eval {set_name}")
+        generations = generate_with_engine(model, tokenizer, prompts, eval_cfg, device, precision,
+                                           desc=f"eval {set_name}")
         verdicts = []
         for ex, prompt, generation in zip(examples, prompts, generations):
             generation = cut_at_stop_strings(generation, task.stop_strings)
@@ -66,6 +67,23 @@ def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, preci
         accuracy[set_name] = {m: sum(bool(v[m]) for v in verdicts) / max(1, len(verdicts)) for m in metric_names}
         accuracy[set_name]["n"] = len(verdicts)
     return accuracy, samples
+
+
+ENGINES = ("hf", "static")
+
+
+def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device: torch.device, precision: str,
+                         desc: str = "eval") -> list[str]:
+    """`eval.engine`: `hf` (HF generate, the reference) or `static` (bench/generate.py: static KV
+    cache, CUDA-graphed decode step; the same greedy tokens, several times faster on GPU)."""
+    engine = eval_cfg.get("engine", "hf")
+    if engine == "hf":
+        return generate(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
+                        precision, desc=desc)
+    if engine == "static":
+        return generate_static(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
+                               precision, cuda_graphs=bool(eval_cfg.get("cuda_graphs", True)), desc=desc)
+    raise ValueError(f"eval.engine={engine!r}; allowed: {', '.join(ENGINES)}")
 
 
 def limit_examples(examples: list[Example], limit, sample: str = "first", seed: int = 0) -> list[Example]:

@@ -23,6 +23,7 @@ from bench.checkpoint import CheckpointDir, load_trainable_state, rng_state, set
 from bench.config import ConfigError, check, resolve_device, resolve_precision
 from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.evaluate import evaluate
+from bench.fast_path import compile_decoder_layers
 from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
 from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer
 from bench.optim import build_optimizer, build_scheduler
@@ -110,6 +111,8 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
                             sample_batch=probe,
                             precision=precision)  # for methods' own forward passes (IST's probes)
         model = method.prepare(model, ctx)
+        if cfg.train.get("compile"):  # issue 8: regional torch.compile of the decoder layers
+            compile_decoder_layers(model)
         params = list({id(p): p for p in method.trainable_parameters(model)}.values())
         timer = StepTimer(device, cfg.train.throughput_warmup_steps)
         checkpoints = CheckpointDir(store / "checkpoints", cfg.train.keep_checkpoints)

@@ -31,6 +31,8 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None
     keep_checkpoints: int = 2
     resume: bool = True
+    fast_path: str = "none"  # issue 8: none | chunked_ce (bench/fast_path.py)
+    compile: bool = False    # issue 8: torch.compile of each decoder layer
 
 
 @dataclass
@@ -40,6 +42,8 @@ class EvalConfig:
     limit: Optional[int] = None
     sample: str = "first"
     sample_seed: int = 0
+    engine: str = "hf"        # issue 8: hf | static (bench/generate.py)
+    cuda_graphs: bool = True  # issue 8: static engine's decode step as a CUDA graph
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data import IGNORE_INDEX, BatchStream
+from bench.fast_path import training_loss
 from bench.measure import StepTimer
 from methods.base import Method
 
@@ -50,9 +51,10 @@ def train(state: TrainState, train_cfg, device: torch.device, precision: str, to
         for batch in micro_batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, precision):
-                out = model(**batch, num_items_in_batch=loss_tokens)
-            out.loss.backward()
-            loss += out.loss.detach()
+                # train.fast_path (issue 8): none = HF's own loss; chunked_ce = no full-vocab logits.
+                micro_loss = training_loss(model, batch, loss_tokens, train_cfg.get("fast_path", "none"))
+            micro_loss.backward()
+            loss += micro_loss.detach()
         method.after_backward(step, model)
         grad_norm = None
         if train_cfg.grad_clip:

@@ -1,10 +1,18 @@
-"""bench/evaluate.limit_examples: `eval.limit` as the first N or a seeded sample."""
+"""bench/evaluate: `eval.limit` as the first N or a seeded sample; `eval.engine` (issue 8): the static
+engine gives the same samples as HF generate through `evaluate`, bad values are refused."""
 from __future__ import annotations
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
-from bench.evaluate import limit_examples
+from bench.config import ConfigError, check
+from bench.evaluate import evaluate, generate_with_engine, limit_examples
+from bench.models import build_tiny
+from bench.tasks.arithmetic import ArithmeticTask
 from bench.tasks.base import Example
+from bench.tokenizer import build_arithmetic_tokenizer
+from tests.conftest import compose_config
 
 EXAMPLES = [Example(id=str(i), prompt=f"q{i}", target="t", gold="g") for i in range(100)]
 
@@ -31,3 +39,31 @@ def test_bad_values():
         limit_examples(EXAMPLES, 0)
     with pytest.raises(ValueError, match=r"eval.sample='some'; allowed: first, random"):
         limit_examples(EXAMPLES, 3, "some")
+
+CPU = torch.device("cpu")
+
+
+def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
+    tokenizer = build_arithmetic_tokenizer()
+    torch.manual_seed(0)
+    model = build_tiny(OmegaConf.create({"arch": "qwen2", "dims": {
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 64}}), tokenizer)
+    task = ArithmeticTask(name="t", operators=["+"], operand_max=9, seed=0)
+    results = {}
+    for engine in ("hf", "static"):
+        eval_cfg = OmegaConf.create({"max_new_tokens": 4, "batch_size": 5, "limit": 12, "sample": "first",
+                                     "sample_seed": 0, "engine": engine})
+        results[engine] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template)
+    assert results["static"] == results["hf"]
+    assert len(results["hf"][1]) == 12 * len(task.eval_sets())
+
+
+def test_bad_engine_and_fast_path_values_are_refused():
+    with pytest.raises(ValueError, match="eval.engine='vllm'; allowed: hf, static"):
+        generate_with_engine(None, None, ["x"], OmegaConf.create({"engine": "vllm", "max_new_tokens": 1,
+                                                                   "batch_size": 1}), CPU, "fp32")
+    with pytest.raises(ConfigError, match="eval.engine='vllm'"):
+        check(compose_config("eval.engine=vllm"))
+    with pytest.raises(ConfigError, match="train.fast_path='fused'"):
+        check(compose_config("train.fast_path=fused"))

@@ -1,0 +1,35 @@
+"""`python -m bench.perf` keeps working: one tiny shape, two methods, both loops, a couple of steps,
+the eval engines on two prompts; and `bench.perf_report` renders its JSON. Figures are never asserted."""
+from __future__ import annotations
+
+import json
+
+from bench import perf, perf_report
+from tests.conftest import SHARED_DATA
+
+
+def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
+    out = tmp_path / "perf.json"
+    perf.main(["--shapes", "tiny-llama", "--methods", "full", "static25", "--plain", "full", "static25",
+               "--steps", "1", "--warmup", "1", "--seq-len", "32", "--batch-size", "1",
+               "--eval-shapes", "tiny-llama", "--eval-engines", "static", "hf", "--eval-limit", "2",
+               "--eval-max-new-tokens", "3", "--static-batch-size", "2", "--hf-batch-size", "2",
+               "--device", "cpu", "--data-dir", str(SHARED_DATA), "--out", str(out)])
+    report = json.loads(out.read_text())
+    runs = {(r["loop"], r["method"]): r for r in report["train"]}
+    assert set(runs) == {("plain", "full"), ("harness", "full"), ("plain", "static25"), ("harness", "static25")}
+    assert all(r["status"] == "ok" and r["median_step_s"] > 0 for r in runs.values())
+    # Both loops trained the same block set, and only those blocks.
+    assert runs[("plain", "static25")]["blocks"] == runs[("harness", "static25")]["blocks"] == [3]  # 25% of 4 blocks, seed 0
+    assert runs[("plain", "static25")]["trainable_params"] == runs[("harness", "static25")]["trainable_params"]
+    assert runs[("plain", "static25")]["trainable_params"] < runs[("plain", "full")]["trainable_params"]
+    rows = {r["method"]: r for r in report["table"]}
+    assert rows["static25"]["step_harness_over_plain"] is not None and rows["static25"]["step_over_full"] is not None
+    engines = {r["method"]: r for r in report["eval"]}
+    assert engines["static"]["status"] == engines["hf"]["status"] == "ok"
+    assert engines["static"]["identical_to_other_engine"] is not None
+
+    page = tmp_path / "performance.md"
+    perf_report.main([str(out), "--out", str(page)])
+    text = page.read_text()
+    assert report["command"] in text and "| tiny-llama | static25 |" in text
