@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from bench.fast_path import FAST_PATHS
 from bench.perf_data import DEFAULT_DATA_DIR, REPO, build_model, eval_prompts, get_shape, load_tokenizer, packed_batches
-from bench.perf_loops import FixedBlocks, choose_blocks, release, run_eval, run_harness, run_plain
+from bench.perf_loops import FixedBlocks, choose_blocks, method_config, release, run_eval, run_harness, run_plain
 from bench.perf_table import format_table, table_rows
 
 log = logging.getLogger("bench.perf")
@@ -90,7 +90,7 @@ def build_method(name: str, blocks: list[int]):
     if not path.exists():
         known = sorted(f.stem for f in (REPO / "conf" / "method").glob("*.yaml"))
         raise ValueError(f"--methods: no {path}; known: {', '.join(known + [STATIC])}")
-    return instantiate(OmegaConf.load(path))
+    return instantiate(method_config(name))
 
 
 def train_config(args, shape, fast: bool, compiled: bool = False):

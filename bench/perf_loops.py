@@ -24,6 +24,7 @@ from bench.evaluate import generate as hf_generate
 from bench.fast_path import compile_decoder_layers
 from bench.generate import generate_static
 from bench.measure import PhaseMemory, StepTimer, synchronize
+from bench.models import enable_gradient_checkpointing
 from bench.optim import build_optimizer, build_scheduler
 from bench.perf_data import REPO
 from bench.train import TrainState, autocast, train
@@ -67,9 +68,20 @@ class FixedBlocks(Method):
         return {"active_blocks": len(self.blocks)}
 
 
+def method_config(name: str):
+    """`conf/method/<name>.yaml` composed by Hydra, as `slmbench method=<name>` sees it (a method
+    yaml may extend another through its defaults list, as ist.yaml extends lora.yaml)."""
+    from hydra import compose, initialize_config_dir
+
+    import bench.schema  # noqa: F401 - the schema config.yaml's defaults list names
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"method={name}"]).method
+
+
 def lora_config() -> LoraConfig:
     """conf/method/lora.yaml's knobs, for the plain loop (which uses peft directly, no Method)."""
-    knobs = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "method" / "lora.yaml"))
+    knobs = OmegaConf.to_container(method_config("lora"))
     knobs.pop("_target_")
     return LoraConfig(task_type="CAUSAL_LM", **{**knobs, "target_modules": list(knobs["target_modules"])})
 
@@ -153,12 +165,13 @@ def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: 
     memory = PhaseMemory(device)
     memory.start()
     if train_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)  # as bench/run.py does
     total = warmup + steps
     sampler = cycle(batches)
     ctx = MethodContext(device=device, total_steps=total, steps_per_epoch=len(batches),
                         gradient_checkpointing=train_cfg.gradient_checkpointing, seed=seed,
-                        sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()})
+                        sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()},
+                        precision="bf16" if device.type == "cuda" else "fp32")
     model = method.prepare(model, ctx)
     if train_cfg.compile:
         compile_decoder_layers(model)

@@ -82,6 +82,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         write_json_atomic(Path(run_dir) / RESULT_FILE, reused)
         return reused
     record = {"status": "running", **names, "seed": cfg.get("seed"), "run_key": key, "run_dir": str(run_dir),
+              "started_at": time.time(),  # with finished_at: when parallel jobs overlapped
               "metrics": {k: None for k in METRIC_KEYS}, "config": config, "env": None}
     progress, history, recorder, signals = {"step": 0}, [], None, PreemptionSignals()
     try:
@@ -177,7 +178,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             "eval_sample": None if cfg.eval.limit is None else cfg.eval.sample,
         }
         record["final_params_sha256"] = params_digest(model, params)
-        record["status"] = "ok"
+        record["status"], record["finished_at"] = "ok", time.time()
         recorder.write_samples(samples)
         recorder.write_result(record)
         recorder.close()
@@ -188,6 +189,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         statuses = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}
         record["status"] = next((s for t, s in statuses.items() if isinstance(err, t)), "failed")
         record["error"] = {"type": type(err).__name__, "message": str(err), "step": progress["step"]}
+        record["finished_at"] = time.time()
         if recorder is None:
             write_json_atomic(Path(run_dir) / RESULT_FILE, record)
         else:
