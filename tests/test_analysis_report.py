@@ -93,26 +93,25 @@ def test_a_schema_error_exits_2_naming_the_file(tmp_path):
 
 def test_smoke_sweep_end_to_end(tmp_path, cache_dir):
     """A real Hydra multirun of the smoke experiment (model axis narrowed to one tiny model on the
-    command line, which wins over the experiment's sweep: 3 methods x 2 seeds), then the report."""
+    command line, which wins over the experiment's sweep: 5 methods x 2 seeds), then the report."""
     proc = run_cli(tmp_path, "-m", "+experiment=adagradselect_paper_smoke", "model=tiny-llama",
                    f"cache_dir={cache_dir}")
     assert "slmbench sweep:" in proc.stdout  # the multirun-end table still prints
     (sweep,) = (tmp_path / "outputs" / "multirun" / "adagradselect_paper_smoke").iterdir()
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
-        "0-full-tiny-llama-s0", "1-full-tiny-llama-s1", "2-lora-r128-tiny-llama-s0",
-        "3-lora-r128-tiny-llama-s1", "4-lora-tiny-llama-s0", "5-lora-tiny-llama-s1"]
+    methods = ["full", "lora-r128", "lora", "topk", "adagradselect"]
+    expected_dirs = [f"{2 * i + seed}-{m}-tiny-llama-s{seed}" for i, m in enumerate(methods) for seed in (0, 1)]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted(expected_dirs)
 
     report = report_cli(str(sweep), "--memory-metric", "peak_host_rss_gib", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     runs = pd.read_csv(sweep / "report" / "runs.csv")
-    assert len(runs) == 6 and set(runs["status"]) == {"ok"}  # a row for every run
-    assert sorted(zip(runs["method"], runs["seed"])) == [("full", 0), ("full", 1), ("lora", 0), ("lora", 1),
-                                                          ("lora-r128", 0), ("lora-r128", 1)]
+    assert len(runs) == 10 and set(runs["status"]) == {"ok"}  # a row for every run
+    assert sorted(zip(runs["method"], runs["seed"])) == sorted((m, seed) for m in methods for seed in (0, 1))
     assert runs.loc[runs["method"] == "lora-r128", "cfg/method.r"].tolist() == [128, 128]
     assert set(runs["cfg/train.lr"]) == {1e-3}  # the experiment's per-method learning rates resolved
-    assert "## Runs (6)" in report.stdout and report.stdout.count("| tiny-llama | arithmetic |") == 6
+    assert "## Runs (10)" in report.stdout and report.stdout.count("| tiny-llama | arithmetic |") == 10
     accuracy = (sweep / "report" / "accuracy.md").read_text()
-    for method in ("full", "lora-r128", "lora"):
+    for method in methods:
         assert f"| {method} |" in accuracy and "(n=2)" in accuracy
     assert (sweep / "report" / "accuracy_vs_memory.png").exists()
     assert (sweep / "report" / "train_time.png").exists()
