@@ -10,9 +10,8 @@ from hydra.core.config_store import ConfigStore
 
 
 @dataclass
-class TrainConfig:
-    max_steps: Optional[int] = 150
-    epochs: Optional[int] = None
+class OptimConfig:
+    """What bench/optim.py and the loop read: shared by fine-tuning and the base pretraining."""
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1.0e-3
@@ -22,6 +21,12 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 1.0
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    max_steps: Optional[int] = 150
+    epochs: Optional[int] = None
     precision: str = "auto"
     gradient_checkpointing: bool = False
     max_seq_len: int = 512
@@ -31,8 +36,8 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None
     keep_checkpoints: int = 2
     resume: bool = True
-    fast_path: str = "none"  # issue 8: none | chunked_ce (bench/fast_path.py)
-    compile: bool = False    # issue 8: torch.compile of each decoder layer
+    fast_path: str = "none"  # none | chunked_ce (bench/fast_path.py)
+    compile: bool = False    # torch.compile of each decoder layer
 
 
 @dataclass
@@ -55,20 +60,16 @@ class WandbConfig:
 
 
 @dataclass
-class BasePretrainingConfig:
+class BasePretrainingConfig(OptimConfig):
     operators: list[str] = field(default_factory=lambda: ["+", "-", ">", "<"])
     operand_max: int = 30
     seed: int = 1234
     steps: int = 800
     batch_size: int = 64
-    grad_accum: int = 1
     lr: float = 3.0e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = "linear"
     warmup_steps: int = 20
     min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    grad_clip: Optional[float] = 1.0
 
 
 @dataclass

@@ -51,7 +51,7 @@ def train(state: TrainState, train_cfg, device: torch.device, precision: str, to
         for batch in micro_batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, precision):
-                # train.fast_path (issue 8): none = HF's own loss; chunked_ce = no full-vocab logits.
+                # train.fast_path: none = HF's own loss; chunked_ce = no full-vocab logits.
                 micro_loss = training_loss(model, batch, loss_tokens, train_cfg.get("fast_path", "none"))
             micro_loss.backward()
             loss += micro_loss.detach()
