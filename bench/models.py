@@ -168,13 +168,6 @@ def remove_embedding_grad_hooks(model: torch.nn.Module) -> None:
             module.disable_input_require_grads()
 
 
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total): counted over unique tensors (tied embeddings count once)."""
-    seen, trainable, total = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
+def unique_parameters(params) -> list[torch.nn.Parameter]:
+    """Each tensor once, in first-seen order: tied embeddings are one tensor under two names."""
+    return list({id(p): p for p in params}.values())

@@ -24,7 +24,7 @@ from bench.evaluate import generate as hf_generate
 from bench.fast_path import compile_decoder_layers
 from bench.generate import generate_static
 from bench.measure import PhaseMemory, StepTimer, synchronize
-from bench.models import enable_gradient_checkpointing
+from bench.models import enable_gradient_checkpointing, unique_parameters
 from bench.optim import build_optimizer, build_scheduler
 from bench.perf_data import REPO
 from bench.train import TrainState, autocast, train
@@ -175,7 +175,7 @@ def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: 
     model = method.prepare(model, ctx)
     if train_cfg.compile:
         compile_decoder_layers(model)
-    params = list({id(p): p for p in method.trainable_parameters(model)}.values())
+    params = unique_parameters(method.trainable_parameters(model))
     optimizer = build_optimizer(params, train_cfg, device)
     method.attach_optimizer(optimizer)
     state = TrainState(model, method, optimizer, build_scheduler(optimizer, train_cfg, total), cycle(batches))

@@ -25,7 +25,7 @@ from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.evaluate import evaluate
 from bench.fast_path import compile_decoder_layers
 from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
-from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer
+from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
 from bench.optim import build_optimizer, build_scheduler
 from bench.records import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
 from bench.resume import Preempted, PreemptionSignals, finished_record, run_key
@@ -114,7 +114,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         model = method.prepare(model, ctx)
         if cfg.train.get("compile"):  # issue 8: regional torch.compile of the decoder layers
             compile_decoder_layers(model)
-        params = list({id(p): p for p in method.trainable_parameters(model)}.values())
+        params = unique_parameters(method.trainable_parameters(model))
         timer = StepTimer(device, cfg.train.throughput_warmup_steps)
         checkpoints = CheckpointDir(store / "checkpoints", cfg.train.keep_checkpoints)
         state = None
@@ -171,7 +171,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             "median_step_s": timer.median_step_s(),
             "train_steps": total_steps,
             "trainable_params": sum(p.numel() for p in params),
-            "total_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+            "total_params": sum(p.numel() for p in unique_parameters(model.parameters())),
             "final_train_loss": final_loss,
             # Which eval examples were scored: all (null), the first N, or a seeded sample of N.
             "eval_limit": cfg.eval.limit,

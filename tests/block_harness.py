@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bench.data import BatchStream, RandomBatches, tokenize_examples
 from bench.measure import StepTimer
-from bench.models import build_tiny, load_tokenizer
+from bench.models import build_tiny, load_tokenizer, unique_parameters
 from bench.optim import build_optimizer, build_scheduler
 from bench.train import TrainState, train
 from conftest import compose_config
@@ -49,7 +49,7 @@ def tiny_run(method_name: str, *overrides: str, arch: str = "llama", layers: int
                         sample_batch=RandomBatches(examples, tokenizer.pad_token_id, seed + 1))
     method = method_obj if method_obj is not None else instantiate(cfg.method)
     model = method.prepare(model, ctx)
-    optimizer = build_optimizer(list({id(p): p for p in method.trainable_parameters(model)}.values()), cfg.train, CPU)
+    optimizer = build_optimizer(unique_parameters(method.trainable_parameters(model)), cfg.train, CPU)
     method.attach_optimizer(optimizer)
     state = TrainState(model, method, optimizer, build_scheduler(optimizer, cfg.train, total_steps), batches)
     return TinyRun(model, method, state, cfg, ctx)

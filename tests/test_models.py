@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.models import load_model, load_tokenizer
+from bench.models import load_model, load_tokenizer, unique_parameters
 from tests.conftest import SHARED_DATA, compose_config
 
 
@@ -71,7 +71,7 @@ def test_real_shape_random_init_qwen():
                          "model.init=random").model
     tokenizer = load_tokenizer(cfg)
     model = load_model(cfg, tokenizer, seed=0)
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    n_params = sum(p.numel() for p in unique_parameters(model.parameters()))
     assert n_params == 494_032_768 and model.config.num_hidden_layers == 24
     with torch.no_grad():
         logits = model(**tokenizer(["Question: 2+2?"], return_tensors="pt")).logits
