@@ -6,12 +6,17 @@ logits for every position of the batch (Llama-3.2-1B, batch 8 x 512: 4,096 x 128
 decoder runs alone, only the positions whose next token carries loss are gathered, and the
 head + cross-entropy run over them in chunks whose gradients are computed right away in the
 forward pass (as Liger's fused linear cross-entropy does), so at most one chunk of logits
-exists at any time and no logit is kept for backward. Same FLOPs as the unfused path.
+exists at any time and no logit is kept for backward. The head runs only over loss positions
+(HF's runs over the masked prompt too), the positions are found on the host copy of the batch
+(no device synchronization), and on CUDA each chunk's softmax-minus-onehot is one compiled kernel
+pair instead of about seven eager passes over a chunk x vocabulary fp32 tensor.
 
 `compile: true` (a separate knob) compiles each decoder layer with `torch.compile` (regional
 compilation: one small graph reused by every layer, so compiling takes seconds, not minutes).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -25,6 +30,23 @@ def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, divisor: float):
+    """One chunk's summed CE (fp32, as HF upcasts) and d(CE/divisor)/d(logits) = (softmax - onehot) /
+    divisor, in the logits' dtype. Elementwise and reductions only, so torch.compile fuses it into
+    two passes over the chunk (eager: about seven)."""
+    upcast = logits.float()
+    lse = torch.logsumexp(upcast, dim=-1)
+    picked = upcast.gather(1, targets[:, None]).squeeze(1)
+    grad = torch.exp(upcast - lse[:, None])
+    grad[torch.arange(targets.shape[0], device=targets.device), targets] -= 1.0
+    return (lse - picked).sum(), (grad / divisor).to(logits.dtype)
+
+
+@functools.cache
+def _compiled_ce_chunk():
+    return torch.compile(_ce_chunk, dynamic=True)  # the row count differs per batch and last chunk
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """sum over rows of CE(hidden @ weight.T, targets) / divisor, chunk by chunk; gradients are made
     in forward (at most one chunk of logits alive) and scaled by the incoming gradient in backward."""
@@ -33,19 +55,13 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, divisor: float, chunk_rows: int, compute_dtype):
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+        ce_chunk = _compiled_ce_chunk() if hidden.is_cuda else _ce_chunk
         w = weight.to(compute_dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_rows):
             h = hidden[start:start + chunk_rows].to(compute_dtype)
-            t = targets[start:start + chunk_rows]
-            logits = (h @ w.t()).float()  # the head's output in compute dtype, CE in fp32 as HF does
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            # d(CE)/d(logits) = softmax - onehot, over the divisor
-            grad_logits = torch.softmax(logits, dim=-1)
-            grad_logits[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-            grad_logits = (grad_logits / divisor).to(compute_dtype)
-            del logits
+            loss_sum, grad_logits = ce_chunk(h @ w.t(), targets[start:start + chunk_rows], divisor)
+            total += loss_sum
             grad_hidden[start:start + chunk_rows] = (grad_logits @ w).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight.add_(grad_logits.t() @ h)  # compute-dtype product, fp32 accumulation
@@ -56,39 +72,76 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_hidden, grad_weight = ctx.saved_tensors
-        grad_w = (grad_weight * grad_output).to(ctx.weight_dtype) if ctx.has_weight_grad else None
+        # in place: no second head-sized buffer (this graph is never run backward twice)
+        grad_w = grad_weight.mul_(grad_output).to(ctx.weight_dtype) if ctx.has_weight_grad else None
         return grad_hidden * grad_output.to(grad_hidden.dtype), grad_w, None, None, None, None
 
 
-def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
-                    chunk_rows: int = 1024) -> torch.Tensor:
-    """The same value as `model(**batch, num_items_in_batch=n).loss` (sum of token CE / n)."""
-    lm = _causal_lm(model)
+def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat indices into the (batch x seq) hidden states, their targets) of the positions whose
+    next token carries loss (position i predicts token i+1). Computed where `labels` lives: on
+    the host copy of a batch it costs the device no synchronization."""
+    targets = labels[:, 1:]
+    row, col = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+    return row * labels.shape[1] + col, targets[row, col]
+
+
+def _output_head(lm: torch.nn.Module) -> torch.nn.Linear:
     head = lm.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear) or head.bias is not None:
         raise ValueError(f"train.fast_path=chunked_ce needs a bias-free nn.Linear output head, "
                          f"got {type(head).__name__}")
-    labels = batch["labels"]
+    return head
+
+
+def _loss_hidden(lm: torch.nn.Module, batch: dict[str, torch.Tensor], positions, targets):
+    """The decoder's last hidden states at the loss positions, and their targets."""
     hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
-    # Position i predicts token i+1: keep the positions whose next token carries loss.
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    rows = hidden[:, :-1][keep]
+    if positions is None:  # on the device: one synchronization (nonzero)
+        positions, targets = loss_positions(batch["labels"])
+    return hidden.flatten(0, 1).index_select(0, positions), targets
+
+
+def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
+                    chunk_rows: int = 1024, positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The same value as `model(**batch, num_items_in_batch=n).loss` (sum of token CE / n).
+    `positions`: `loss_positions(labels)` already on the device (saves a synchronization)."""
+    lm = _causal_lm(model)
+    head = _output_head(lm)
+    rows, targets = _loss_hidden(lm, batch, *(positions or (None, None)))
     compute_dtype = torch.get_autocast_dtype(rows.device.type) if torch.is_autocast_enabled(rows.device.type) \
         else head.weight.dtype
     with torch.autocast(rows.device.type, enabled=False):  # dtypes are explicit inside
-        return ChunkedLinearCrossEntropy.apply(rows, head.weight, targets[keep], float(num_items_in_batch),
+        return ChunkedLinearCrossEntropy.apply(rows, head.weight, targets, float(num_items_in_batch),
                                                chunk_rows, compute_dtype)
 
 
+@torch.no_grad()
+def chunked_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = 1024) -> float:
+    """`model(**batch).loss.item()` (mean CE over loss tokens) without the full-vocabulary logits:
+    for no-grad probes such as IST's rollouts, whose batch may be larger than a training batch."""
+    lm = _causal_lm(model)
+    head = _output_head(lm)
+    rows, targets = _loss_hidden(lm, batch, None, None)
+    total = torch.zeros((), dtype=torch.float32, device=rows.device)
+    for start in range(0, rows.shape[0], chunk_rows):
+        logits = head(rows[start:start + chunk_rows]).float()
+        total += torch.nn.functional.cross_entropy(logits, targets[start:start + chunk_rows], reduction="sum")
+    return (total / max(1, targets.numel())).item()
+
+
 def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
-                  fast_path: str = "none") -> torch.Tensor:
-    """The loss one micro-batch contributes to the token-weighted window loss."""
+                  fast_path: str = "none", device: torch.device | None = None) -> torch.Tensor:
+    """The loss one micro-batch contributes to the token-weighted window loss. `batch` may be on
+    the host: it is moved to `device` here, after the chunked path has read its loss positions."""
+    if fast_path not in FAST_PATHS:
+        raise ValueError(f"train.fast_path={fast_path!r}; allowed: {', '.join(FAST_PATHS)}")
+    device = device or batch["input_ids"].device
+    on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if fast_path == "none":
-        return model(**batch, num_items_in_batch=num_items_in_batch).loss
-    if fast_path == "chunked_ce":
-        return chunked_lm_loss(model, batch, num_items_in_batch)
-    raise ValueError(f"train.fast_path={fast_path!r}; allowed: {', '.join(FAST_PATHS)}")
+        return model(**on_device, num_items_in_batch=num_items_in_batch).loss
+    positions = tuple(t.to(device, non_blocking=True) for t in loss_positions(batch["labels"]))
+    return chunked_lm_loss(model, on_device, num_items_in_batch, positions=positions)
 
 
 def compile_decoder_layers(model: torch.nn.Module) -> None:

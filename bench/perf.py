@@ -13,6 +13,7 @@ Example (the device run of docs/performance.md):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="default: the shape's (bench/perf_data.py SHAPES)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--grad-clip", type=float, default=1.0, help="0: no clipping (both loops)")
+    p.add_argument("--gradient-checkpointing", choices=["shape", "on", "off"], default="shape",
+                   help="shape: as the shape's reference figures (Phi-4-mini on); on/off: every row of both loops")
     p.add_argument("--block-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
@@ -118,10 +121,12 @@ def guarded(run, row: dict, device: torch.device) -> dict:
 
 
 def run_training(args, device: torch.device, save) -> list[dict]:
-    """`save(rows)` after each shape, so a run cut short keeps what it measured."""
+    """`save(rows)` after each row, so a run cut short (a device call's time limit) keeps what it measured."""
     rows = []
     for shape_name in args.shapes:
         shape = get_shape(shape_name)
+        if args.gradient_checkpointing != "shape":
+            shape = dataclasses.replace(shape, gradient_checkpointing=args.gradient_checkpointing == "on")
         batch_size = args.batch_size or shape.batch_size
         tokenizer = load_tokenizer(args.data_dir, shape)
         batches = packed_batches(tokenizer, args.data_dir, batch_size, args.seq_len, n_batches=4)
@@ -139,13 +144,16 @@ def run_training(args, device: torch.device, save) -> list[dict]:
                                                       batches, args.warmup, args.steps, args.lr,
                                                       args.grad_clip or None, device,
                                                       shape.gradient_checkpointing, blocks), row, device))
+                save(rows)
             if name in args.methods:
                 rows.append(harness_row(args, shape, base, name, blocks, batches, device, fast=False))
+                save(rows)
         for name in args.fast_methods:
             rows.append(harness_row(args, shape, base, name, blocks, batches, device, fast=True))
+            save(rows)
             if args.compile:
                 rows.append(harness_row(args, shape, base, name, blocks, batches, device, fast=True, compiled=True))
-        save(rows)
+                save(rows)
     return rows
 
 

@@ -170,6 +170,7 @@ def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: 
     sampler = cycle(batches)
     ctx = MethodContext(device=device, total_steps=total, steps_per_epoch=len(batches),
                         gradient_checkpointing=train_cfg.gradient_checkpointing, seed=seed,
+                        grad_accum=train_cfg.grad_accum,
                         sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()},
                         precision="bf16" if device.type == "cuda" else "fp32")
     model = method.prepare(model, ctx)

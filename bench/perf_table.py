@@ -27,12 +27,14 @@ def table_rows(train_rows: list[dict]) -> list[dict]:
         plain = _find(train_rows, loop="plain", shape=shape, method=method)
         mine = harness if harness is not None else plain or next(
             r for r in train_rows if r["shape"] == shape and r["method"] == method)
-        full = _find(train_rows, loop=mine["loop"], shape=shape, method="full", fast_path="none")
+        # method/full: against full fine-tuning with the same loss path and compilation
+        full = _find(train_rows, loop=mine["loop"], shape=shape, method="full", fast_path=fast_path, compile=compiled)
         ok = mine.get("status") == "ok"
         h_ok = harness is not None and harness.get("status") == "ok"
         out.append({
             "shape": shape, "method": method, "fast_path": fast_path, "compile": compiled,
             "status": mine.get("status"), "loop": mine["loop"],
+            "gradient_checkpointing": mine.get("gradient_checkpointing"),
             "harness_step_s": harness.get("median_step_s") if h_ok else None,
             "plain_step_s": plain.get("median_step_s") if plain else None,
             "step_harness_over_plain": _ratio(harness.get("median_step_s"), plain.get("median_step_s"))

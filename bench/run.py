@@ -109,7 +109,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
             enable_gradient_checkpointing(model)
         ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                             gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
-                            sample_batch=probe,
+                            sample_batch=probe, grad_accum=cfg.train.grad_accum,
                             precision=precision)  # for methods' own forward passes (IST's probes)
         model = method.prepare(model, ctx)
         if cfg.train.get("compile"):  # issue 8: regional torch.compile of the decoder layers

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from bench.data import IGNORE_INDEX, BatchStream
 from bench.fast_path import training_loss
 from bench.measure import StepTimer
+from bench.optim import clip_gradients
 from methods.base import Method
 
 
@@ -49,17 +50,15 @@ def train(state: TrainState, train_cfg, device: torch.device, precision: str, to
         loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
         loss = torch.zeros((), device=device)
         for batch in micro_batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, precision):
                 # train.fast_path: none = HF's own loss; chunked_ce = no full-vocab logits.
-                micro_loss = training_loss(model, batch, loss_tokens, train_cfg.get("fast_path", "none"))
+                micro_loss = training_loss(model, batch, loss_tokens, train_cfg.get("fast_path", "none"), device)
             micro_loss.backward()
             loss += micro_loss.detach()
         method.after_backward(step, model)
         grad_norm = None
         if train_cfg.grad_clip:
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
-                                                       train_cfg.grad_clip)
+            grad_norm = clip_gradients(optimizer, params, train_cfg.grad_clip)
         optimizer.step()
         state.scheduler.step()
         optimizer.zero_grad(set_to_none=True)  # frozen blocks must hold no .grad

@@ -60,6 +60,9 @@ class AdaGradSelect(BlockSelectionMethod):
     def needs_grad_norms(self) -> bool:
         return True
 
+    def top_after_measure(self) -> int:
+        return self.k  # choose_from_norms is the top k by norm
+
     def epsilon(self, step: int) -> float:
         """eps_t in epoch 1; 0 (exploit only) from epoch 2 on."""
         if step >= self.steps_per_epoch:

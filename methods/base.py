@@ -21,6 +21,8 @@ class MethodContext:
     sample_batch: Callable[[int], dict[str, torch.Tensor]] | None = None
     # The training autocast ("bf16" | "fp32"), for methods that run their own forward passes (IST).
     precision: str = "fp32"
+    # Micro-batches per optimizer step (gradients accumulate over that many backward passes).
+    grad_accum: int = 1
 
 
 class Method:

@@ -16,6 +16,7 @@ whose `.grad` is None, so an inactive block is neither updated nor decayed.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,37 +126,87 @@ class GradNormMeter:
     Each hook overwrites its parameter's slot with ||grad||^2 (the accumulated gradient, so
     gradient accumulation is handled: the last micro-batch's write wins); the block norm is
     sqrt(sum of its slots). No gradient is copied; the numbers stay on the device until read.
+
+    `start(keep_top=k)` streams instead (one micro-batch per step only): as each block's last
+    gradient lands, its norm is read and only the k largest-norm blocks so far keep their
+    gradients; the block that falls out has its gradients freed at once. A measuring backward
+    then never holds more than k + 1 blocks' gradients (instead of every block's: 3.6 GiB of fp32
+    gradients on Llama-3.2-1B) at the cost of one host read per block. The kept set is exactly
+    the top k of the returned norms under `torch.argsort(descending=True, stable=True)`.
     """
 
     def __init__(self, blocks: list[Block]):
         self.measuring = False
+        self._blocks = blocks
         self._slot_block = torch.tensor([i for i, b in enumerate(blocks) for _ in b.params], dtype=torch.long)
+        self._first_slot = np.cumsum([0] + [len(b.params) for b in blocks]).tolist()
         self._n_blocks = len(blocks)
         self._squares: torch.Tensor | None = None
         self._handles = []
+        self.keep_top: int | None = None
+        self.kept: list[int] = []
         slot = 0
-        for block in blocks:
+        for index, block in enumerate(blocks):
             for p in block.params:
-                self._handles.append(p.register_post_accumulate_grad_hook(self._hook(slot)))
+                self._handles.append(p.register_post_accumulate_grad_hook(self._hook(slot, index)))
                 slot += 1
 
-    def _hook(self, slot: int):
+    def _hook(self, slot: int, block: int):
+        # A weak reference: the hook lives on the parameter, in C++ where Python's garbage collector
+        # cannot see it, so a strong one (parameter -> hook -> meter -> parameters) is a cycle that is
+        # never collected and keeps every block's weights alive after the run (3.6 GiB per
+        # Llama-3.2-1B job of an in-process sweep, measured).
+        meter = weakref.ref(self)
+
         def record(p: torch.Tensor) -> None:
-            if not self.measuring or p.grad is None:
+            self = meter()
+            if self is None or not self.measuring or p.grad is None:
                 return
             if self._squares is None or self._squares.device != p.grad.device:
                 self._squares = torch.zeros(len(self._slot_block), device=p.grad.device)
             self._squares[slot] = torch.linalg.vector_norm(p.grad, dtype=torch.float32).square()
+            if self.keep_top is not None:
+                self._seen[block] += 1
+                if self._seen[block] == len(self._blocks[block].params):
+                    self._complete(block)
         return record
 
-    def start(self) -> None:
+    def start(self, keep_top: int | None = None) -> None:
         self.measuring = True
+        self.keep_top, self.kept = keep_top, []
+        self._seen = [0] * self._n_blocks
+        self._norms: dict[int, float] = {}
         if self._squares is not None:
             self._squares.zero_()
+
+    def _block_norm(self, block: int) -> float:
+        if self._squares is None:
+            return 0.0
+        first, last = self._first_slot[block], self._first_slot[block + 1]
+        return float(self._squares[first:last].sum().sqrt())  # a host read: the streaming cost
+
+    def _complete(self, block: int) -> None:
+        """Keep `block`'s gradients if it is among the top `keep_top` so far; free the loser's."""
+        norm = self._norms[block] = self._block_norm(block)
+        if len(self.kept) < self.keep_top:
+            self.kept.append(block)
+            return
+        rank = lambda b: (-self._norms[b], b)  # noqa: E731 - argsort's order: larger norm, then shallower
+        worst = max(self.kept, key=rank)
+        loser = worst if rank(block) < rank(worst) else block
+        if loser == worst:
+            self.kept[self.kept.index(worst)] = block
+        for p in self._blocks[loser].params:
+            p.grad = None
 
     def stop(self) -> torch.Tensor:
         """The block norms of the backward passes since `start` (CPU float tensor, one sync)."""
         self.measuring = False
+        if self.keep_top is not None:
+            for block in range(self._n_blocks):  # blocks some of whose parameters got no gradient
+                if block not in self._norms:
+                    self._complete(block)
+            return torch.tensor([self._norms[b] for b in range(self._n_blocks)], dtype=torch.float32)
         if self._squares is None:
             return torch.zeros(self._n_blocks)
         per_block = torch.zeros(self._n_blocks, device=self._squares.device)
@@ -356,6 +407,12 @@ class BlockSelectionMethod(Method):
     def needs_grad_norms(self) -> bool:
         return False
 
+    def top_after_measure(self) -> int | None:
+        """k if `choose_from_norms` takes the top k blocks by norm (stable argsort): the measuring
+        backward may then stream (GradNormMeter.start(keep_top=k)) and hold only k + 1 blocks'
+        gradients. None: every gradient is held until `choose_from_norms` has picked."""
+        return None
+
     @property
     def n_blocks(self) -> int:
         return len(self.layout.blocks)
@@ -372,13 +429,18 @@ class BlockSelectionMethod(Method):
         self._measuring = choice is MEASURE
         if self._measuring:
             self.activation.enable_grads(range(self.n_blocks))
-            self.meter.start()
+            # streaming drops gradients as blocks finish, so it needs the whole step in one backward
+            self.meter.start(keep_top=self.top_after_measure() if self.ctx.grad_accum == 1 else None)
         else:
             self._set(step, choice)
 
     def after_backward(self, step: int, model: torch.nn.Module) -> None:
         if self._measuring:
-            self._set(step, self.choose_from_norms(step, self.meter.stop()))
+            choice = self.choose_from_norms(step, self.meter.stop())
+            if self.meter.keep_top is not None and sorted(choice) != sorted(self.meter.kept):
+                raise RuntimeError(f"{type(self).__name__}: chose blocks {sorted(choice)} but the streaming "
+                                   f"measurement kept the gradients of {sorted(self.meter.kept)}")
+            self._set(step, choice)
         self.activation.residency.wait()
 
     def _set(self, step: int, blocks: list[int]) -> None:

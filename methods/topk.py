@@ -30,6 +30,9 @@ class TopK(BlockSelectionMethod):
     def needs_grad_norms(self) -> bool:
         return True
 
+    def top_after_measure(self) -> int:
+        return self.k  # choose_from_norms is the top k by norm
+
     def choose(self, step: int):
         selecting = step == 0 if self.select_every == 0 else step % self.select_every == 0
         return MEASURE if selecting or not self._chosen else self._chosen

@@ -45,7 +45,7 @@ def tiny_run(method_name: str, *overrides: str, arch: str = "llama", layers: int
     examples = tokenize_examples(tokenizer, task.train_examples(), cfg.train.max_seq_len)
     batches = BatchStream(examples, batch_size, tokenizer.pad_token_id, seed)
     ctx = MethodContext(device=CPU, total_steps=total_steps, steps_per_epoch=batches.batches_per_epoch,
-                        gradient_checkpointing=gradient_checkpointing, seed=seed,
+                        gradient_checkpointing=gradient_checkpointing, seed=seed, grad_accum=cfg.train.grad_accum,
                         sample_batch=RandomBatches(examples, tokenizer.pad_token_id, seed + 1))
     method = method_obj if method_obj is not None else instantiate(cfg.method)
     model = method.prepare(model, ctx)

@@ -84,6 +84,41 @@ def test_grad_norm_meter_matches_the_norms_of_the_accumulated_gradients():
     assert torch.equal(meter.stop(), torch.zeros(4))
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_streaming_meter_keeps_only_the_top_k_gradients_and_never_holds_more_than_k_plus_one(k):
+    model = tiny_model(layers=6)
+    layout = discover_blocks(model, {})
+    reference = {id(p): None for b in layout.blocks for p in b.params}
+    model(**batch(3)).loss.backward()
+    for b in layout.blocks:
+        for p in b.params:
+            reference[id(p)] = p.grad.clone()
+    expected_norms = torch.stack([torch.sqrt(sum(p.grad.pow(2).sum() for p in b.params)) for b in layout.blocks])
+    model.zero_grad(set_to_none=True)
+
+    meter = GradNormMeter(layout.blocks)
+    holding = []  # after every gradient lands: how many blocks hold any gradient
+
+    def count(_):
+        holding.append(sum(any(p.grad is not None for p in b.params) for b in layout.blocks))
+    for b in layout.blocks:  # registered after the meter's hooks, so they run after them
+        for p in b.params:
+            p.register_post_accumulate_grad_hook(count)
+    meter.start(keep_top=k)
+    model(**batch(3)).loss.backward()
+    norms = meter.stop()
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-5, atol=0)
+    top = torch.argsort(norms, descending=True, stable=True)[:k].tolist()
+    assert sorted(meter.kept) == sorted(top)
+    assert max(holding) <= k + 1 and holding[-1] == k
+    for i, b in enumerate(layout.blocks):
+        for p in b.params:
+            if i in top:
+                assert torch.equal(p.grad, reference[id(p)])  # kept gradients are untouched
+            else:
+                assert p.grad is None
+
+
 def make_activation(policy: str):
     model = tiny_model()
     layout = discover_blocks(model, {})
@@ -163,3 +198,20 @@ def test_backward_stops_at_the_lowest_active_block_under_gradient_checkpointing(
     assert seen == {"embed": False, 0: False, 1: False, 2: True, 3: True}
     assert all(p.grad is not None for p in layout.blocks[2].params)
     assert all(p.grad is None for i in (0, 1, 3) for p in layout.blocks[i].params)
+
+
+def test_grad_norm_meter_does_not_keep_the_model_alive():
+    """Hooks live on the parameters in C++, out of the garbage collector's sight: the meter they
+    call must not be kept alive by them, or a dropped model's weights never free."""
+    import gc
+    import weakref
+
+    model = tiny_model()
+    meter = GradNormMeter(discover_blocks(model, {}).blocks)
+    meter.start(keep_top=1)
+    model(**batch(0)).loss.backward()
+    meter.stop()
+    weight = weakref.ref(model.model.layers[0].mlp.up_proj.weight)
+    del model, meter
+    gc.collect()
+    assert weight() is None

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.data import IGNORE_INDEX
-from bench.fast_path import chunked_lm_loss, training_loss
+from bench.fast_path import chunked_lm_loss, chunked_mean_loss, loss_positions, training_loss
 from bench.models import build_tiny
 from bench.tokenizer import build_arithmetic_tokenizer
 
@@ -65,3 +65,49 @@ def test_unknown_fast_path_is_refused():
     model, b = tiny("qwen2"), batch()
     with pytest.raises(ValueError, match="train.fast_path='fused'; allowed: none, chunked_ce"):
         training_loss(model, b, 10, "fused")
+
+
+def test_loss_positions_are_the_masked_gather_of_shifted_labels():
+    b = batch()
+    positions, targets = loss_positions(b["labels"])
+    keep = b["labels"][:, 1:] != IGNORE_INDEX
+    hidden = torch.arange(3 * 20).reshape(3, 20)  # each position's flat index as its "hidden state"
+    assert torch.equal(hidden.flatten().index_select(0, positions), hidden[:, :-1][keep])
+    assert torch.equal(targets, b["labels"][:, 1:][keep])
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "phi3"])
+def test_chunked_mean_loss_equals_hf_mean_loss(arch):
+    """IST's rollout probe: the mean loss without full logits, padded rows included."""
+    model, b = tiny(arch), batch()
+    with torch.no_grad():
+        ref = model(**b).loss
+    assert chunked_mean_loss(model, b, chunk_rows=4) == pytest.approx(float(ref), rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled chunk kernel runs on CUDA only")
+def test_compiled_chunk_equals_eager_on_cuda():
+    from bench.fast_path import _ce_chunk, _compiled_ce_chunk
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for rows in (64, 37):  # a full chunk and a ragged one (dynamic shapes)
+        logits = torch.randn(rows, 50_000, device="cuda", generator=gen).to(torch.bfloat16) * 4
+        targets = torch.randint(0, 50_000, (rows,), device="cuda", generator=gen)
+        loss, grad = _compiled_ce_chunk()(logits, targets, 123.0)
+        ref_loss, ref_grad = _ce_chunk(logits, targets, 123.0)
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(grad.float(), ref_grad.float(), rtol=1.6e-2, atol=1e-6)  # bf16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA: the fast path as the device runs it")
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "phi3"])
+def test_chunked_training_loss_equals_unfused_on_cuda_bf16(arch):
+    model, b = tiny(arch).cuda(), batch()
+    n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ref_loss, ref_grads = loss_and_grads(model, lambda: training_loss(model, b, n, "none", torch.device("cuda")))
+        loss, grads = loss_and_grads(model, lambda: training_loss(model, b, n, "chunked_ce", torch.device("cuda")))
+    torch.testing.assert_close(loss, ref_loss.float(), rtol=2e-2, atol=1e-3)
+    head = model.get_output_embeddings().weight
+    name = next(n for n, p in model.named_parameters() if p is head)
+    assert torch.nn.functional.cosine_similarity(grads[name].flatten(), ref_grads[name].flatten(), dim=0) > 0.99

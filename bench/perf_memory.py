@@ -1,0 +1,180 @@
+"""`python -m bench.perf_memory`: where a training step's peak GPU memory goes.
+
+For each shape and setting, a few training steps on the harness's own pieces (method object,
+`training_loss`, `clip_gradients`, fused AdamW), and at the last step, in GiB:
+- `weights`: the fp32 parameters alone;
+- `step start`: allocated when the step begins (weights + optimizer state; gradients are None);
+- `forward keeps`: allocated at the end of forward minus `step start`, i.e. what the forward
+  holds for backward (activations, autocast's bf16 weight copies, logits or the chunked loss's
+  head gradient);
+- `peak`: the step's maximum allocated, and `peak - step start`, the transient part;
+- `max peak, all steps`: over every step (a selection step of topk holds more than the others).
+A setting is `METHOD[:FAST_PATH][+compile][+gc]`, e.g. `full`, `full:chunked_ce+compile`,
+`static25+gc`, `topk:chunked_ce+gc`. Figures are measurements (no target is asserted).
+
+    python -m bench.perf_memory --shapes llama3.2-1b --settings full full:chunked_ce static25 --out mem.json
+    python -m bench.perf_memory --render mem.json [more.json ...] --md docs/performance-memory.md
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from itertools import cycle
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from bench.fast_path import FAST_PATHS, compile_decoder_layers, training_loss
+from bench.measure import synchronize
+from bench.models import enable_gradient_checkpointing, unique_parameters
+from bench.optim import build_optimizer, clip_gradients
+from bench.perf_data import DEFAULT_DATA_DIR, build_model, get_shape, load_tokenizer, packed_batches
+from bench.perf_loops import choose_blocks, release
+from bench.train import autocast
+from methods.base import MethodContext
+
+GIB = 1024 ** 3
+
+
+def parse_setting(text: str) -> dict:
+    head, *flags = text.split("+")
+    method, _, fast_path = head.partition(":")
+    fast_path = fast_path or "none"
+    unknown = [f for f in flags if f not in ("compile", "gc")]
+    if fast_path not in FAST_PATHS or unknown:
+        raise ValueError(f"--settings {text!r}: METHOD[:FAST_PATH][+compile][+gc], FAST_PATH one of "
+                         f"{', '.join(FAST_PATHS)}")
+    return {"setting": text, "method": method, "fast_path": fast_path, "compile": "compile" in flags,
+            "gradient_checkpointing": "gc" in flags}
+
+
+def measure(args, shape, setting: dict, batches: list[dict], blocks: list[int], device: torch.device) -> dict:
+    from bench.perf import build_method  # the same method objects as bench.perf's harness rows
+
+    release(device)
+    # Everything relative to what was allocated before this row's model existed.
+    base = torch.cuda.memory_allocated(device) / GIB
+    model = build_model(args.data_dir, shape, device, args.seed)
+    weights = torch.cuda.memory_allocated(device) / GIB - base
+    if setting["gradient_checkpointing"]:
+        enable_gradient_checkpointing(model)
+    sampler = cycle(batches)
+    method = build_method(setting["method"], blocks)
+    ctx = MethodContext(device=device, total_steps=args.steps, steps_per_epoch=len(batches),
+                        gradient_checkpointing=setting["gradient_checkpointing"], seed=args.seed,
+                        sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()}, precision="bf16")
+    model = method.prepare(model, ctx)
+    if setting["compile"]:
+        compile_decoder_layers(model)
+    params = unique_parameters(method.trainable_parameters(model))
+    optimizer = build_optimizer(params, OmegaConf.create({"weight_decay": 0.0, "lr": 1e-5, "betas": [0.9, 0.999]}),
+                                device)
+    method.attach_optimizer(optimizer)
+    model.train()
+    tokens = batches[0]["labels"][:, 1:].ne(-100).sum().item()
+    peaks = []
+    for step, batch in zip(range(args.steps), cycle(batches)):
+        synchronize(device)
+        start = torch.cuda.memory_allocated(device) / GIB - base
+        torch.cuda.reset_peak_memory_stats(device)
+        method.on_step_start(step, model)
+        with autocast(device, "bf16"):
+            loss = training_loss(model, batch, tokens, setting["fast_path"], device)
+        synchronize(device)
+        forward_end = torch.cuda.memory_allocated(device) / GIB - base
+        loss.backward()
+        method.after_backward(step, model)
+        clip_gradients(optimizer, [p for p in params if p.grad is not None], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        method.after_step(step, model)
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) / GIB - base
+        peaks.append(peak)
+    result = {"max_peak_gib": max(peaks), "weights_gib": weights, "step_start_gib": start, "forward_keeps_gib": forward_end - start,
+              "peak_gib": peak, "transient_gib": peak - start, "final_loss": float(loss.detach())}
+    del model, method, optimizer, params, loss
+    release(device)
+    result["left_allocated_gib"] = torch.cuda.memory_allocated(device) / GIB - base  # ~0 unless a leak
+    return result
+
+
+def run(args, device: torch.device) -> list[dict]:
+    rows = []
+    for shape_name in args.shapes:
+        shape = get_shape(shape_name)
+        batch_size = args.batch_size or shape.batch_size
+        tokenizer = load_tokenizer(args.data_dir, shape)
+        batches = packed_batches(tokenizer, args.data_dir, batch_size, args.seq_len, n_batches=2)
+        n_layers = build_model(args.data_dir, shape, torch.device("meta"), args.seed).config.num_hidden_layers
+        blocks = choose_blocks(n_layers, 0.25, args.seed)
+        for text in args.settings:
+            setting = parse_setting(text)
+            row = {"shape": shape_name, "batch_size": batch_size, "seq_len": args.seq_len, **setting}
+            try:
+                row.update(measure(args, shape, setting, batches, blocks, device), status="ok")
+            except torch.OutOfMemoryError as err:
+                row.update(status="oom", error=str(err).splitlines()[0])
+            release(device)
+            if setting["compile"]:
+                torch._dynamo.reset()
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+COLUMNS = [("shape", "shape"), ("batch", "batch_size"), ("setting", "setting"), ("status", "status"),
+           ("weights", "weights_gib"), ("step start", "step_start_gib"), ("forward keeps", "forward_keeps_gib"),
+           ("peak", "peak_gib"), ("peak - step start", "transient_gib"), ("max peak, all steps", "max_peak_gib"),
+           ("left after the row", "left_allocated_gib")]
+
+
+def markdown(reports: list[dict]) -> str:
+    lines = ["# Where the peak memory goes", "",
+             "Generated by `python -m bench.perf_memory --render` from the JSON of the commands below; "
+             "GiB of allocated GPU memory at the last measured step. Setting: METHOD[:loss path][+compile][+gc].", ""]
+    for report in reports:
+        lines += [f"## `{report['command']}`", "", f"{report['date']}, {report['device_name']}", "",
+                  "| " + " | ".join(t for t, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        for row in report["rows"]:
+            cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float) else str(row.get(k, "—")) for _, k in COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.perf_memory", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", default=["llama3.2-1b"])
+    p.add_argument("--settings", nargs="+", default=["full", "full:chunked_ce", "static25"])
+    p.add_argument("--steps", type=int, default=3, help="the first creates the optimizer state; the last is reported")
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--out", type=Path, default=Path("perf_memory.json"))
+    p.add_argument("--render", type=Path, nargs="+", help="instead of measuring: JSON files to render as markdown")
+    p.add_argument("--md", type=Path, default=Path("docs/performance-memory.md"))
+    args = p.parse_args(argv)
+    if args.render:
+        args.md.write_text(markdown([json.loads(path.read_text()) for path in args.render]))
+        print(f"wrote {args.md}")
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit("python -m bench.perf_memory measures GPU memory: no CUDA device here")
+    for text in args.settings:
+        parse_setting(text)  # refuse a bad setting before any model is built
+    device = torch.device("cuda")
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python -m bench.perf_memory " + " ".join(sys.argv[1:] if argv is None else argv),
+              "device_name": torch.cuda.get_device_name(device), "torch": torch.__version__}
+    report["rows"] = run(args, device)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(markdown([report]))
+
+
+if __name__ == "__main__":
+    main()
