@@ -38,7 +38,7 @@ STATIC = "static25"  # the fixed-block selection both loops share (bench/perf_lo
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["qwen2.5-0.5b", "llama3.2-1b", "phi4-mini"])
-    p.add_argument("--methods", nargs="+", default=["full", "lora", STATIC],
+    p.add_argument("--methods", nargs="*", default=["full", "lora", STATIC],
                    help=f"harness rows: conf/method/<name>.yaml names, or {STATIC} (the plain loop's block set)")
     p.add_argument("--plain", nargs="*", default=["full", STATIC, "lora"], help="plain-loop rows: full static25 lora")
     p.add_argument("--fast-methods", nargs="*", default=[], help="harness methods run again with the fast path")

@@ -153,7 +153,9 @@ def profile_steps(state: TrainState, train_cfg, device: torch.device, precision:
     with torch.profiler.profile(activities=activities) as prof:
         train(state, train_cfg, device, precision, state.step + steps, timer, on_step=lambda step, metrics: None)
     events = prof.key_averages()
-    kernel_us = sum(e.self_device_time_total for e in events) if device.type == "cuda" else 0.0
+    # Kernels only: an aten op's row repeats the time of the kernels it launched.
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) \
+        if device.type == "cuda" else 0.0
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return {"profiled_steps": steps, "profiled_wall_s": timer.total_seconds,
             "gpu_busy_fraction": kernel_us / 1e6 / timer.total_seconds if kernel_us else None,

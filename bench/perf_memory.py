@@ -77,6 +77,9 @@ def measure(args, shape, setting: dict, batches: list[dict], blocks: list[int], 
     tokens = batches[0]["labels"][:, 1:].ne(-100).sum().item()
     peaks = []
     for step, batch in zip(range(args.steps), cycle(batches)):
+        last = step == args.steps - 1
+        if last and args.snapshot:
+            torch.cuda.memory._record_memory_history(context="alloc", stacks="python", clear_history=True)
         synchronize(device)
         start = torch.cuda.memory_allocated(device) / GIB - base
         torch.cuda.reset_peak_memory_stats(device)
@@ -94,12 +97,51 @@ def measure(args, shape, setting: dict, batches: list[dict], blocks: list[int], 
         synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) / GIB - base
         peaks.append(peak)
-    result = {"max_peak_gib": max(peaks), "weights_gib": weights, "step_start_gib": start, "forward_keeps_gib": forward_end - start,
+    sites = None
+    if args.snapshot:
+        sites = peak_sites(torch.cuda.memory._snapshot(), device)
+        torch.cuda.memory._record_memory_history(enabled=None)
+    result = {"peak_sites": sites, "max_peak_gib": max(peaks), "weights_gib": weights, "step_start_gib": start, "forward_keeps_gib": forward_end - start,
               "peak_gib": peak, "transient_gib": peak - start, "final_loss": float(loss.detach())}
     del model, method, optimizer, params, loss
     release(device)
     result["left_allocated_gib"] = torch.cuda.memory_allocated(device) / GIB - base  # ~0 unless a leak
     return result
+
+
+def _site(frames: list[dict]) -> str:
+    """Where an allocation was made: the innermost frame outside torch itself (the model's code,
+    ours), or the autograd engine when no Python frame is inside the forward (a backward kernel)."""
+    for frame in frames:
+        name = frame["filename"]
+        if "/torch/" not in name or "/torch/_inductor" in name:
+            short = "/".join(name.split("/")[-2:])
+            return f"{short}:{frame['line']} {frame['name']}"
+    return "autograd engine / optimizer (no Python frame)"
+
+
+def peak_sites(snapshot: dict, device: torch.device, top: int = 12) -> dict:
+    """Replays the recorded allocations of one step: the moment of the peak, and the allocations
+    made during the step and still alive then, summed per allocating site (GiB)."""
+    events = snapshot["device_traces"][device.index or 0]
+    live: dict[int, tuple[int, str]] = {}
+    current = peak = 0
+    peak_live: dict[int, tuple[int, str]] = {}
+    peak_at = 0
+    for i, event in enumerate(events):
+        if event["action"] == "alloc":
+            live[event["addr"]] = (event["size"], _site(event.get("frames", [])))
+            current += event["size"]
+        elif event["action"] == "free_completed" and event["addr"] in live:
+            current -= live.pop(event["addr"])[0]
+        if current > peak:
+            peak, peak_live, peak_at = current, dict(live), i
+    by_site: dict[str, int] = {}
+    for size, site in peak_live.values():
+        by_site[site] = by_site.get(site, 0) + size
+    ranked = sorted(by_site.items(), key=lambda kv: -kv[1])[:top]
+    return {"above_step_start_gib": peak / GIB, "event": peak_at, "events": len(events),
+            "sites": [[site, size / GIB] for site, size in ranked]}
 
 
 def run(args, device: torch.device) -> list[dict]:
@@ -143,6 +185,13 @@ def markdown(reports: list[dict]) -> str:
             cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float) else str(row.get(k, "—")) for _, k in COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        for row in report["rows"]:
+            if row.get("peak_sites"):
+                sites = row["peak_sites"]
+                lines += [f"What {row['shape']} `{row['setting']}` allocated during its last step and still held at "
+                          f"the step's peak ({sites['above_step_start_gib']:.2f} GiB above step start; event "
+                          f"{sites['event']} of {sites['events']}):", ""]
+                lines += [f"- {gib:.2f} GiB: `{site}`" for site, gib in sites["sites"]] + [""]
     return "\n".join(lines)
 
 
@@ -154,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snapshot", action="store_true",
+                   help="record the last step's allocations (torch.cuda.memory) and list what is alive at its peak")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--out", type=Path, default=Path("perf_memory.json"))
     p.add_argument("--render", type=Path, nargs="+", help="instead of measuring: JSON files to render as markdown")

@@ -111,3 +111,25 @@ def test_chunked_training_loss_equals_unfused_on_cuda_bf16(arch):
     head = model.get_output_embeddings().weight
     name = next(n for n, p in model.named_parameters() if p is head)
     assert torch.nn.functional.cosine_similarity(grads[name].flatten(), ref_grads[name].flatten(), dim=0) > 0.99
+
+
+@pytest.mark.parametrize("fast_path", ["none", "chunked_ce"])
+def test_compiled_layers_share_one_graph(fast_path):
+    """train.compile: every decoder layer runs the same compiled graph. A per-layer recompile
+    (e.g. a KV cache's layer index) would leave the layers past the recompile limit (8) eager."""
+    from torch._dynamo.utils import counters
+
+    from bench.fast_path import compile_decoder_layers
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny("llama")
+    model.model.layers.extend(type(model.model.layers[0])(model.config, i) for i in range(2, 10))  # 10 layers
+    model.config.num_hidden_layers = 10
+    compile_decoder_layers(model, backend="aot_eager")  # Inductor would need a C++ compiler here
+    b = batch()
+    n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+    training_loss(model, b, n, fast_path).backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["frames"]["ok"] == 1
+    torch._dynamo.reset()

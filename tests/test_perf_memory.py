@@ -37,3 +37,22 @@ def test_render_writes_every_row(tmp_path):
 def test_measuring_without_cuda_is_refused():
     with pytest.raises(SystemExit, match="no CUDA device"):
         main(["--settings", "full"])
+
+
+def test_peak_sites_replays_allocations_and_groups_them_by_site():
+    from bench.perf_memory import peak_sites
+
+    gib = 1024 ** 3
+    model_frame = {"filename": "/x/transformers/models/llama/modeling_llama.py", "line": 10, "name": "forward"}
+    torch_frame = {"filename": "/y/torch/nn/modules/module.py", "line": 1, "name": "_call_impl"}
+    events = [
+        {"action": "alloc", "addr": 1, "size": gib, "frames": [torch_frame, model_frame]},
+        {"action": "alloc", "addr": 2, "size": gib // 2, "frames": []},
+        {"action": "alloc", "addr": 3, "size": gib // 4, "frames": [model_frame]},
+        {"action": "free_completed", "addr": 2, "size": gib // 2},
+        {"action": "alloc", "addr": 4, "size": gib // 8, "frames": [model_frame]},  # below the peak
+    ]
+    got = peak_sites({"device_traces": [events]}, torch.device("cuda", 0))
+    assert got["above_step_start_gib"] == 1.75 and got["event"] == 2
+    assert got["sites"] == [["llama/modeling_llama.py:10 forward", 1.25],
+                            ["autograd engine / optimizer (no Python frame)", 0.5]]
