@@ -32,8 +32,8 @@ def dirichlet_top_k(counts: np.ndarray, delta: float, k: int, rng: np.random.Gen
 class AdaGradSelect(BlockSelectionMethod):
     def __init__(self, k_percent: float, epsilon0: float, epsilon_decay: float | None, delta: float,
                  policy: str = "offload", non_layer: dict[str, str] | None = None,
-                 epsilon_end_ratio: float = 0.05):
-        super().__init__(policy, non_layer)
+                 epsilon_end_ratio: float = 0.05, measure_checkpointing: bool = True):
+        super().__init__(policy, non_layer, measure_checkpointing)
         if not 0 <= epsilon0 <= 1:
             raise ValueError(f"method.epsilon0 must be in [0, 1], got {epsilon0}")
         if epsilon_decay is not None and epsilon_decay < 0:

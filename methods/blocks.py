@@ -15,6 +15,7 @@ whose `.grad` is None, so an inactive block is neither updated nor decayed.
 """
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from bench.models import remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
@@ -358,6 +360,16 @@ class BlockActivation:
         self.active = frozenset(state["active"])
 
 
+def checkpoint_layers(layers: list[torch.nn.Module], on: bool) -> None:
+    """Switch non-reentrant activation checkpointing of transformers decoder layers on or off (the
+    attribute pair `gradient_checkpointing_enable` sets, without its model-wide side effects)."""
+    for layer in layers:
+        if not hasattr(layer, "gradient_checkpointing"):
+            raise TypeError(f"{type(layer).__name__} is not a transformers GradientCheckpointingLayer")
+        layer.gradient_checkpointing = on
+        layer._gradient_checkpointing_func = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+
+
 MEASURE = None  # `choose` returns this to ask for a full backward and a choice from its norms
 
 
@@ -370,10 +382,14 @@ class BlockSelectionMethod(Method):
     hooks record norms, `choose_from_norms` picks after backward and the other grads are dropped).
     """
 
-    def __init__(self, policy: str, non_layer: dict[str, str] | None = None):
+    def __init__(self, policy: str, non_layer: dict[str, str] | None = None, measure_checkpointing: bool = False):
         if policy not in POLICIES:
             raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
         self.policy = policy
+        # A measuring step trains no fewer blocks than full fine-tuning backpropagates through:
+        # every layer's activations would be held. Checkpointing that step alone keeps its peak
+        # below the ordinary steps' (recompute on 1 step in `select_every`).
+        self.measure_checkpointing = measure_checkpointing
         self.non_layer = dict(non_layer or {})
         self.meter: GradNormMeter | None = None
         self._measuring = False
@@ -429,6 +445,8 @@ class BlockSelectionMethod(Method):
         self._measuring = choice is MEASURE
         if self._measuring:
             self.activation.enable_grads(range(self.n_blocks))
+            if self.measure_checkpointing and not self.ctx.gradient_checkpointing:
+                checkpoint_layers(self.layout.layers, True)
             # streaming drops gradients as blocks finish, so it needs the whole step in one backward
             self.meter.start(keep_top=self.top_after_measure() if self.ctx.grad_accum == 1 else None)
         else:
@@ -436,6 +454,8 @@ class BlockSelectionMethod(Method):
 
     def after_backward(self, step: int, model: torch.nn.Module) -> None:
         if self._measuring:
+            if self.measure_checkpointing and not self.ctx.gradient_checkpointing:
+                checkpoint_layers(self.layout.layers, False)
             choice = self.choose_from_norms(step, self.meter.stop())
             if self.meter.keep_top is not None and sorted(choice) != sorted(self.meter.kept):
                 raise RuntimeError(f"{type(self).__name__}: chose blocks {sorted(choice)} but the streaming "

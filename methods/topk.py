@@ -16,8 +16,8 @@ from methods.blocks import MEASURE, BlockSelectionMethod, blocks_for_percent
 
 class TopK(BlockSelectionMethod):
     def __init__(self, k_percent: float, select_every: int, policy: str = "offload",
-                 non_layer: dict[str, str] | None = None):
-        super().__init__(policy, non_layer)
+                 non_layer: dict[str, str] | None = None, measure_checkpointing: bool = True):
+        super().__init__(policy, non_layer, measure_checkpointing)
         if select_every < 0:
             raise ValueError(f"method.select_every must be >= 0 (0 = select once), got {select_every}")
         self.k_percent, self.select_every = k_percent, select_every

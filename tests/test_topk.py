@@ -58,3 +58,24 @@ def test_negative_select_every_is_named():
     from methods.topk import TopK
     with pytest.raises(ValueError, match="method.select_every must be >= 0"):
         TopK(k_percent=25, select_every=-1)
+
+
+@pytest.mark.parametrize("measure_checkpointing", [True, False])
+def test_measuring_steps_checkpoint_and_give_the_same_choice(measure_checkpointing):
+    """Checkpointing only the measuring step changes where activations live, not the gradients:
+    the chosen blocks and the trained weights match a run without it; ordinary steps never checkpoint."""
+    runs = {}
+    for flag in (measure_checkpointing, not measure_checkpointing):
+        run = tiny_run("topk", "method.k_percent=50", "method.select_every=2",
+                       f"method.measure_checkpointing={str(flag).lower()}")
+        seen = []  # per forward (one per step): was layer 0 checkpointing
+        layers = run.method.layout.layers
+        layers[0].register_forward_pre_hook(lambda module, args, seen=seen: seen.append(module.gradient_checkpointing))
+        run_steps(run, 4, expected_active=2)
+        assert seen == [flag, False, flag, False]  # steps 0 and 2 measured
+        assert not any(layer.gradient_checkpointing for layer in layers)  # off again after each
+        runs[flag] = run
+    a, b = runs.values()
+    assert [h["active"] for h in a.history] == [h["active"] for h in b.history]
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
