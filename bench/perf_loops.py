@@ -153,8 +153,10 @@ def profile_steps(state: TrainState, train_cfg, device: torch.device, precision:
     with torch.profiler.profile(activities=activities) as prof:
         train(state, train_cfg, device, precision, state.step + steps, timer, on_step=lambda step, metrics: None)
     events = prof.key_averages()
-    # Kernels only: an aten op's row repeats the time of the kernels it launched.
-    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) \
+    # Kernels only: an aten op's row repeats the time of the kernels it launched, and a user
+    # annotation's GPU row (e.g. "Optimizer.step#AdamW.step") spans the kernels inside it.
+    kernel_us = sum(e.self_device_time_total for e in events
+                    if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) \
         if device.type == "cuda" else 0.0
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return {"profiled_steps": steps, "profiled_wall_s": timer.total_seconds,
