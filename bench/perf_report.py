@@ -120,7 +120,11 @@ fused AdamW, sdpa, HF's loss); `harness` is `bench.train.train` driving the meth
 no optimizer state for it). Step time is the median after warm-up, with a device sync around each
 step; tokens/s counts every position of the batch; peak is the maximum allocated GPU memory of the
 run (weights, gradients and optimizer state included). `step/full` and `mem/full` compare with
-full fine-tuning in the same loop.
+full fine-tuning in the same loop and on the same loss path (`fast`: `none` = HF's loss,
+`chunked_ce` = `train.fast_path=chunked_ce`, `+compile` = `train.compile=true`). With `--repeats`,
+plain and harness rows alternate and each configuration's fastest run is shown. Why each target
+is met or missed, with the profiles and memory snapshots behind it: `docs/performance-analysis.md`
+and `docs/performance-memory.md`.
 
 {sections}
 
