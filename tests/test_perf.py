@@ -33,3 +33,21 @@ def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     perf_report.main([str(out), "--out", str(page)])
     text = page.read_text()
     assert report["command"] in text and "| tiny-llama | static25 |" in text
+
+
+def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
+    """--fast-methods: chunked-loss rows for full and a block method; method/full pairs rows of the
+    same loss path; --gradient-checkpointing on reaches every row; no plain rows asked, none run."""
+    out = tmp_path / "perf.json"
+    perf.main(["--shapes", "tiny-qwen2", "--methods", "--plain", "--fast-methods", "full", "topk",
+               "--gradient-checkpointing", "on", "--steps", "1", "--warmup", "1", "--seq-len", "32",
+               "--batch-size", "1", "--eval-shapes", "--device", "cpu", "--data-dir", str(SHARED_DATA),
+               "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert [(r["loop"], r["method"], r["fast_path"]) for r in report["train"]] == [
+        ("harness", "full", "chunked_ce"), ("harness", "topk", "chunked_ce")]
+    assert all(r["status"] == "ok" and r["gradient_checkpointing"] for r in report["train"])
+    topk = next(r for r in report["table"] if r["method"] == "topk")
+    full = next(r for r in report["train"] if r["method"] == "full")
+    mine = next(r for r in report["train"] if r["method"] == "topk")
+    assert topk["step_over_full"] == mine["median_step_s"] / full["median_step_s"]
