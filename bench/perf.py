@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["qwen2.5-0.5b", "llama3.2-1b", "phi4-mini"])
     p.add_argument("--methods", nargs="*", default=["full", "lora", STATIC],
-                   help=f"harness rows: conf/method/<name>.yaml names, or {STATIC} (the plain loop's block set)")
+                   help=f"harness rows: conf/method/<name>.yaml names, optionally with knobs "
+                        f"(adagradselect:policy=keep), or {STATIC} (the plain loop's block set)")
     p.add_argument("--plain", nargs="*", default=["full", STATIC, "lora"], help="plain-loop rows: full static25 lora")
     p.add_argument("--fast-methods", nargs="*", default=[], help="harness methods run again with the fast path")
     p.add_argument("--fast-path", default="chunked_ce", choices=FAST_PATHS)
@@ -87,13 +88,15 @@ def environment(device: torch.device) -> dict:
 
 
 def build_method(name: str, blocks: list[int]):
+    """`name` is a conf/method yaml, optionally with knobs: `adagradselect:policy=keep,k_percent=10`."""
     if name == STATIC:
         return FixedBlocks(blocks)
-    path = REPO / "conf" / "method" / f"{name}.yaml"
+    base, _, knobs = name.partition(":")
+    path = REPO / "conf" / "method" / f"{base}.yaml"
     if not path.exists():
         known = sorted(f.stem for f in (REPO / "conf" / "method").glob("*.yaml"))
         raise ValueError(f"--methods: no {path}; known: {', '.join(known + [STATIC])}")
-    return instantiate(method_config(name))
+    return instantiate(method_config(base, knobs.split(",") if knobs else None))
 
 
 def train_config(args, shape, fast: bool, compiled: bool = False):

@@ -68,15 +68,17 @@ class FixedBlocks(Method):
         return {"active_blocks": len(self.blocks)}
 
 
-def method_config(name: str):
-    """`conf/method/<name>.yaml` composed by Hydra, as `slmbench method=<name>` sees it (a method
-    yaml may extend another through its defaults list, as ist.yaml extends lora.yaml)."""
+def method_config(name: str, knobs: list[str] | None = None):
+    """`conf/method/<name>.yaml` composed by Hydra, as `slmbench method=<name> method.<knob>=...`
+    sees it (a method yaml may extend another through its defaults list, as ist.yaml extends
+    lora.yaml). `knobs`: ["policy=keep", ...], each applied as `method.policy=keep`."""
     from hydra import compose, initialize_config_dir
 
     import bench.schema  # noqa: F401 - the schema config.yaml's defaults list names
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"method={name}"]).method
+        overrides = [f"method={name}"] + [f"method.{knob}" for knob in knobs or []]
+        return compose(config_name="config", overrides=overrides).method
 
 
 def lora_config() -> LoraConfig:

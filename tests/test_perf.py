@@ -51,3 +51,11 @@ def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
     full = next(r for r in report["train"] if r["method"] == "full")
     mine = next(r for r in report["train"] if r["method"] == "topk")
     assert topk["step_over_full"] == mine["median_step_s"] / full["median_step_s"]
+
+
+def test_method_rows_take_knobs():
+    """`--methods adagradselect:policy=keep` measures a method with a knob changed, as
+    `slmbench method=adagradselect method.policy=keep` would run it."""
+    method = perf.build_method("adagradselect:policy=keep,k_percent=10", blocks=[0])
+    assert (type(method).__name__, method.policy, method.k_percent) == ("AdaGradSelect", "keep", 10)
+    assert perf.build_method("adagradselect", blocks=[0]).policy == "offload"
