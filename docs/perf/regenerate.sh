@@ -5,7 +5,7 @@
 set -e
 python -m bench.perf_report \
   docs/perf/perf_llama3.2-1b.json docs/perf/perf_qwen2.5-0.5b.json docs/perf/perf_phi4-mini.json \
-  docs/perf/perf_blocks_phi4-mini.json docs/perf/perf_fast_llama3.2-1b.json \
+  docs/perf/perf_blocks_phi4-mini.json docs/perf/perf_policy_qwen2.5-0.5b.json docs/perf/perf_fast_llama3.2-1b.json \
   docs/perf/perf_eval.json docs/perf/perf_eval_agreement.json docs/perf/profile_blocks_qwen2.5-0.5b.json \
   --out docs/performance.md
 python -m bench.perf_memory --render docs/perf/memory.json --md docs/performance-memory.md
