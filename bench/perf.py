@@ -18,7 +18,6 @@ import datetime
 import json
 import logging
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from bench import records
 from bench.fast_path import FAST_PATHS
 from bench.perf_data import DEFAULT_DATA_DIR, REPO, build_model, eval_prompts, get_shape, load_tokenizer, packed_batches
 from bench.perf_loops import FixedBlocks, choose_blocks, method_config, release, run_eval, run_harness, run_plain
@@ -75,16 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def environment(device: torch.device) -> dict:
-    import peft
-    import transformers
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        sha = None
-    return {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "cuda": torch.version.cuda, "python": platform.python_version(), "git_sha": sha}
+    """What a run record's `env` holds (bench/records.py: git sha, dirty, versions, device), plus Python."""
+    return {**records.environment(device), "python": platform.python_version()}
 
 
 def build_method(name: str, blocks: list[int]):

@@ -20,6 +20,18 @@ TARGETS = """## Targets (issue 8; figures, not tests)
   15 s wall clock, everything included."""
 
 
+def _code(env: dict) -> str:
+    sha = env.get("git_sha")
+    if not sha:
+        return "not a git checkout (a copy of the tree)"
+    if env.get("dirty") is False:
+        return sha[:12]
+    if env.get("dirty"):
+        return f"{sha[:12]} plus uncommitted changes"
+    return (f"recorded as {sha}, unverified (no `dirty` flag in this JSON: a device copy's .git can be older "
+            f"than its files; docs/performance-analysis.md lists the commit each run came from)")
+
+
 def _known(row: dict, *keys: str) -> bool:
     """CPU rows carry no GPU memory: such a row has no verdict rather than a made-up one."""
     return all(row.get(k) is not None for k in keys)
@@ -107,7 +119,7 @@ edit the numbers by hand.
 
 - Device: {env.get('device_name')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, transformers
   {env.get('transformers')}, peft {env.get('peft')}, Python {env.get('python')})
-- Dates: under each section; code: {env.get('git_sha') or 'not a git checkout (a copy of the tree)'}
+- Dates: under each section; code: {_code(env)}
 - Commands (one process each; all figures of a table come from that one process):
 
 {commands}
