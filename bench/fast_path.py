@@ -21,13 +21,9 @@ import functools
 import torch
 
 from bench.data import IGNORE_INDEX
+from bench.models import causal_lm, decoder_layers
 
 FAST_PATHS = ("none", "chunked_ce")
-
-
-def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    get_base = getattr(model, "get_base_model", None)  # peft wrapper -> the HF causal LM inside
-    return get_base() if callable(get_base) else model
 
 
 def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, divisor: float):
@@ -118,7 +114,7 @@ def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_
                     chunk_rows: int = 512, positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The same value as `model(**batch, num_items_in_batch=n).loss` (sum of token CE / n).
     `positions`: `loss_positions(labels)` already on the device (saves a synchronization)."""
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     head = _output_head(lm)
     rows, targets = _loss_hidden(lm, batch, *(positions or (None, None)))
     compute_dtype = torch.get_autocast_dtype(rows.device.type) if torch.is_autocast_enabled(rows.device.type) \
@@ -132,7 +128,7 @@ def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_
 def chunked_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = 512) -> float:
     """`model(**batch).loss.item()` (mean CE over loss tokens) without the full-vocabulary logits:
     for no-grad probes such as IST's rollouts, whose batch may be larger than a training batch."""
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     head = _output_head(lm)
     rows, targets = _loss_hidden(lm, batch, None, None)
     total = torch.zeros((), dtype=torch.float32, device=rows.device)
@@ -163,5 +159,5 @@ def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") ->
     All layers share one graph as long as the forward passes `use_cache=False` (training_loss
     does); with a cache, each layer compiles anew and past torch._dynamo's recompile limit (8) the
     remaining layers silently run eager (Llama-3.2-1B: 8 of 16)."""
-    for layer in _causal_lm(model).get_decoder().layers:
+    for layer in decoder_layers(model):
         layer.compile(backend=backend)

@@ -22,15 +22,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache
 
+from bench.models import causal_lm
 from bench.train import autocast
 
 log = logging.getLogger(__name__)
-
-
-def _decode_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The causal-LM module whose forward takes `logits_to_keep` (peft wraps it)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 class UniformDtypeStaticCache(StaticCache):
@@ -61,7 +56,8 @@ class StaticBatchGenerator:
 
     def __init__(self, model, rows: int, cache_len: int, pad_id: int, eos_id: int, device: torch.device,
                  precision: str, cuda_graphs: bool):
-        self.model, self.rows, self.cache_len = _decode_model(model), rows, cache_len
+        # the causal LM itself (not a peft wrapper): its forward takes logits_to_keep
+        self.model, self.rows, self.cache_len = causal_lm(model), rows, cache_len
         self.pad_id, self.eos_id, self.device, self.precision = pad_id, eos_id, device, precision
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self.cache = UniformDtypeStaticCache(config=self.model.config, max_cache_len=cache_len,

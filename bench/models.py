@@ -144,6 +144,18 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
     return model
 
 
+def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers causal LM inside a peft wrapper (peft's PeftModel wraps it twice), or
+    `model` itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder layers of a causal LM, plain or peft-wrapped."""
+    return causal_lm(model).get_decoder().layers
+
+
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Non-reentrant checkpointing, with nothing forcing grad on the embedding output.
 

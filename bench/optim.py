@@ -28,10 +28,10 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Param
     read-and-write pass over every gradient (3.6 ms of a 0.12 s Llama-3.2-1B step on an H100).
     Any other optimizer gets `clip_grad_norm_` itself.
     """
-    grads = [p.grad for p in params if p.grad is not None]
+    with_grad = [p for p in params if p.grad is not None]
     if not optimizer.defaults.get("fused"):
-        return torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
-    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        return torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad], foreach=True)
     # The factor clip_grad_norm_ multiplies by (same eps), as the divisor the kernel expects.
     scale = (norm / max_norm + 1e-6 / max_norm).clamp(min=1.0)
     optimizer.grad_scale = scale.to(torch.float32)

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from bench import records
 from bench.fast_path import FAST_PATHS
 from bench.perf_data import DEFAULT_DATA_DIR, REPO, build_model, eval_prompts, get_shape, load_tokenizer, packed_batches
-from bench.perf_loops import FixedBlocks, choose_blocks, method_config, release, run_eval, run_harness, run_plain
+from bench.perf_loops import (FixedBlocks, choose_blocks, method_config, release, run_eval, run_harness, run_plain,
+                              train_config)
 from bench.perf_table import format_table, table_rows
 
 log = logging.getLogger("bench.perf")
@@ -91,12 +91,9 @@ def build_method(name: str, blocks: list[int]):
     return instantiate(method_config(base, knobs.split(",") if knobs else None))
 
 
-def train_config(args, shape, fast: bool, compiled: bool = False):
-    return OmegaConf.create({
-        "grad_accum": 1, "lr": args.lr, "betas": [0.9, 0.999], "schedule": "constant", "warmup_steps": 0,
-        "min_lr_ratio": 1.0, "weight_decay": 0.0, "grad_clip": args.grad_clip or None,
-        "gradient_checkpointing": shape.gradient_checkpointing,
-        "fast_path": args.fast_path if fast else "none", "compile": compiled})
+def harness_train_config(args, shape, fast: bool, compiled: bool = False):
+    return train_config(args.lr, args.grad_clip or None, shape.gradient_checkpointing,
+                        args.fast_path if fast else "none", compiled)
 
 
 def guarded(run, row: dict, device: torch.device) -> dict:
@@ -153,7 +150,7 @@ def run_training(args, device: torch.device, save) -> list[dict]:
 
 
 def harness_row(args, shape, base, name, blocks, batches, device, fast: bool, compiled: bool = False) -> dict:
-    cfg = train_config(args, shape, fast, compiled)
+    cfg = harness_train_config(args, shape, fast, compiled)
     row = {**base, "loop": "harness", "method": name, "fast_path": cfg.fast_path, "compile": cfg.compile}
     return guarded(lambda: run_harness(build_model(args.data_dir, shape, device, args.seed), build_method(name, blocks),
                                        batches, args.warmup, args.steps, cfg, device, args.seed, args.profile),

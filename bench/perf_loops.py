@@ -24,19 +24,13 @@ from bench.evaluate import generate as hf_generate
 from bench.fast_path import compile_decoder_layers
 from bench.generate import generate_static
 from bench.measure import PhaseMemory, StepTimer, synchronize
-from bench.models import enable_gradient_checkpointing, unique_parameters
+from bench.models import decoder_layers, enable_gradient_checkpointing, unique_parameters
 from bench.optim import build_optimizer, build_scheduler
 from bench.perf_data import REPO
 from bench.train import TrainState, autocast, train
 from methods.base import Method, MethodContext
 
 PLAIN_VARIANTS = ("full", "static25", "lora")
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    get_base = getattr(model, "get_base_model", None)
-    lm = get_base() if callable(get_base) else model
-    return lm.get_decoder().layers
 
 
 def choose_blocks(n_layers: int, fraction: float, seed: int) -> list[int]:
@@ -166,15 +160,23 @@ def profile_steps(state: TrainState, train_cfg, device: torch.device, precision:
             "profile_table": events.table(sort_by=sort, row_limit=25, max_name_column_width=60)}
 
 
-def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: int, train_cfg,
-                device: torch.device, seed: int, profile_steps_n: int = 0) -> dict:
-    memory = PhaseMemory(device)
-    memory.start()
+def train_config(lr: float, grad_clip: float | None, gradient_checkpointing: bool, fast_path: str = "none",
+                 compiled: bool = False):
+    """The `cfg.train` the harness rows run with: constant LR, no weight decay, one micro-batch."""
+    return OmegaConf.create({
+        "grad_accum": 1, "lr": lr, "betas": [0.9, 0.999], "schedule": "constant", "warmup_steps": 0,
+        "min_lr_ratio": 1.0, "weight_decay": 0.0, "grad_clip": grad_clip,
+        "gradient_checkpointing": gradient_checkpointing, "fast_path": fast_path, "compile": compiled})
+
+
+def prepare_harness(model, method: Method, batches: list[dict], train_cfg, device: torch.device, seed: int,
+                    total_steps: int):
+    """What bench/run.py does before its loop: checkpointing, the MethodContext, `method.prepare`,
+    compilation and the optimizer the method attaches to. Returns (model, params, optimizer)."""
     if train_cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)  # as bench/run.py does
-    total = warmup + steps
+        enable_gradient_checkpointing(model)
     sampler = cycle(batches)
-    ctx = MethodContext(device=device, total_steps=total, steps_per_epoch=len(batches),
+    ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=len(batches),
                         gradient_checkpointing=train_cfg.gradient_checkpointing, seed=seed,
                         grad_accum=train_cfg.grad_accum,
                         sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()},
@@ -185,6 +187,15 @@ def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: 
     params = unique_parameters(method.trainable_parameters(model))
     optimizer = build_optimizer(params, train_cfg, device)
     method.attach_optimizer(optimizer)
+    return model, params, optimizer
+
+
+def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: int, train_cfg,
+                device: torch.device, seed: int, profile_steps_n: int = 0) -> dict:
+    memory = PhaseMemory(device)
+    memory.start()
+    total = warmup + steps
+    model, params, optimizer = prepare_harness(model, method, batches, train_cfg, device, seed, total)
     state = TrainState(model, method, optimizer, build_scheduler(optimizer, train_cfg, total), cycle(batches))
     timer = StepTimer(device, warmup)
     precision = "bf16" if device.type == "cuda" else "fp32"

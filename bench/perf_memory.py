@@ -25,16 +25,14 @@ from itertools import cycle
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from bench.fast_path import FAST_PATHS, compile_decoder_layers, training_loss
+from bench.data import IGNORE_INDEX
+from bench.fast_path import FAST_PATHS, training_loss
 from bench.measure import synchronize
-from bench.models import enable_gradient_checkpointing, unique_parameters
-from bench.optim import build_optimizer, clip_gradients
+from bench.optim import clip_gradients
 from bench.perf_data import DEFAULT_DATA_DIR, build_model, get_shape, load_tokenizer, packed_batches
-from bench.perf_loops import choose_blocks, release
+from bench.perf_loops import choose_blocks, prepare_harness, release, train_config
 from bench.train import autocast
-from methods.base import MethodContext
 
 GIB = 1024 ** 3
 
@@ -59,22 +57,11 @@ def measure(args, shape, setting: dict, batches: list[dict], blocks: list[int], 
     base = torch.cuda.memory_allocated(device) / GIB
     model = build_model(args.data_dir, shape, device, args.seed)
     weights = torch.cuda.memory_allocated(device) / GIB - base
-    if setting["gradient_checkpointing"]:
-        enable_gradient_checkpointing(model)
-    sampler = cycle(batches)
     method = build_method(setting["method"], blocks)
-    ctx = MethodContext(device=device, total_steps=args.steps, steps_per_epoch=len(batches),
-                        gradient_checkpointing=setting["gradient_checkpointing"], seed=args.seed,
-                        sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()}, precision="bf16")
-    model = method.prepare(model, ctx)
-    if setting["compile"]:
-        compile_decoder_layers(model)
-    params = unique_parameters(method.trainable_parameters(model))
-    optimizer = build_optimizer(params, OmegaConf.create({"weight_decay": 0.0, "lr": 1e-5, "betas": [0.9, 0.999]}),
-                                device)
-    method.attach_optimizer(optimizer)
+    train_cfg = train_config(1e-5, 1.0, setting["gradient_checkpointing"], setting["fast_path"], setting["compile"])
+    model, params, optimizer = prepare_harness(model, method, batches, train_cfg, device, args.seed, args.steps)
     model.train()
-    tokens = batches[0]["labels"][:, 1:].ne(-100).sum().item()
+    tokens = batches[0]["labels"][:, 1:].ne(IGNORE_INDEX).sum().item()
     peaks = []
     for step, batch in zip(range(args.steps), cycle(batches)):
         last = step == args.steps - 1
@@ -85,12 +72,12 @@ def measure(args, shape, setting: dict, batches: list[dict], blocks: list[int], 
         torch.cuda.reset_peak_memory_stats(device)
         method.on_step_start(step, model)
         with autocast(device, "bf16"):
-            loss = training_loss(model, batch, tokens, setting["fast_path"], device)
+            loss = training_loss(model, batch, tokens, train_cfg.fast_path, device)
         synchronize(device)
         forward_end = torch.cuda.memory_allocated(device) / GIB - base
         loss.backward()
         method.after_backward(step, model)
-        clip_gradients(optimizer, [p for p in params if p.grad is not None], 1.0)
+        clip_gradients(optimizer, params, train_cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         method.after_step(step, model)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from bench.models import remove_embedding_grad_hooks
+from bench.models import causal_lm, remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
 
 # The causal-LM classes whose decoder layers sit at `.model.layers` (IST's class_to_layers_map,
@@ -72,9 +72,9 @@ class BlockLayout:
         return [p for b in self.blocks for p in b.params] + list(self.always)
 
 
-def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers causal LM inside `model` (peft's PeftModel wraps it twice)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+def supported_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers causal LM inside `model`, if block selection knows its layout."""
+    inner = causal_lm(model)
     name = type(inner).__name__
     if name not in SUPPORTED_ARCHITECTURES:
         raise ValueError(f"block selection supports {', '.join(SUPPORTED_ARCHITECTURES)}; got {name}")
@@ -94,7 +94,7 @@ def discover_blocks(model: torch.nn.Module, non_layer: dict[str, str] | None = N
             raise ValueError(f"method.non_layer.{name}: unknown module; allowed: {', '.join(NON_LAYER_MODULES)}")
         if role not in NON_LAYER_ROLES:
             raise ValueError(f"method.non_layer.{name}={role!r}; allowed: {', '.join(NON_LAYER_ROLES)}")
-    lm = causal_lm(model)
+    lm = supported_causal_lm(model)
     layers = list(lm.model.layers)
     blocks = [Block(f"layers.{i}", [p for p in layer.parameters() if p.requires_grad])
               for i, layer in enumerate(layers)]
@@ -189,7 +189,7 @@ class GradNormMeter:
 
     def _complete(self, block: int) -> None:
         """Keep `block`'s gradients if it is among the top `keep_top` so far; free the loser's."""
-        norm = self._norms[block] = self._block_norm(block)
+        self._norms[block] = self._block_norm(block)
         if len(self.kept) < self.keep_top:
             self.kept.append(block)
             return
