@@ -1,1 +1,1 @@
-"""slmbench: train, evaluate and record one fine-tuning run (see bench/run.py)."""
+"""slmbench: train, evaluate and record one fine-tuning run (see bench/run/recipe.py)."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from bench.models import causal_lm, remove_embedding_grad_hooks
+from bench.models.loading import causal_lm, remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
 
 # The causal-LM classes whose decoder layers sit at `.model.layers` (IST's class_to_layers_map,

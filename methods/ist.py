@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from peft.tuners.lora import LoraLayer
 
-from bench.fast_path import chunked_mean_loss
-from bench.train import autocast
+from bench.loss import chunked_mean_loss
+from bench.runtime import autocast
 from methods.blocks import BlockSelectionMethod
 from methods.lora import LoRA
 

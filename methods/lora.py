@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model
 
-from bench.models import remove_embedding_grad_hooks
+from bench.models.loading import remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
 
 

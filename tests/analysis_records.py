@@ -7,7 +7,7 @@ from pathlib import Path
 
 def record(method: str, model: str, seed: int, status: str = "ok", task: str = "metamathqa",
            gsm8k: float | None = None, math500: float | None = None, **metrics) -> dict:
-    """A result.json as bench/run.py writes it; accuracy = the mean of the eval sets given."""
+    """A result.json as bench/run/recipe.py writes it; accuracy = the mean of the eval sets given."""
     sets = {name: {"exact_match": value, "n": 100} for name, value in (("gsm8k", gsm8k), ("math500", math500))
             if value is not None}
     body = {"status": status, "method": method, "model": model, "task": task, "seed": seed,

@@ -9,11 +9,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from bench.data import BatchStream, RandomBatches, tokenize_examples
-from bench.measure import StepTimer
-from bench.models import build_tiny, load_tokenizer, unique_parameters
-from bench.optim import build_optimizer, build_scheduler
-from bench.train import TrainState, train
+from bench.data.batching import BatchStream, RandomBatches, tokenize_examples
+from bench.run.observers import StepTimer
+from bench.models.loading import build_tiny, load_tokenizer, unique_parameters
+from bench.run.optim import build_optimizer, build_scheduler
+from bench.run.loop import TrainState, train
 from conftest import compose_config
 from methods.base import MethodContext
 

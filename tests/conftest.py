@@ -37,7 +37,7 @@ def cache_dir() -> Path:
 
 def compose_config(*overrides: str):
     """The composed run config (no Hydra runtime), for in-process `run_job` calls."""
-    import bench.schema  # noqa: F401 - the schema the config's defaults list names
+    import bench.config.schema  # noqa: F401 - the schema the config's defaults list names
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
@@ -45,7 +45,7 @@ def compose_config(*overrides: str):
 def run_cli(cwd: Path, *args: str, check: bool = True, env: dict | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess:
     """`slmbench ARGS` as a real process in `cwd` (outputs/ lands there)."""
-    proc = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=cwd, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"slmbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from bench.models import build_tiny, load_tokenizer, remove_embedding_grad_hooks
+from bench.models.loading import build_tiny, load_tokenizer, remove_embedding_grad_hooks
 from block_harness import CPU, clone_state, states_equal
 from conftest import compose_config
 from methods.blocks import BlockActivation, GradNormMeter, blocks_for_percent, discover_blocks

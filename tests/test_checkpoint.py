@@ -1,4 +1,4 @@
-"""bench/checkpoint.py: atomic save, pruning, corrupt checkpoints skipped loudly, never a silent restart."""
+"""bench/run/checkpoint.py: atomic save, pruning, corrupt checkpoints skipped loudly, never a silent restart."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from bench.checkpoint import CheckpointDir, CheckpointError, STATE_FILE
+from bench.run.checkpoint import CheckpointDir, CheckpointError, STATE_FILE
 
 
 def _state(step: int) -> dict:

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from bench.data import IGNORE_INDEX, build_prompt, tokenize_examples
-from bench.models import load_tokenizer
+from bench.data.batching import IGNORE_INDEX, build_prompt, tokenize_examples
+from bench.models.loading import load_tokenizer
 from tests.conftest import compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
 
@@ -19,7 +19,7 @@ def test_truncation_never_keeps_a_sequence_without_target(no_hub, caplog):
     tokenizer = load_tokenizer(compose_config("model=tiny-qwen2.5").model)
     prompt_lengths = sorted(len(tokenizer(build_prompt(tokenizer, ex.prompt))["input_ids"]) for ex in examples)
     cut = prompt_lengths[len(prompt_lengths) // 2]   # about half the prompts alone fill the window
-    with caplog.at_level(logging.WARNING, logger="bench.data"):
+    with caplog.at_level(logging.WARNING, logger="bench.data.batching"):
         kept = tokenize_examples(tokenizer, examples, max_seq_len=cut, overlong="truncate")
     n_dropped = sum(length >= cut for length in prompt_lengths)
     assert len(kept) == 20 - n_dropped and 0 < n_dropped < 20

@@ -6,12 +6,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.config import ConfigError, check
-from bench.evaluate import evaluate, generate_with_engine, limit_examples
-from bench.models import build_tiny
+from bench.config.checks import ConfigError, check
+from bench.eval.evaluate import evaluate, generate_with_engine, limit_examples
+from bench.models.loading import build_tiny
 from bench.tasks.arithmetic import ArithmeticTask
 from bench.tasks.base import Example
-from bench.tokenizer import build_arithmetic_tokenizer
+from bench.models.tokenizer import build_arithmetic_tokenizer
 from tests.conftest import compose_config
 
 EXAMPLES = [Example(id=str(i), prompt=f"q{i}", target="t", gold="g") for i in range(100)]

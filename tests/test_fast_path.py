@@ -5,10 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.data import IGNORE_INDEX
-from bench.fast_path import chunked_lm_loss, chunked_mean_loss, loss_positions, training_loss
-from bench.models import build_tiny
-from bench.tokenizer import build_arithmetic_tokenizer
+from bench.data.batching import IGNORE_INDEX
+from bench.loss import chunked_lm_loss, chunked_mean_loss, loss_positions, training_loss
+from bench.models.loading import build_tiny
+from bench.models.tokenizer import build_arithmetic_tokenizer
 
 
 def tiny(arch: str):
@@ -87,7 +87,7 @@ def test_chunked_mean_loss_equals_hf_mean_loss(arch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled chunk kernel runs on CUDA only")
 def test_compiled_chunk_equals_eager_on_cuda():
-    from bench.fast_path import _ce_chunk, _compiled_ce_chunk
+    from bench.loss import _ce_chunk, _compiled_ce_chunk
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     for rows in (64, 37):  # a full chunk and a ragged one (dynamic shapes)
@@ -119,7 +119,7 @@ def test_compiled_layers_share_one_graph(fast_path):
     (e.g. a KV cache's layer index) would leave the layers past the recompile limit (8) eager."""
     from torch._dynamo.utils import counters
 
-    from bench.fast_path import compile_decoder_layers
+    from bench.loss import compile_decoder_layers
 
     torch._dynamo.reset()
     counters.clear()

@@ -5,10 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.evaluate import generate as hf_generate
-from bench.generate import StaticBatchGenerator, generate_static
-from bench.models import build_tiny
-from bench.tokenizer import build_arithmetic_tokenizer
+from bench.eval.evaluate import generate_hf as hf_generate
+from bench.eval.static_engine import StaticBatchGenerator, generate_static
+from bench.models.loading import build_tiny
+from bench.models.tokenizer import build_arithmetic_tokenizer
 
 PROMPTS = ["12+7=", "3-1=", "(4+5)*2-11=", "9=", "100-99+1=", "7#3=", "1+1+1+1+1+1+1="]
 CPU = torch.device("cpu")

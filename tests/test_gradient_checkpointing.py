@@ -1,4 +1,4 @@
-"""Gradient checkpointing (non-reentrant, as bench/run.py enables it) with full FT and LoRA on a
+"""Gradient checkpointing (non-reentrant, as bench/run/recipe.py enables it) with full FT and LoRA on a
 tiny real architecture: gradients reach what trains, and nothing forces grad on the embedding
 output (peft's get_peft_model would: methods/lora.py removes its hook)."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer
+from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer
 from methods.base import MethodContext
 from methods.full import FullFineTuning
 from methods.lora import LoRA
@@ -17,7 +17,7 @@ def _setup(method):
     cfg = compose_config("model=tiny-qwen2.5").model
     tokenizer = load_tokenizer(cfg)
     model = load_model(cfg, tokenizer, seed=0)
-    enable_gradient_checkpointing(model)  # as bench/run.py does
+    enable_gradient_checkpointing(model)  # as bench/run/recipe.py does
     ctx = MethodContext(device=torch.device("cpu"), total_steps=1, steps_per_epoch=1,
                         gradient_checkpointing=True, seed=0)
     model = method.prepare(model, ctx)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from hydra.utils import instantiate
 
-from bench.models import build_tiny
-from bench.optim import build_optimizer
-from bench.tokenizer import build_arithmetic_tokenizer
+from bench.models.loading import build_tiny
+from bench.run.optim import build_optimizer
+from bench.models.tokenizer import build_arithmetic_tokenizer
 from conftest import compose_config
 from methods.base import MethodContext
 

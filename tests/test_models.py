@@ -1,11 +1,11 @@
-"""bench/models.py: real tokenizers (pad tokens, left padding), local paths that never reach the hub,
+"""bench/models/loading.py: real tokenizers (pad tokens, left padding), local paths that never reach the hub,
 random-init real shapes, tiny versions of the real architectures."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench.models import load_model, load_tokenizer, unique_parameters
+from bench.models.loading import load_model, load_tokenizer, unique_parameters
 from tests.conftest import SHARED_DATA, compose_config
 
 

@@ -1,11 +1,11 @@
-"""bench/optim.py: the optimizer, the schedule and gradient clipping."""
+"""bench/run/optim.py: the optimizer, the schedule and gradient clipping."""
 from __future__ import annotations
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.optim import build_optimizer, clip_gradients
+from bench.run.optim import build_optimizer, clip_gradients
 
 
 def _cfg(**over):

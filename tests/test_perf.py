@@ -1,10 +1,10 @@
-"""`python -m bench.perf` keeps working: one tiny shape, two methods, both loops, a couple of steps,
-the eval engines on two prompts; and `bench.perf_report` renders its JSON. Figures are never asserted."""
+"""`python -m bench.perf.lab` keeps working: one tiny shape, two methods, both loops, a couple of steps,
+the eval engines on two prompts; and `bench.perf.report` renders its JSON. Figures are never asserted."""
 from __future__ import annotations
 
 import json
 
-from bench import perf, perf_report
+from bench.perf import lab as perf, report as perf_report
 from tests.conftest import SHARED_DATA
 
 

@@ -1,4 +1,4 @@
-"""bench/resume.py: a run killed with SIGTERM and relaunched ends bit-identical to an unbroken run;
+"""bench/run/resume.py: a run killed with SIGTERM and relaunched ends bit-identical to an unbroken run;
 a finished sweep relaunched runs nothing new unless sweep.rerun=true."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.resume import run_key
+from bench.run.resume import run_key
 from conftest import REPO, run_cli
 
 RESUME_ARGS = ("train.max_steps=160", "eval.limit=40", "wandb.mode=disabled", "seed=3")
@@ -29,7 +29,7 @@ def _losses(run_dir: Path) -> list[float]:
 
 def _kill_mid_training(cwd: Path, args: list[str]) -> subprocess.CompletedProcess:
     """Start a real run, SIGTERM it once it has logged a few steps, and wait for it to exit."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.run", *args], cwd=cwd, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.time() + 300

@@ -1,10 +1,10 @@
-"""bench/run.py end to end: one run and the default sweep through the real CLI (Hydra, W&B offline)."""
+"""bench/run/recipe.py end to end: one run and the default sweep through the real CLI (Hydra, W&B offline)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench.records import METRIC_KEYS
+from bench.records.recorder import METRIC_KEYS
 from conftest import run_cli
 
 SCHEMA_TOP = ("status", "method", "model", "task", "seed", "metrics", "config", "env")

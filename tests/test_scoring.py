@@ -1,4 +1,4 @@
-"""bench/scoring.py: hand-written generations with expected verdicts, and the gold self-check."""
+"""bench/tasks/scoring.py: hand-written generations with expected verdicts, and the gold self-check."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bench.scoring import (extract_math_answer, gsm8k_flexible, gsm8k_strict, last_boxed,
+from bench.tasks.scoring import (extract_math_answer, gsm8k_flexible, gsm8k_strict, last_boxed,
                            normalize_math_answer, score_gsm8k, score_math)
 from tests.conftest import SHARED_DATA
 

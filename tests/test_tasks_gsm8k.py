@@ -1,8 +1,8 @@
 """bench/tasks/gsm8k.py on the real GSM8K files, through conf/task/gsm8k.yaml."""
 from __future__ import annotations
 
-from bench.data import tokenize_examples, IGNORE_INDEX
-from bench.models import load_tokenizer
+from bench.data.batching import tokenize_examples, IGNORE_INDEX
+from bench.models.loading import load_tokenizer
 from tests.conftest import compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
 

@@ -1,10 +1,10 @@
-"""bench/models.py: the tiny Qwen2, Llama and Phi3 (real classes) each run a training step."""
+"""bench/models/loading.py: the tiny Qwen2, Llama and Phi3 (real classes) each run a training step."""
 from __future__ import annotations
 
 import pytest
 from transformers import LlamaForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM
 
-from bench.run import run_job
+from bench.run.recipe import run_job
 from conftest import compose_config
 
 CLASSES = {"qwen2": Qwen2ForCausalLM, "llama": LlamaForCausalLM, "phi3": Phi3ForCausalLM}
@@ -12,7 +12,7 @@ CLASSES = {"qwen2": Qwen2ForCausalLM, "llama": LlamaForCausalLM, "phi3": Phi3For
 
 @pytest.mark.parametrize("arch", sorted(CLASSES))
 def test_tiny_model_runs_a_step(tmp_path, arch):
-    from bench.models import build_tiny, load_tokenizer
+    from bench.models.loading import build_tiny, load_tokenizer
 
     cfg = compose_config(f"model=tiny-{arch}", "model.base=null", "wandb.mode=disabled",
                          "train.max_steps=2", "eval.limit=4")

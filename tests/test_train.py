@@ -1,9 +1,9 @@
-"""bench/train.py: the loop learns — full fine-tuning of the tiny base beats the base model."""
+"""bench/run/loop.py: the loop learns — full fine-tuning of the tiny base beats the base model."""
 from __future__ import annotations
 
 import json
 
-from bench.run import run_job
+from bench.run.recipe import run_job
 from conftest import compose_config
 
 NAMES = {"method": "-", "model": "tiny-llama", "task": "arithmetic"}

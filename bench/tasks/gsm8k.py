@@ -1,4 +1,4 @@
-"""GSM8K rows -> examples, and their scoring (bench/scoring.py, lm-eval's gsm8k normalisation).
+"""GSM8K rows -> examples, and their scoring (bench/tasks/scoring.py, lm-eval's gsm8k normalisation).
 
 Row fields (roles -> columns come from the task config): `question`, `answer`; the answer is a
 worked solution whose last line is `#### N`. Training targets are that solution; the `<<a*b=c>>`
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bench.scoring import score_gsm8k
+from bench.tasks.scoring import score_gsm8k
 from bench.tasks.base import Example
 from bench.tasks.sources import DataError, Row, field
 

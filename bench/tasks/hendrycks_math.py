@@ -1,4 +1,4 @@
-"""MATH (Hendrycks et al.) and MATH-500 rows -> examples, and their scoring (bench/scoring.py).
+"""MATH (Hendrycks et al.) and MATH-500 rows -> examples, and their scoring (bench/tasks/scoring.py).
 
 Row fields: `problem`, `solution`, and optionally `answer` (MATH-500 has the official one; when
 `fields.answer` is null the gold is the last `\\boxed{}` of the solution, as MATH's own code does).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bench.scoring import MATH_EXTRACTIONS, last_boxed, score_math
+from bench.tasks.scoring import MATH_EXTRACTIONS, last_boxed, score_math
 from bench.tasks.base import Example
 from bench.tasks.sources import Row, field
 

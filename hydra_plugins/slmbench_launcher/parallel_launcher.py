@@ -1,6 +1,6 @@
 """`hydra/launcher=parallel`: the jobs of a sweep run in parallel on one host, one process each.
 
-Each job is a fresh `python -m bench.run` process (clean CUDA peaks, its own W&B run) pinned to
+Each job is a fresh `python -m bench.cli` process (clean CUDA peaks, its own W&B run) pinned to
 one GPU through CUDA_VISIBLE_DEVICES; with no GPU, `n_parallel` CPU processes run side by side.
 Hydra's own launchers leave GPU assignment to the user (hydra#1331, #2757), hence this one.
 """
@@ -34,7 +34,7 @@ class ParallelLauncherConf:
     # Jobs at once when no GPU is used (CPU); ignored when GPUs are found.
     n_parallel: int = 2
     # How a job is started: the harness's own entry point.
-    command: List[str] = field(default_factory=lambda: ["{python}", "-m", "bench.run"])
+    command: List[str] = field(default_factory=lambda: ["{python}", "-m", "bench.cli"])
     poll_interval_s: float = 0.5
 
 

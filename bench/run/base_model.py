@@ -17,12 +17,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from bench.data import BatchStream, tokenize_examples
-from bench.measure import StepTimer
-from bench.models import build_tiny
-from bench.optim import build_optimizer, build_scheduler
+from bench.data.batching import BatchStream, tokenize_examples
+from bench.run.observers import StepTimer
+from bench.models.loading import build_tiny
+from bench.run.optim import build_optimizer, build_scheduler
 from bench.tasks.arithmetic import ArithmeticTask
-from bench.train import TrainState, train
+from bench.run.loop import TrainState, train
 from methods.full import FullFineTuning
 
 log = logging.getLogger(__name__)

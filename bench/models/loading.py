@@ -18,9 +18,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from bench.gguf_models import converted_dir
+from bench.models.gguf import converted_dir
 from bench.paths import existing_path
-from bench.tokenizer import build_arithmetic_tokenizer
+from bench.models.tokenizer import build_arithmetic_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Greedy outputs are the same tokens as HF `generate(do_sample=False)` with left p
 positions (`cumsum(mask) - 1`), the same rows finished at eos and then fed the pad token, the
 same first-index argmax. The only differences are where floating-point sums may be ordered
 differently (attention over the static cache length instead of the grown one; a different batch
-size picks different GEMM kernels), which on bf16 GPU runs can flip near-ties; `bench.perf`
+size picks different GEMM kernels), which on bf16 GPU runs can flip near-ties; `bench.perf.lab`
 reports the agreement with HF on the device.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache
 
-from bench.models import causal_lm
-from bench.train import autocast
+from bench.models.loading import causal_lm
+from bench.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class StaticBatchGenerator:
 def generate_static(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
                     device: torch.device, precision: str, cuda_graphs: bool = True,
                     desc: str = "eval") -> list[str]:
-    """Greedy completions in the order of `prompts` (same contract as `bench.evaluate.generate`).
+    """Greedy completions in the order of `prompts` (same contract as `bench.eval.evaluate.generate_hf`).
 
     Prompts are sorted by token length (longest first) and cut into batches of `batch_size`; the
     last batch is filled up with copies of its last prompt so every batch has the same shape.

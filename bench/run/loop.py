@@ -1,17 +1,17 @@
 """The training loop: batch -> forward -> backward -> method hooks -> clip -> step. One screen."""
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from bench.data import IGNORE_INDEX, BatchStream
-from bench.fast_path import training_loss
-from bench.measure import StepTimer
-from bench.optim import clip_gradients
+from bench.data.batching import IGNORE_INDEX, BatchStream
+from bench.loss import training_loss
+from bench.run.observers import StepTimer
+from bench.runtime import autocast
+from bench.run.optim import clip_gradients
 from methods.base import Method
 
 
@@ -23,13 +23,6 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     batches: BatchStream
     step: int = 0  # optimizer steps done
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on GPU, plain fp32 on CPU (weights stay fp32 either way)."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train(state: TrainState, train_cfg, device: torch.device, precision: str, total_steps: int,

@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class OptimConfig:
-    """What bench/optim.py and the loop read: shared by fine-tuning and the base pretraining."""
+    """What bench/run/optim.py and the loop read: shared by fine-tuning and the base pretraining."""
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1.0e-3
@@ -36,7 +36,7 @@ class TrainConfig(OptimConfig):
     checkpoint_every: Optional[int] = None
     keep_checkpoints: int = 2
     resume: bool = True
-    fast_path: str = "none"  # none | chunked_ce (bench/fast_path.py)
+    fast_path: str = "none"  # none | chunked_ce (bench/loss.py)
     compile: bool = False    # torch.compile of each decoder layer
 
 
@@ -47,7 +47,7 @@ class EvalConfig:
     limit: Optional[int] = None
     sample: str = "first"
     sample_seed: int = 0
-    engine: str = "hf"        # issue 8: hf | static (bench/generate.py)
+    engine: str = "hf"        # issue 8: hf | static (bench/eval/static_engine.py)
     cuda_graphs: bool = True  # issue 8: static engine's decode step as a CUDA graph
 
 

@@ -74,7 +74,7 @@ def tokenize_examples(
 
 
 def collate(batch: list[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded training batch (generation uses left padding, see bench/evaluate.py)."""
+    """Right-padded training batch (generation uses left padding, see bench/eval/evaluate.py)."""
     width = max(len(ex.input_ids) for ex in batch)
     input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)

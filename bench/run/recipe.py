@@ -17,19 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
-import bench.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
-from bench.base_model import load_or_build_base
-from bench.checkpoint import CheckpointDir, load_trainable_state, rng_state, set_rng_state, trainable_state
-from bench.config import ConfigError, check, resolve_device, resolve_precision
-from bench.data import BatchStream, RandomBatches, tokenize_examples
-from bench.evaluate import evaluate
-from bench.fast_path import compile_decoder_layers
-from bench.measure import PhaseMemory, RssSampler, StepTimer, synchronize
-from bench.models import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
-from bench.optim import build_optimizer, build_scheduler
-from bench.records import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
-from bench.resume import Preempted, PreemptionSignals, finished_record, run_key
-from bench.train import TrainState, train
+import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
+from bench.run.base_model import load_or_build_base
+from bench.run.checkpoint import CheckpointDir, load_trainable_state, rng_state, set_rng_state, trainable_state
+from bench.config.checks import ConfigError, check
+from bench.runtime import resolve_device, resolve_precision, synchronize
+from bench.data.batching import BatchStream, RandomBatches, tokenize_examples
+from bench.eval.evaluate import evaluate
+from bench.loss import compile_decoder_layers
+from bench.run.observers import PhaseMemory, RssSampler, StepTimer
+from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
+from bench.run.optim import build_optimizer, build_scheduler
+from bench.records.recorder import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
+from bench.run.resume import Preempted, PreemptionSignals, finished_record, run_key
+from bench.run.loop import TrainState, train
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
@@ -51,7 +52,7 @@ def params_digest(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> s
 
 
 def snapshot(state: TrainState, params, timer: StepTimer, probe: RandomBatches, history: list) -> dict:
-    """Everything a bit-identical continuation needs (see bench/checkpoint.py)."""
+    """Everything a bit-identical continuation needs (see bench/run/checkpoint.py)."""
     return {"step": state.step, "weights": trainable_state(state.model, params),
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
             "method": state.method.state_dict(), "batches": state.batches.state_dict(),
@@ -198,30 +199,3 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         if isinstance(err, Preempted):
             signals.redeliver(err.signum)
         raise
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars
-    hydra_cfg = HydraConfig.get()
-    choices = hydra_cfg.runtime.choices
-    names = {"method": choices.get("method"), "model": cfg.model.name, "task": cfg.task.name}
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    group = Path(hydra_cfg.sweep.dir).name if multirun else None
-    try:
-        record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names, group)
-        log.info("%s on %s/%s: accuracy %.3f", names["method"], names["model"], names["task"],
-                 record["metrics"]["accuracy"])
-    except Exception as err:  # noqa: BLE001 - reported and recorded in result.json, never swallowed silently
-        if multirun:
-            # The sweep goes on; the failed record is in the job's result.json and in the table.
-            log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
-            return
-        if isinstance(err, ConfigError):
-            print(f"slmbench: config error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,11 @@
-"""The two training loops `bench.perf` compares, and the evaluation-throughput run.
+"""The two training loops `bench.perf.lab` compares, and the evaluation-throughput run.
 
 - `run_plain`: a plain PyTorch loop written as one would by hand (fp32 weights, bf16 autocast,
   fused AdamW, sdpa, HF's own loss), for `full`, `static25` (a fixed 25% of the decoder blocks:
   the rest frozen, no optimizer state for them, backward stops at the lowest active block because
   nothing below it needs a gradient) and `lora` (peft, the knobs of conf/method/lora.yaml).
 - `run_harness`: the harness's own `bench.train.train` with a method object, exactly as
-  `bench/run.py` drives it (MethodContext, prepare, trainable_parameters, optimizer, hooks).
+  `bench/run/recipe.py` drives it (MethodContext, prepare, trainable_parameters, optimizer, hooks).
 Both see the same batches, step count, learning rate, clipping and checkpointing; both time each
 step between device synchronizations and report the median after warm-up.
 """
@@ -20,14 +20,15 @@ import torch
 from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 
-from bench.evaluate import generate as hf_generate
-from bench.fast_path import compile_decoder_layers
-from bench.generate import generate_static
-from bench.measure import PhaseMemory, StepTimer, synchronize
-from bench.models import decoder_layers, enable_gradient_checkpointing, unique_parameters
-from bench.optim import build_optimizer, build_scheduler
-from bench.perf_data import REPO
-from bench.train import TrainState, autocast, train
+from bench.eval.evaluate import generate_hf
+from bench.loss import compile_decoder_layers
+from bench.eval.static_engine import generate_static
+from bench.run.observers import PhaseMemory, StepTimer
+from bench.runtime import autocast, synchronize
+from bench.models.loading import decoder_layers, enable_gradient_checkpointing, unique_parameters
+from bench.run.optim import build_optimizer, build_scheduler
+from bench.perf.data import REPO
+from bench.run.loop import TrainState, train
 from methods.base import Method, MethodContext
 
 PLAIN_VARIANTS = ("full", "static25", "lora")
@@ -68,7 +69,7 @@ def method_config(name: str, knobs: list[str] | None = None):
     lora.yaml). `knobs`: ["policy=keep", ...], each applied as `method.policy=keep`."""
     from hydra import compose, initialize_config_dir
 
-    import bench.schema  # noqa: F401 - the schema config.yaml's defaults list names
+    import bench.config.schema  # noqa: F401 - the schema config.yaml's defaults list names
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         overrides = [f"method={name}"] + [f"method.{knob}" for knob in knobs or []]
@@ -171,7 +172,7 @@ def train_config(lr: float, grad_clip: float | None, gradient_checkpointing: boo
 
 def prepare_harness(model, method: Method, batches: list[dict], train_cfg, device: torch.device, seed: int,
                     total_steps: int):
-    """What bench/run.py does before its loop: checkpointing, the MethodContext, `method.prepare`,
+    """What bench/run/recipe.py does before its loop: checkpointing, the MethodContext, `method.prepare`,
     compilation and the optimizer the method attaches to. Returns (model, params, optimizer)."""
     if train_cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -223,7 +224,7 @@ def run_eval(model, tokenizer, prompts: list[str], engine: str, batch_size: int,
         texts = generate_static(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision,
                                 cuda_graphs=cuda_graphs, desc="eval static")
     elif engine == "hf":
-        texts = hf_generate(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, desc="eval hf")
+        texts = generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, desc="eval hf")
     else:
         raise ValueError(f"--eval-engines: unknown engine {engine!r}; allowed: static, hf")
     synchronize(device)

@@ -1,4 +1,4 @@
-"""What `bench.perf` measures on: real shapes (random init), real tokenizers, real GSM8K rows.
+"""What `bench.perf.lab` measures on: real shapes (random init), real tokenizers, real GSM8K rows.
 
 Shapes are the real models' `config.json` from `../shared/data/models` with random weights (no
 checkpoint is needed to measure time and memory). Training batches are GSM8K train rows in the
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from bench.data import build_prompt, tokenize_examples
+from bench.data.batching import build_prompt, tokenize_examples
 from bench.tasks.base import Example
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 GSM8K_PROMPT = "Question: {question}\nAnswer:"  # lm-eval's gsm8k doc_to_text (reference/anchors.md 1.4)
 

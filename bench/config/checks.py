@@ -1,8 +1,6 @@
 """Checks on the composed config that Hydra cannot express: they name the key and the rule."""
 from __future__ import annotations
 
-import torch
-
 
 class ConfigError(ValueError):
     """A bad value in the run's config; reported as one line, without a traceback."""
@@ -28,24 +26,10 @@ def check(cfg) -> None:
         raise ConfigError(f"eval.sample={e.sample!r}; allowed: first, random")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision={t.precision!r}; allowed: auto, bf16, fp32")
-    if t.get("fast_path", "none") not in ("none", "chunked_ce"):  # issue 8: bench/fast_path.py FAST_PATHS
+    if t.get("fast_path", "none") not in ("none", "chunked_ce"):  # issue 8: bench/loss.py FAST_PATHS
         raise ConfigError(f"train.fast_path={t.fast_path!r}; allowed: none, chunked_ce")
-    if e.get("engine", "hf") not in ("hf", "static"):  # issue 8: bench/evaluate.py ENGINES
+    if e.get("engine", "hf") not in ("hf", "static"):  # issue 8: bench/eval/evaluate.py ENGINES
         raise ConfigError(f"eval.engine={e.engine!r}; allowed: hf, static")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto`: bf16 autocast on GPU, fp32 on CPU (bf16 matmuls on CPU are slow and not what we time)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision

@@ -52,7 +52,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     import peft
     import transformers
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)  # noqa: E731
     sha = git("rev-parse", "HEAD")
     return {

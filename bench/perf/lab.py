@@ -1,13 +1,13 @@
-"""`python -m bench.perf`: the harness's training loop against a plain PyTorch loop, and eval throughput.
+"""`python -m bench.perf.lab`: the harness's training loop against a plain PyTorch loop, and eval throughput.
 
 For each shape (random init, real tokenizer, real GSM8K rows, fixed batch and sequence length)
 and each method, the harness's own loop runs a fixed number of steps; in the same process a plain
 loop runs `full`, `static25` and `lora`. One table (harness/plain and method/full ratios) is
-printed and everything is written as JSON, which `python -m bench.perf_report` turns into
+printed and everything is written as JSON, which `python -m bench.perf.report` turns into
 docs/performance.md. Figures are measurements, never asserted.
 
 Example (the device run of docs/performance.md):
-    python -m bench.perf --shapes qwen2.5-0.5b llama3.2-1b phi4-mini --methods full lora static25 \
+    python -m bench.perf.lab --shapes qwen2.5-0.5b llama3.2-1b phi4-mini --methods full lora static25 \
         --fast-methods full --out perf.json
 """
 from __future__ import annotations
@@ -24,19 +24,19 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from bench import records
-from bench.fast_path import FAST_PATHS
-from bench.perf_data import DEFAULT_DATA_DIR, REPO, build_model, eval_prompts, get_shape, load_tokenizer, packed_batches
-from bench.perf_loops import (FixedBlocks, choose_blocks, method_config, release, run_eval, run_harness, run_plain,
+from bench.records import recorder as records
+from bench.loss import FAST_PATHS
+from bench.perf.data import DEFAULT_DATA_DIR, REPO, build_model, eval_prompts, get_shape, load_tokenizer, packed_batches
+from bench.perf.loops import (FixedBlocks, choose_blocks, method_config, release, run_eval, run_harness, run_plain,
                               train_config)
-from bench.perf_table import format_table, table_rows
+from bench.perf.table import format_table, table_rows
 
-log = logging.getLogger("bench.perf")
-STATIC = "static25"  # the fixed-block selection both loops share (bench/perf_loops.py)
+log = logging.getLogger("bench.perf.lab")
+STATIC = "static25"  # the fixed-block selection both loops share (bench/perf/loops.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.perf.lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["qwen2.5-0.5b", "llama3.2-1b", "phi4-mini"])
     p.add_argument("--methods", nargs="*", default=["full", "lora", STATIC],
                    help=f"harness rows: conf/method/<name>.yaml names, optionally with knobs "
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run every plain/harness pair this many times, alternating; the table takes each one's fastest")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=None, help="default: the shape's (bench/perf_data.py SHAPES)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the shape's (bench/perf/data.py SHAPES)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--grad-clip", type=float, default=1.0, help="0: no clipping (both loops)")
     p.add_argument("--gradient-checkpointing", choices=["shape", "on", "off"], default="shape",
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def environment(device: torch.device) -> dict:
-    """What a run record's `env` holds (bench/records.py: git sha, dirty, versions, device), plus Python."""
+    """What a run record's `env` holds (bench/records/recorder.py: git sha, dirty, versions, device), plus Python."""
     return {**records.environment(device), "python": platform.python_version()}
 
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m bench.perf " + " ".join(sys.argv[1:] if argv is None else argv),
+              "command": "python -m bench.perf.lab " + " ".join(sys.argv[1:] if argv is None else argv),
               "env": environment(device),
               "knobs": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "train": [], "eval": [], "table": []}

@@ -8,12 +8,9 @@ import time
 import psutil
 import torch
 
+from bench.runtime import synchronize
+
 GIB = 2**30
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class RssSampler:

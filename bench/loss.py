@@ -20,8 +20,8 @@ import functools
 
 import torch
 
-from bench.data import IGNORE_INDEX
-from bench.models import causal_lm, decoder_layers
+from bench.data.batching import IGNORE_INDEX
+from bench.models.loading import causal_lm, decoder_layers
 
 FAST_PATHS = ("none", "chunked_ce")
 

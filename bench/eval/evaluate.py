@@ -6,10 +6,10 @@ import random
 import torch
 from tqdm.auto import tqdm
 
-from bench.data import build_prompt
-from bench.generate import generate_static
+from bench.data.batching import build_prompt
+from bench.eval.static_engine import generate_static
 from bench.tasks.base import Example, Task
-from bench.train import autocast
+from bench.runtime import autocast
 
 
 def cut_at_stop_strings(text: str, stop_strings) -> str:
@@ -22,7 +22,7 @@ def cut_at_stop_strings(text: str, stop_strings) -> str:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+def generate_hf(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
              device: torch.device, precision: str, desc: str = "eval") -> list[str]:
     """Greedy completions in the order of `prompts`.
 
@@ -74,11 +74,11 @@ ENGINES = ("hf", "static")
 
 def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device: torch.device, precision: str,
                          desc: str = "eval") -> list[str]:
-    """`eval.engine`: `hf` (HF generate, the reference) or `static` (bench/generate.py: static KV
+    """`eval.engine`: `hf` (HF generate, the reference) or `static` (bench/eval/static_engine.py: static KV
     cache, CUDA-graphed decode step; the same greedy tokens, several times faster on GPU)."""
     engine = eval_cfg.get("engine", "hf")
     if engine == "hf":
-        return generate(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
+        return generate_hf(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
                         precision, desc=desc)
     if engine == "static":
         return generate_static(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,

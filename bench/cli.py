@@ -1,0 +1,45 @@
+"""`slmbench`: the Hydra entry. One run (or, with `-m`, a sweep of them): build -> train -> evaluate -> record."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from transformers.utils import logging as hf_logging
+
+import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
+from bench.config.checks import ConfigError
+from bench.run.recipe import run_job
+
+log = logging.getLogger("slmbench")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    names = {"method": choices.get("method"), "model": cfg.model.name, "task": cfg.task.name}
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    group = Path(hydra_cfg.sweep.dir).name if multirun else None
+    try:
+        record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names, group)
+        log.info("%s on %s/%s: accuracy %.3f", names["method"], names["model"], names["task"],
+                 record["metrics"]["accuracy"])
+    except Exception as err:  # noqa: BLE001 - reported and recorded in result.json, never swallowed silently
+        if multirun:
+            # The sweep goes on; the failed record is in the job's result.json and in the table.
+            log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
+            return
+        if isinstance(err, ConfigError):
+            print(f"slmbench: config error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()
