@@ -63,6 +63,12 @@ def unpacked(example: TokenizedExample) -> dict[str, torch.Tensor]:
     return collate([example], PAD)
 
 
+def each_alone(model, examples, placements) -> torch.Tensor:
+    """The examples' logits unpacked: one example per right-padded row (the `random` layout)."""
+    with torch.no_grad():
+        return model(**collate([examples[p.example] for p in placements], PAD), use_cache=False).logits
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_packed_logits_equal_each_example_alone(arch, attention):
@@ -70,20 +76,20 @@ def test_packed_logits_equal_each_example_alone(arch, attention):
     batch, placements = packed_batch(examples)
     assert "attention_mask" not in batch  # the document mask comes from position_ids
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    alone = each_alone(model, examples, placements)
     with torch.no_grad():
         packed = model(**inputs, use_cache=False).logits
         # The controls: one causal mask over the whole row lets examples see each other. That is
         # what a forward without position ids gets, and one with a cache: transformers looks for
         # packed sequences only when there is none (training_loss passes use_cache=False).
         controls = [model(input_ids=batch["input_ids"], use_cache=False).logits, model(**inputs, use_cache=True).logits]
-        crossed = [0, 0]
-        for p in placements:
-            n = len(examples[p.example].input_ids)
-            alone = model(**unpacked(examples[p.example]), use_cache=False).logits[0]
-            got = packed[p.row, p.start:p.start + n]
-            assert torch.allclose(got, alone, atol=1e-5, rtol=0), (p, (got - alone).abs().max())
-            for i, control in enumerate(controls):
-                crossed[i] += not torch.allclose(control[p.row, p.start:p.start + n], alone, atol=1e-3)
+    crossed = [0, 0]
+    for i, p in enumerate(placements):
+        n = len(examples[p.example].input_ids)
+        got = packed[p.row, p.start:p.start + n]
+        assert torch.allclose(got, alone[i, :n], atol=1e-5, rtol=0), (p, (got - alone[i, :n]).abs().max())
+        for c, control in enumerate(controls):
+            crossed[c] += not torch.allclose(control[p.row, p.start:p.start + n], alone[i, :n], atol=1e-3)
     assert min(crossed) > 0
 
 
@@ -94,14 +100,16 @@ def test_packed_per_example_loss_and_token_count_equal_unpacked(arch):
     loss_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert loss_tokens == sum(int((unpacked(examples[p.example])["labels"][:, 1:] != IGNORE_INDEX).sum())
                               for p in placements)
+    alone = each_alone(model, examples, placements)
     with torch.no_grad():
-        logits = model(**batch, use_cache=False).logits
-        for p in placements:
-            n = len(examples[p.example].input_ids)
-            packed_loss = F.cross_entropy(logits[p.row, p.start:p.start + n - 1],
-                                          batch["labels"][p.row, p.start + 1:p.start + n])
-            alone = model(**unpacked(examples[p.example]), use_cache=False).loss
-            assert torch.allclose(packed_loss, alone, atol=1e-5, rtol=0), p
+        packed = model(**batch, use_cache=False).logits
+    for i, p in enumerate(placements):
+        labels = torch.tensor(examples[p.example].labels)
+        n = len(labels)
+        packed_loss = F.cross_entropy(packed[p.row, p.start:p.start + n - 1],
+                                      batch["labels"][p.row, p.start + 1:p.start + n])
+        alone_loss = F.cross_entropy(alone[i, :n - 1], labels[1:])  # HF's shift: position i predicts label i+1
+        assert torch.allclose(packed_loss, alone_loss, atol=1e-5, rtol=0), p
 
 
 @pytest.mark.parametrize("fast_path", ["none", "chunked_ce"])
