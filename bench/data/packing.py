@@ -13,7 +13,9 @@ calls `find_packed_sequence_indices` (a new sequence wherever the position does 
 (`packed_sequence_mask_function`). That one mechanism serves the sdpa, eager and flex masks of
 Llama, Qwen2 and Phi3, and flash-attention reads the same `position_ids` as variable-length
 sequences. The row's padding tail restarts its positions at 0 too: a sequence of its own, never
-attended to by an example. Cost: in eager mode the packing check reads one boolean back from the
+attended to by an example. The forward must run without a cache (`use_cache=False`, as
+bench/loss.py::training_loss passes): with a cache, transformers does not look for packed
+sequences, and a row's examples would see each other (tests/test_batching.py shows both). Cost: in eager mode the packing check reads one boolean back from the
 device per forward (`(packed_sequence_mask[:, -1] == 0).all()`); under torch.compile or CUDA-graph
 capture transformers skips that check (`is_tracing`).
 
