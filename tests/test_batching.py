@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
 
 from bench.config.checks import ConfigError, check
 from bench.data.batching import (IGNORE_INDEX, BATCHINGS, BatchStream, LengthGroupedBatches, TokenizedExample,
@@ -222,3 +223,16 @@ def test_packed_logits_equal_each_example_alone_on_cuda_sdpa(arch):
             n = len(examples[p.example].input_ids)
             alone = model(**{k: v.cuda() for k, v in unpacked(examples[p.example]).items()}, use_cache=False).logits[0]
             assert torch.allclose(packed[p.row, p.start:p.start + n], alone, atol=1e-4, rtol=0), p
+
+
+def test_position_ids_reach_the_model_through_peft():
+    """LoRA adapters (not zero-initialised) on both loss paths: the packed loss is the padded one."""
+    base, examples = tiny_model("qwen2"), make_examples()
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    batch, placements = packed_batch(examples)
+    n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    with torch.no_grad():
+        for fast_path in ("none", "chunked_ce"):
+            packed = training_loss(model, batch, n, fast_path)
+            alone = training_loss(model, collate([examples[p.example] for p in placements], PAD), n, fast_path)
+            assert torch.allclose(packed, alone, atol=1e-5, rtol=0), fast_path
