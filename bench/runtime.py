@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from bench.config.checks import ConfigError
+from bench.config.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 

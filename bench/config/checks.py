@@ -1,11 +1,24 @@
 """Checks on the composed config that Hydra cannot express: they name the key and the rule."""
 from __future__ import annotations
 
-from bench.data.batching import BATCHINGS
+from bench.config.errors import ConfigError
+from bench.data.batching import BATCHINGS, OVERLONG
+from bench.eval.evaluate import ENGINES, SAMPLES
+from bench.loss import FAST_PATHS
+from bench.records.recorder import WANDB_MODES
+from bench.run.optim import SCHEDULES
+from bench.runtime import PRECISIONS
+
+__all__ = ["ConfigError", "check"]
 
 
-class ConfigError(ValueError):
-    """A bad value in the run's config; reported as one line, without a traceback."""
+def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
+    """Each key with a closed set of values: (its value, the allowed values from the module that owns it)."""
+    t, e = cfg.train, cfg.eval
+    return {"train.precision": (t.precision, PRECISIONS), "train.fast_path": (t.fast_path, FAST_PATHS),
+            "train.schedule": (t.schedule, SCHEDULES), "train.overlong": (t.overlong, OVERLONG),
+            "train.batching": (t.batching, BATCHINGS), "eval.engine": (e.engine, ENGINES),
+            "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
 
 
 def check(cfg) -> None:
@@ -24,22 +37,15 @@ def check(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
-    if e.sample not in ("first", "random"):
-        raise ConfigError(f"eval.sample={e.sample!r}; allowed: first, random")
-    if t.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"train.precision={t.precision!r}; allowed: auto, bf16, fp32")
-    if t.get("fast_path", "none") not in ("none", "chunked_ce"):  # issue 8: bench/loss.py FAST_PATHS
-        raise ConfigError(f"train.fast_path={t.fast_path!r}; allowed: none, chunked_ce")
-    if e.get("engine", "hf") not in ("hf", "static"):  # issue 8: bench/eval/evaluate.py ENGINES
-        raise ConfigError(f"eval.engine={e.engine!r}; allowed: hf, static")
-    _check_batching(t)
+    for key, (value, allowed) in allowed_values(cfg).items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(str, allowed))}")
+    _check_packing(t)
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
-def _check_batching(t) -> None:
-    if t.batching not in BATCHINGS:
-        raise ConfigError(f"train.batching={t.batching!r}; allowed: {', '.join(BATCHINGS)}")
+def _check_packing(t) -> None:
     if t.batching != "packed":
         return
     if t.pack_len < t.max_seq_len:

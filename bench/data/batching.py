@@ -17,6 +17,7 @@ from bench.tasks.base import Example
 
 log = logging.getLogger(__name__)
 BATCHINGS = ("random", "length_grouped", "packed")
+OVERLONG = ("drop", "truncate")  # train.overlong
 # length_grouped sorts by length within groups of this many batches of the epoch's random order:
 # HF's LengthGroupedSampler default (transformers trainer_pt_utils.get_length_grouped_indices,
 # mega_batch_mult = 50). Larger groups: less padding, less randomness in what shares a batch.
@@ -49,8 +50,6 @@ def tokenize_examples(
     (`overlong=truncate`; a truncated sequence left without any target token is dropped); either
     way the count is logged, never silent.
     """
-    if overlong not in ("drop", "truncate"):
-        raise ValueError(f"train.overlong={overlong!r}; allowed: drop, truncate")
     out, n_long, n_no_target = [], 0, 0
     for ex in examples:
         prompt_ids = tokenizer(build_prompt(tokenizer, ex.prompt, use_chat_template), add_special_tokens=True)["input_ids"]

@@ -70,6 +70,7 @@ def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, preci
 
 
 ENGINES = ("hf", "static")
+SAMPLES = ("first", "random")  # eval.sample
 
 
 def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device: torch.device, precision: str,

@@ -25,7 +25,7 @@ class TrainState:
     method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    batches: Iterator[dict[str, torch.Tensor]]
+    batches: Iterator[dict[str, torch.Tensor]]  # bench/data/epochs.py EpochStream: resumable
     device: torch.device
     precision: str  # "bf16" (autocast) | "fp32"
     step: int = 0  # optimizer steps done

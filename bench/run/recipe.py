@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from bench.config.checks import check
-from bench.data.batching import BatchStream, RandomBatches, tokenize_examples
+from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.eval.evaluate import evaluate
 from bench.loss import compile_decoder_layers
 from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
@@ -104,7 +104,7 @@ class Run:
         train_cfg, pad = self.cfg.train, self.tokenizer.pad_token_id
         self.examples = tokenize_examples(self.tokenizer, self.task.train_examples(), train_cfg.max_seq_len,
                                           train_cfg.loss_on_prompt, train_cfg.overlong, self.task.use_chat_template)
-        self.batches = BatchStream(self.examples, train_cfg.batch_size, pad, self.cfg.seed)
+        self.batches = make_batch_stream(self.examples, train_cfg, pad, self.cfg.seed)  # train.batching
         self.probe = RandomBatches(self.examples, pad, self.cfg.seed + 1)  # for methods that probe the loss (IST)
         self.steps_per_epoch = max(1, self.batches.batches_per_epoch // train_cfg.grad_accum)
         steps = train_cfg.max_steps if train_cfg.max_steps is not None else train_cfg.epochs * self.steps_per_epoch
