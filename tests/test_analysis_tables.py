@@ -18,7 +18,7 @@ def runs(tmp_path):
 def claims(tmp_path):
     path = tmp_path / "claims.csv"
     path.write_text(",".join(COLUMNS) + "\n"
-                    "t,m1,full,,gsm8k,accuracy,value,58,src,\n"
+                    "t,m1,full,,gsm8k_test,accuracy,value,58,src,\n"
                     "t,mean,lora,full,,peak_gpu_memory_gib,change_pct,-35,src,\n"
                     "t,m1,lora,full,,train_wall_clock_s,change_pct,-12,src,\n")
     return load_paper_numbers([path])
@@ -34,14 +34,14 @@ def test_stat_cell():
 
 def test_accuracy_table_layout_and_cells(runs, claims):
     table = accuracy_table(runs, claims).display
-    assert table.columns.tolist() == [("m1", "gsm8k"), ("m1", "math500"), ("m2", "gsm8k"), ("m2", "math500")]
+    assert table.columns.tolist() == [("m1", "gsm8k_test"), ("m1", "math500"), ("m2", "gsm8k_test"), ("m2", "math500")]
     assert table.index.tolist() == ["full", "full [paper]", "lora"]  # the paper's row under ours
-    assert table.loc["full", ("m1", "gsm8k")] == "60.0 ± 10.0 (n=3)"
+    assert table.loc["full", ("m1", "gsm8k_test")] == "60.0 ± 10.0 (n=3)"
     assert table.loc["full", ("m1", "math500")] == "30.0 ± 10.0 (n=3)"
-    assert table.loc["full [paper]", ("m1", "gsm8k")] == "58.0"
-    assert table.loc["full [paper]", ("m2", "gsm8k")] == ""  # nobody published it: empty, not guessed
-    assert table.loc["lora", ("m1", "gsm8k")] == "40.0 ± 0.0 (n=3; 1 failed)"
-    assert table.loc["full", ("m2", "gsm8k")] == "2 oom"
+    assert table.loc["full [paper]", ("m1", "gsm8k_test")] == "58.0"
+    assert table.loc["full [paper]", ("m2", "gsm8k_test")] == ""  # nobody published it: empty, not guessed
+    assert table.loc["lora", ("m1", "gsm8k_test")] == "40.0 ± 0.0 (n=3; 1 failed)"
+    assert table.loc["full", ("m2", "gsm8k_test")] == "2 oom"
     assert table.loc["lora", ("m2", "math500")] == "10.0 (n=1)"
 
 
