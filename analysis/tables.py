@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.paper_numbers import MEAN_OVER_MODELS, compare_with_ours
+from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, compare_with_ours
 from analysis.pareto import pareto_front
 from analysis.stats import mean_interval, paired_seed_deltas
 from analysis.summary import against_baseline, numeric, status_counts, summarize
@@ -141,7 +141,7 @@ def _accuracy_values(claims: pd.DataFrame | None) -> pd.DataFrame:
     if claims is None or claims.empty:
         return pd.DataFrame(columns=["method", "model", "task", "value"])
     keep = ((claims["kind"] == "value") & (claims["metric"] == "accuracy") & (claims["task"] != "")
-            & (claims["model"] != MEAN_OVER_MODELS) & claims["value"].notna())
+            & ~claims["model"].isin([MEAN_OVER_MODELS, BEST_OVER_MODELS]) & claims["value"].notna())
     return claims[keep]
 
 
