@@ -86,9 +86,9 @@ def with_accuracy_intervals(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.Dat
     for r in summary.itertuples():
         group = ok[(ok["task"] == r.task) & (ok["model"] == r.model) & (ok["method"] == r.method)]
         values = numeric(group, r.metric)
-        if r.n >= 2:
+        if r.n >= 2:  # a proportion's interval stays inside [0, 1] (t knows nothing of the bounds)
             seeds = mean_interval(values.dropna().tolist())
-            intervals.append((seeds["lo"], seeds["hi"]))
+            intervals.append((max(0.0, seeds["lo"]), min(1.0, seeds["hi"])))
         elif r.n == 1:
             lo_col, hi_col = interval_columns(r.metric)
             one = group[values.notna()]
