@@ -15,6 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.samples import read_samples
+from bench.records.stats import CI_SUFFIX, with_intervals
+
 RESULT_FILE = "result.json"
 STATUSES = ("ok", "failed", "oom", "preempted")
 IDENTITY_KEYS = ("status", "method", "model", "task", "metrics")
@@ -72,6 +75,8 @@ def check_record(record: Any, where: str) -> None:
     for key, value in metrics.items():
         if key == "accuracy_by_task":
             _check_accuracy_by_task(value, where)
+        elif key.endswith(CI_SUFFIX):
+            _check_interval(value, f"{where}: metrics.{key}")
         elif key not in TEXT_METRICS and value is not None and not _is_number(value):
             raise RecordError(f"{where}: metrics.{key}={value!r} is not a number or null")
     if record["status"] != "ok":
@@ -87,8 +92,18 @@ def _check_accuracy_by_task(value: Any, where: str) -> None:
         raise RecordError(f"{where}: metrics.accuracy_by_task must map eval set -> {{metric: value}}")
     for set_name, scores in value.items():
         for metric, score in scores.items():
-            if score is not None and not _is_number(score):
+            if metric.endswith(CI_SUFFIX):
+                _check_interval(score, f"{where}: metrics.accuracy_by_task.{set_name}.{metric}")
+            elif score is not None and not _is_number(score):
                 raise RecordError(f"{where}: metrics.accuracy_by_task.{set_name}.{metric}={score!r} is not a number")
+
+
+def _check_interval(value: Any, where: str) -> None:
+    """A 95% interval is [lo, hi] (bench/records/stats.py), numbers or nulls."""
+    if value is None:
+        return
+    if not (isinstance(value, list) and len(value) == 2 and all(v is None or _is_number(v) for v in value)):
+        raise RecordError(f"{where}={value!r} is not an interval [lo, hi]")
 
 
 def _is_number(value: Any) -> bool:
@@ -97,21 +112,44 @@ def _is_number(value: Any) -> bool:
 
 def record_to_row(record: dict, source: str) -> dict[str, Any]:
     """One flat row; `source` is where the record came from (its run dir, or a W&B run path)."""
-    metrics = record.get("metrics") or {}
+    metrics = _with_intervals(record, source)
     error = record.get("error") or {}
     row: dict[str, Any] = {
         "run_dir": source, "status": record["status"], "method": record["method"],
         "model": record["model"], "task": record["task"], "seed": record.get("seed"),
         "error": error.get("message"), "error_type": error.get("type"), "error_step": error.get("step"),
     }
-    row.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    row.update(_interval_columns({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     primary = metrics.get("primary_metric")
     for set_name, scores in (metrics.get("accuracy_by_task") or {}).items():
-        row.update({f"acc/{set_name}/{m}": v for m, v in scores.items()})
+        row.update(_interval_columns({f"acc/{set_name}/{m}": v for m, v in scores.items()}))
         if primary is not None:
             row[f"acc/{set_name}"] = scores.get(primary)
+            interval = scores.get(f"{primary}{CI_SUFFIX}") or [None, None]
+            row[f"acc/{set_name}/ci95_lo"], row[f"acc/{set_name}/ci95_hi"] = interval
     row.update({f"cfg/{k}": v for k, v in flatten(record.get("config") or {}).items()})
     return row
+
+
+def _with_intervals(record: dict, source: str) -> dict:
+    """The record's metrics; a run recorded before result.json carried 95% intervals gets them
+    from the samples.jsonl beside it (the same function the run uses)."""
+    metrics = record.get("metrics") or {}
+    if record["status"] != "ok" or "accuracy_ci95" in metrics or not metrics.get("accuracy_by_task"):
+        return metrics
+    samples = read_samples(source)
+    return metrics if samples is None else with_intervals(metrics, samples)
+
+
+def _interval_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """`<name>_ci95: [lo, hi]` -> `<name>_ci95_lo`, `<name>_ci95_hi` (a column holds numbers)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.endswith(CI_SUFFIX):
+            out[f"{key}_lo"], out[f"{key}_hi"] = value if value is not None else (None, None)
+        else:
+            out[key] = value
+    return out
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

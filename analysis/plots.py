@@ -9,8 +9,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
-from analysis.summary import against_baseline, status_counts, summarize
-from analysis.tables import BASELINE, method_sort_key, ordered_methods
+from analysis.stats import mean_interval
+from analysis.summary import against_baseline, numeric, status_counts, summarize
+from analysis.tables import BASELINE, method_sort_key, ordered_methods, with_accuracy_intervals
 
 MARKERS = "osD^vP*Xh<>p"
 
@@ -28,12 +29,18 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
                             accuracy_metric: str = "accuracy") -> Path | None:
-    """One panel per model: mean accuracy (%) against mean peak memory, ±1 std bars; the
-    frontier methods are ringed and joined by a dashed line. None when no run has both values."""
-    summary = summarize(runs, [memory_metric, accuracy_metric])
-    wide = summary.set_index(["task", "model", "method", "metric"])[["mean", "std"]].unstack("metric")
+    """One panel per model: mean accuracy (%) against mean peak memory, with 95% CI bars (t over
+    seeds; a single run's accuracy: Wilson over its questions); the frontier methods (by their
+    means) are ringed and joined by a dashed line. None when no run has both values."""
+    summary = with_accuracy_intervals(summarize(runs, [memory_metric, accuracy_metric]), runs)
+    memory_rows = summary["metric"] == memory_metric
+    seeds = [mean_interval(numeric(runs[(runs["status"] == "ok") & (runs["task"] == r.task) & (runs["model"] == r.model)
+                                        & (runs["method"] == r.method)], memory_metric).dropna().tolist())
+             for r in summary[memory_rows].itertuples()]
+    summary.loc[memory_rows, "lo"] = [s["lo"] for s in seeds]
+    summary.loc[memory_rows, "hi"] = [s["hi"] for s in seeds]
+    wide = summary.set_index(["task", "model", "method", "metric"])[["mean", "lo", "hi"]].unstack("metric")
     means = wide["mean"].dropna(subset=[memory_metric, accuracy_metric])
-    stds = wide["std"]
     if means.empty:
         return None
     present = set((t, m) for t, m, _ in means.index)
@@ -45,12 +52,13 @@ def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (task, model) in zip(axes, panels):
         points = means.xs((task, model), level=["task", "model"])
-        spread = stds.xs((task, model), level=["task", "model"]).reindex(points.index)
+        lows = wide["lo"].xs((task, model), level=["task", "model"]).reindex(points.index)
+        highs = wide["hi"].xs((task, model), level=["task", "model"]).reindex(points.index)
         front = pareto_front(points, memory_metric, accuracy_metric)
         for method, p in points.iterrows():
-            xerr, yerr = spread.at[method, memory_metric], spread.at[method, accuracy_metric]
-            ax.errorbar(p[memory_metric], 100 * p[accuracy_metric],
-                        xerr=None if pd.isna(xerr) else xerr, yerr=None if pd.isna(yerr) else 100 * yerr,
+            xerr = _bar(p[memory_metric], lows.at[method, memory_metric], highs.at[method, memory_metric])
+            yerr = _bar(p[accuracy_metric], lows.at[method, accuracy_metric], highs.at[method, accuracy_metric], 100)
+            ax.errorbar(p[memory_metric], 100 * p[accuracy_metric], xerr=xerr, yerr=yerr,
                         linestyle="none", markersize=8, capsize=3, label=method, **style[method],
                         markeredgecolor="black" if front[method] else style[method]["color"],
                         markeredgewidth=2 if front[method] else 1)
@@ -59,11 +67,18 @@ def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
                 linewidth=1, zorder=0, label="Pareto frontier (ringed points)")
         ax.set_title(f"{task} / {model}" if several_tasks else model)
         ax.set_xlabel(memory_metric.replace("_", " ").replace("gib", "(GiB)"))
-        ax.set_ylabel(f"{accuracy_metric} (%)")
+        ax.set_ylabel(f"{accuracy_metric} (%), bars: 95% CI")
         ax.grid(alpha=0.3)
         ax.margins(0.15)
     _legend_below(fig, axes, order=[*style, "Pareto frontier (ringed points)"])
     return _save(fig, path)
+
+
+def _bar(centre: float, lo: float, hi: float, scale: float = 1.0):
+    """matplotlib's asymmetric error bar [[below], [above]], or None without an interval."""
+    if pd.isna(lo) or pd.isna(hi):
+        return None
+    return [[scale * (centre - lo)], [scale * (hi - centre)]]
 
 
 def plot_training_time(runs: pd.DataFrame, path: Path, metric: str = "train_wall_clock_s") -> Path | None:

@@ -15,23 +15,32 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import RecordError, collect, frame_from_records, natural_key
+from analysis.comparison import MARK, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
 from analysis.summary import numeric
-from analysis.tables import Table, accuracy_table, claims_table, efficiency_table
+from analysis.tables import BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text
 
 SWEEP_COLUMNS = {
     "method": "method", "model": "model", "task": "task", "seed": "seed", "status": "status",
     "accuracy": "accuracy", "peak_gpu_memory_gib": "peak GPU GiB", "peak_host_rss_gib": "peak RSS GiB",
     "train_wall_clock_s": "train s", "train_tokens_per_s": "tokens/s", "trainable_params": "trainable",
 }
+CI_COLUMN = "95% CI"
 MEMORY_METRICS = ("peak_gpu_memory_gib", "peak_gpu_reserved_gib", "peak_host_rss_gib")
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The basic table: one row per run, in run-dir order; failed runs stay, with their status."""
+    """The basic table: one row per run, in run-dir order; failed runs stay, with their status.
+    Each accuracy has its 95% CI beside it (Wilson over the run's questions)."""
+    columns = list(SWEEP_COLUMNS.values())
+    columns.insert(columns.index("accuracy") + 1, CI_COLUMN)
     if df.empty:
-        return pd.DataFrame(columns=list(SWEEP_COLUMNS.values()))
-    table = df.sort_values("run_dir", key=lambda col: col.map(natural_key)).reindex(columns=list(SWEEP_COLUMNS)).rename(columns=SWEEP_COLUMNS)
+        return pd.DataFrame(columns=columns)
+    ordered = df.sort_values("run_dir", key=lambda col: col.map(natural_key))
+    table = ordered.reindex(columns=list(SWEEP_COLUMNS)).rename(columns=SWEEP_COLUMNS)
+    lo, hi = numeric(ordered, "accuracy_ci95_lo"), numeric(ordered, "accuracy_ci95_hi")
+    table.insert(table.columns.get_loc("accuracy") + 1, CI_COLUMN,
+                 [interval_text(a, b, digits=3, brackets=False) for a, b in zip(lo, hi)])
     return table.reset_index(drop=True)
 
 
@@ -96,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "only peak_host_rss_gib)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None,
                         help="read the runs from W&B's API instead of disk (needs network and a login)")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help=f"the method every other is compared with on the same questions (default: {BASELINE})")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     if args.wandb and args.dirs:
@@ -120,10 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     except (RecordError, PaperNumbersError, FileNotFoundError) as err:
         print(f"slmbench-report: {err}", file=sys.stderr)
         sys.exit(2)
-    report(runs, claims, out_dir, args.memory_metric, plots=not args.no_plots)
+    report(runs, claims, out_dir, args.memory_metric, plots=not args.no_plots, baseline=args.baseline)
 
 
-def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metric: str, plots: bool = True) -> None:
+def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metric: str, plots: bool = True,
+           baseline: str = BASELINE) -> None:
     """Print the tables as markdown and write them (and the plots) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
@@ -144,9 +156,15 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
               f"({', '.join(sorted(set(claims.loc[~about_ours, 'method'])))}): left out of the tables\n")
     claims = claims[about_ours]
     tables = {
-        "accuracy": ("Accuracy (%, mean ± std over seeds)", accuracy_table(runs, claims)),
-        "efficiency": (f"Efficiency (Δ: change relative to full fine-tuning, %; memory: {memory_metric})",
+        "accuracy": ("Accuracy (%, mean ± std over seeds (n) [95% CI: t over seeds; one run: Wilson over its questions])",
+                     accuracy_table(runs, claims)),
+        "efficiency": (f"Efficiency (Δ: change relative to full fine-tuning, %, with the 95% CI of the "
+                       f"per-seed paired change; memory: {memory_metric})",
                        efficiency_table(runs, memory_metric, claims)),
+        "paired": (f"Against {baseline} on the same questions (difference in accuracy points, mean over "
+                   f"seeds; 95% CI: paired bootstrap stratified by seed; p (paired): exact McNemar on the "
+                   f"discordant questions pooled over seeds; {MARK}: the 95% CI excludes 0)",
+                   paired_table(runs, baseline)),
         "paper_vs_ours": ("The papers' claims beside ours", claims_table(runs, claims)),
     }
     for stem, (title, table) in tables.items():
@@ -157,12 +175,14 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
               "peak_host_rss_gib): its columns are empty and the accuracy-vs-memory plot is not drawn")
     if plots:
         from analysis.plots import plot_accuracy_vs_memory, plot_training_time
+        from analysis.selection import selection_plots
 
         for path in (plot_accuracy_vs_memory(runs, memory_metric, out_dir / "accuracy_vs_memory.png"),
                      plot_training_time(runs, out_dir / "train_time.png")):
             if path is not None:
                 print(f"plot: {path}")
-    print(f"tables: {out_dir}/{{accuracy,efficiency,paper_vs_ours}}.{{md,csv,tex}}, runs.csv")
+        print("\n".join(selection_plots(runs, out_dir)))
+    print(f"tables: {out_dir}/{{{','.join(tables)}}}.{{md,csv,tex}}, runs.csv")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.paper_numbers import MEAN_OVER_MODELS, compare_with_ours
+from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, compare_with_ours
 from analysis.pareto import pareto_front
-from analysis.summary import against_baseline, status_counts, summarize
+from analysis.stats import mean_interval, paired_seed_deltas
+from analysis.summary import against_baseline, numeric, status_counts, summarize
 
 # Row order of the papers (reference first, then baselines, then the selection methods); other
 # method names follow alphabetically.
@@ -53,13 +54,48 @@ def signed(value: float, digits: int = 1) -> str:
     return "" if value is None or math.isnan(value) else f"{value:+.{digits}f}"
 
 
-def stat_cell(mean: float, std: float, n: int, failed: int = 0, oom: int = 0, digits: int = 1) -> str:
-    """"62.3 ± 1.2 (n=3)"; failed and OOM runs are named, never dropped; nothing at all -> ""."""
+def stat_cell(mean: float, std: float, n: int, failed: int = 0, oom: int = 0, digits: int = 1,
+              lo: float = math.nan, hi: float = math.nan) -> str:
+    """"62.3 ± 1.2 (n=3) [59.3, 65.3]" (the 95% CI in brackets, when there is one); failed and
+    OOM runs are named, never dropped; nothing at all -> ""."""
     problems = [f"{k} {label}" for k, label in ((failed, "failed"), (oom, "oom")) if k]
     if n == 0 or math.isnan(mean):
         return "; ".join(problems)
     text = number(mean, digits) + ("" if math.isnan(std) else f" ± {number(std, digits)}")
-    return f"{text} (n={n}{'; ' + '; '.join(problems) if problems else ''})"
+    return f"{text} (n={n}{'; ' + '; '.join(problems) if problems else ''})" + interval_text(lo, hi, digits)
+
+
+def interval_text(lo: float, hi: float, digits: int = 1, brackets: bool = True) -> str:
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return ""
+    text = f"{number(lo, digits)}, {number(hi, digits)}"
+    return f" [{text}]" if brackets else text
+
+
+def interval_columns(column: str) -> tuple[str, str]:
+    """The runs-DataFrame columns holding a run's 95% interval of `accuracy` or `acc/<set>`."""
+    return (f"{column}/ci95_lo", f"{column}/ci95_hi") if column.startswith("acc/") else (
+        f"{column}_ci95_lo", f"{column}_ci95_hi")
+
+
+def with_accuracy_intervals(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """`lo`, `hi` per summary row (accuracy metrics, as proportions): the t interval of the mean
+    over seeds when n >= 2, the run's own interval over questions (Wilson) when n == 1."""
+    ok = runs[runs["status"] == "ok"]
+    intervals = []
+    for r in summary.itertuples():
+        group = ok[(ok["task"] == r.task) & (ok["model"] == r.model) & (ok["method"] == r.method)]
+        values = numeric(group, r.metric)
+        if r.n >= 2:  # a proportion's interval stays inside [0, 1] (t knows nothing of the bounds)
+            seeds = mean_interval(values.dropna().tolist())
+            intervals.append((max(0.0, seeds["lo"]), min(1.0, seeds["hi"])))
+        elif r.n == 1:
+            lo_col, hi_col = interval_columns(r.metric)
+            one = group[values.notna()]
+            intervals.append((float(numeric(one, lo_col).iloc[0]), float(numeric(one, hi_col).iloc[0])))
+        else:
+            intervals.append((math.nan, math.nan))
+    return summary.assign(lo=[lo for lo, _ in intervals], hi=[hi for _, hi in intervals])
 
 
 def _with_counts(summary: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +110,8 @@ def accuracy_table(runs: pd.DataFrame, claims: pd.DataFrame | None = None) -> Ta
     """Rows: methods; column groups: model x eval set; cells mean ± std over seeds (n), in %.
     Paper rows ("<method> [paper]") sit under a method where a paper published that cell."""
     sets = eval_set_columns(runs)
-    summary = summarize(runs, sets)
-    summary[["mean", "std"]] *= 100
+    summary = with_accuracy_intervals(summarize(runs, sets), runs)
+    summary[["mean", "std", "lo", "hi"]] *= 100
     data = _with_counts(summary, status_counts(runs))
     data["eval_set"] = data["metric"].str.removeprefix("acc/")
     several_tasks = runs["task"].nunique() > 1 if not runs.empty else False
@@ -89,7 +125,8 @@ def accuracy_table(runs: pd.DataFrame, claims: pd.DataFrame | None = None) -> Ta
     for task, method in zip(keys["task"], keys["method"]):
         cells = data[(data["task"] == task) & (data["method"] == method)]
         rows[_row_label(task, method, several_tasks)] = {
-            (r.model, r.eval_set): stat_cell(r.mean, r.std, r.n, r.failed, r.oom) for r in cells.itertuples()}
+            (r.model, r.eval_set): stat_cell(r.mean, r.std, r.n, r.failed, r.oom, lo=r.lo, hi=r.hi)
+            for r in cells.itertuples()}
         published = paper[paper["method"] == method]
         if len(published):
             rows[_row_label(task, method, several_tasks) + " [paper]"] = {
@@ -104,7 +141,7 @@ def _accuracy_values(claims: pd.DataFrame | None) -> pd.DataFrame:
     if claims is None or claims.empty:
         return pd.DataFrame(columns=["method", "model", "task", "value"])
     keep = ((claims["kind"] == "value") & (claims["metric"] == "accuracy") & (claims["task"] != "")
-            & (claims["model"] != MEAN_OVER_MODELS) & claims["value"].notna())
+            & ~claims["model"].isin([MEAN_OVER_MODELS, BEST_OVER_MODELS]) & claims["value"].notna())
     return claims[keep]
 
 
@@ -120,6 +157,8 @@ def efficiency_table(runs: pd.DataFrame, memory_metric: str, claims: pd.DataFram
     data = _with_counts(summary, status_counts(runs))
     frontier = _frontier_flags(data, memory_metric, accuracy_metric)
     published = _published_changes(claims)
+    accuracy_intervals = with_accuracy_intervals(summarize(runs, [accuracy_metric]), runs).set_index(GROUP_KEYS)
+    per_seed = {metric: _seed_values(runs, metric) for metric in metrics}
     several_tasks = runs["task"].nunique() > 1 if not runs.empty else False
     groups = data[["task", "model", "method"]].drop_duplicates()
     model_order = {m: i for i, m in enumerate(dict.fromkeys(runs["model"]))}  # the sweep's order
@@ -131,11 +170,15 @@ def efficiency_table(runs: pd.DataFrame, memory_metric: str, claims: pd.DataFram
         row = {"model": f"{task} / {model}" if several_tasks else model, "method": method}
         first = cells.iloc[0]
         acc = cells[cells["metric"] == accuracy_metric].iloc[0]
+        interval = accuracy_intervals.loc[(task, model, method)]
         row[f"{accuracy_metric} %"] = stat_cell(acc["mean"], acc["std"], acc["n"])
+        row[f"{accuracy_metric} % 95% CI"] = interval_text(100 * interval["lo"], 100 * interval["hi"], brackets=False)
         for metric, label in metrics.items():
             m = cells[cells["metric"] == metric].iloc[0]
             row[label] = stat_cell(m["mean"], m["std"], m["n"], digits=2 if metric == memory_metric else 1)
             row[f"Δ {label} %"] = signed(m["change_pct"])
+            delta = _paired_delta(per_seed[metric], task, model, method)
+            row[f"Δ {label} % 95% CI"] = interval_text(delta["pct_lo"], delta["pct_hi"], brackets=False)
             if metric in published:
                 row[f"paper Δ {label} %"] = signed(published[metric].get((model, method), float("nan")))
         row["frontier"] = "yes" if frontier.get((task, model, method), False) else ""
@@ -152,6 +195,28 @@ def efficiency_table(runs: pd.DataFrame, memory_metric: str, claims: pd.DataFram
     display = pd.DataFrame(rows).fillna("") if rows else pd.DataFrame(columns=["model", "method"])
     data = data.assign(on_frontier=[frontier.get(k, False) for k in zip(data["task"], data["model"], data["method"])])
     return Table(display.set_index(["model", "method"]), data)
+
+
+GROUP_KEYS = ["task", "model", "method"]
+
+
+def _seed_values(runs: pd.DataFrame, metric: str) -> dict[tuple, dict]:
+    """(task, model, method) -> {seed: value} over the ok runs that recorded `metric`."""
+    ok = runs[(runs["status"] == "ok") & numeric(runs, metric).notna()]
+    values = numeric(ok, metric)
+    out: dict[tuple, dict] = {}
+    for key, seed, value in zip(zip(ok["task"], ok["model"], ok["method"]), ok["seed"], values):
+        out.setdefault(key, {})[seed] = value
+    return out
+
+
+def _paired_delta(values: dict[tuple, dict], task: str, model: str, method: str) -> dict:
+    """The method's per-seed differences from the baseline's same seed (t interval over seeds), in
+    % of the baseline's mean; NaN without two paired seeds."""
+    ours, base = values.get((task, model, method), {}), values.get((task, model, BASELINE), {})
+    if method == BASELINE or len(set(ours) & set(base)) < 2:
+        return {"pct_lo": math.nan, "pct_hi": math.nan}
+    return paired_seed_deltas(ours, base)
 
 
 def _runs_text(counts: pd.Series) -> str:

@@ -13,4 +13,6 @@ from analysis.report import sweep_table, to_markdown
 class PrintSweepTable(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        print(f"\nslmbench sweep: {sweep_dir}\n{to_markdown(sweep_table(collect([sweep_dir])))}\n", flush=True)
+        print(f"\nslmbench sweep: {sweep_dir}\n{to_markdown(sweep_table(collect([sweep_dir])))}\n"
+              "(95% CI: Wilson score interval over the run's eval questions; `slmbench-report "
+              f"{sweep_dir}` compares methods on the same questions)\n", flush=True)

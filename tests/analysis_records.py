@@ -5,18 +5,24 @@ import json
 from pathlib import Path
 
 
+# The eval-set names of conf/task/metamathqa.yaml (the papers' protocol task): what
+# `+experiment=adagradselect_paper` records, and what analysis/paper_numbers.csv is keyed to.
+GSM8K_SET, MATH_SET = "gsm8k_test", "math500"
+
+
 def record(method: str, model: str, seed: int, status: str = "ok", task: str = "metamathqa",
            gsm8k: float | None = None, math500: float | None = None, **metrics) -> dict:
-    """A result.json as bench/run/recipe.py writes it; accuracy = the mean of the eval sets given."""
-    sets = {name: {"exact_match": value, "n": 100} for name, value in (("gsm8k", gsm8k), ("math500", math500))
+    """A result.json as bench/run/recipe.py writes it for the metamathqa task (primary metric
+    `accuracy`, eval sets gsm8k_test and math500); accuracy = the mean of the eval sets given."""
+    sets = {name: {"accuracy": value, "n": 100} for name, value in ((GSM8K_SET, gsm8k), (MATH_SET, math500))
             if value is not None}
     body = {"status": status, "method": method, "model": model, "task": task, "seed": seed,
-            "metrics": {"accuracy": None, "accuracy_by_task": {}, "primary_metric": "exact_match"},
+            "metrics": {"accuracy": None, "accuracy_by_task": {}, "primary_metric": "accuracy"},
             "config": {"seed": seed, "train": {"lr": 1e-4, "betas": [0.9, 0.999]}, "method": {"r": 256}},
             "env": {"git_sha": "abc", "dirty": False}}
     if status == "ok":
         body["metrics"]["accuracy_by_task"] = sets
-        body["metrics"]["accuracy"] = sum(s["exact_match"] for s in sets.values()) / len(sets) if sets else None
+        body["metrics"]["accuracy"] = sum(s["accuracy"] for s in sets.values()) / len(sets) if sets else None
         body["metrics"].update(metrics)
     else:
         body["error"] = {"type": "OutOfMemoryError" if status == "oom" else "RuntimeError",
@@ -24,11 +30,33 @@ def record(method: str, model: str, seed: int, status: str = "ok", task: str = "
     return body
 
 
-def write(root: Path, name: str, payload) -> Path:
+def write(root: Path, name: str, payload, samples: list[dict] | None = None) -> Path:
+    """`<root>/<name>/result.json` (and samples.jsonl when given)."""
     path = Path(root) / name / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    if samples is not None:
+        (path.parent / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     return path
+
+
+def samples(eval_set: str, verdicts, metric: str = "exact_match") -> list[dict]:
+    """samples.jsonl lines as bench/eval/evaluate.py writes them, one verdict per question; the
+    question ids are the positions, so two runs' i-th samples are the same question."""
+    return [{"eval_set": eval_set, "id": f"q{i}", "prompt": f"question {i}", "generation": "7",
+             "extracted": "7", "gold": "7" if v else "8", metric: bool(v)} for i, v in enumerate(verdicts)]
+
+
+def smoke_record(method: str, model: str, seed: int, verdicts, **metrics) -> tuple[str, dict, list[dict]]:
+    """A run as `+experiment=adagradselect_paper_smoke` names it: task `arithmetic` (its eval
+    set is also `arithmetic`, primary metric exact_match) on a tiny model; the record has no
+    intervals (written before runs carried them), its samples.jsonl has the verdicts."""
+    accuracy = sum(map(bool, verdicts)) / len(verdicts)
+    body = {"status": "ok", "method": method, "model": model, "task": "arithmetic", "seed": seed,
+            "metrics": {"accuracy": accuracy, "primary_metric": "exact_match",
+                        "accuracy_by_task": {"arithmetic": {"exact_match": accuracy, "n": len(verdicts)}}, **metrics},
+            "config": {"seed": seed, "method": {}}, "env": {"git_sha": "abc", "dirty": False}}
+    return f"{method}-{model}-s{seed}", body, samples("arithmetic", verdicts)
 
 
 def paper_runs(root: Path) -> Path:

@@ -17,17 +17,17 @@ def _row(summary, model, method, metric):
 
 
 def test_mean_std_n_are_the_arithmetic(tmp_path):
-    summary = summarize(collect([paper_runs(tmp_path)]), ["acc/gsm8k", "peak_gpu_memory_gib"])
-    full = _row(summary, "m1", "full", "acc/gsm8k")
+    summary = summarize(collect([paper_runs(tmp_path)]), ["acc/gsm8k_test", "peak_gpu_memory_gib"])
+    full = _row(summary, "m1", "full", "acc/gsm8k_test")
     assert full["mean"] == pytest.approx(0.6) and full["std"] == pytest.approx(0.1) and full["n"] == 3
     memory = _row(summary, "m1", "full", "peak_gpu_memory_gib")
     assert memory["mean"] == pytest.approx(12.0) and memory["std"] == pytest.approx(2.0)  # sample std, ddof=1
     # The failed lora run on m1 does not count; three identical ok runs have std 0.
-    lora = _row(summary, "m1", "lora", "acc/gsm8k")
+    lora = _row(summary, "m1", "lora", "acc/gsm8k_test")
     assert lora["n"] == 3 and lora["std"] == 0.0
     # A single run has no std (NaN, not 0); a group whose runs all hit OOM keeps its row with n=0.
-    assert math.isnan(_row(summary, "m2", "lora", "acc/gsm8k")["std"])
-    oom = _row(summary, "m2", "full", "acc/gsm8k")
+    assert math.isnan(_row(summary, "m2", "lora", "acc/gsm8k_test")["std"])
+    oom = _row(summary, "m2", "full", "acc/gsm8k_test")
     assert oom["n"] == 0 and math.isnan(oom["mean"])
     # A metric no run recorded is all NaN, not a KeyError.
     assert summarize(collect([tmp_path]), ["not_a_metric"])["n"].sum() == 0

@@ -6,7 +6,8 @@ import pytest
 from analysis.collect import collect
 from analysis.paper_numbers import COLUMNS, load_paper_numbers
 from analysis.tables import accuracy_table, claims_table, efficiency_table, stat_cell
-from analysis_records import paper_runs, record, write
+from analysis_records import paper_runs, record, smoke_record, write
+from bench.records.stats import wilson_interval
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def runs(tmp_path):
 def claims(tmp_path):
     path = tmp_path / "claims.csv"
     path.write_text(",".join(COLUMNS) + "\n"
-                    "t,m1,full,,gsm8k,accuracy,value,58,src,\n"
+                    "t,m1,full,,gsm8k_test,accuracy,value,58,src,\n"
                     "t,mean,lora,full,,peak_gpu_memory_gib,change_pct,-35,src,\n"
                     "t,m1,lora,full,,train_wall_clock_s,change_pct,-12,src,\n")
     return load_paper_numbers([path])
@@ -30,19 +31,29 @@ def test_stat_cell():
     assert stat_cell(50.0, 0.0, 2, failed=1, oom=2) == "50.0 ± 0.0 (n=2; 1 failed; 2 oom)"
     assert stat_cell(float("nan"), float("nan"), 0, oom=2) == "2 oom"
     assert stat_cell(float("nan"), float("nan"), 0) == ""
+    assert stat_cell(62.25, 1.25, 3, lo=59.04, hi=65.46) == "62.2 ± 1.2 (n=3) [59.0, 65.5]"
 
 
 def test_accuracy_table_layout_and_cells(runs, claims):
     table = accuracy_table(runs, claims).display
-    assert table.columns.tolist() == [("m1", "gsm8k"), ("m1", "math500"), ("m2", "gsm8k"), ("m2", "math500")]
+    assert table.columns.tolist() == [("m1", "gsm8k_test"), ("m1", "math500"), ("m2", "gsm8k_test"), ("m2", "math500")]
     assert table.index.tolist() == ["full", "full [paper]", "lora"]  # the paper's row under ours
-    assert table.loc["full", ("m1", "gsm8k")] == "60.0 ± 10.0 (n=3)"
-    assert table.loc["full", ("m1", "math500")] == "30.0 ± 10.0 (n=3)"
-    assert table.loc["full [paper]", ("m1", "gsm8k")] == "58.0"
-    assert table.loc["full [paper]", ("m2", "gsm8k")] == ""  # nobody published it: empty, not guessed
-    assert table.loc["lora", ("m1", "gsm8k")] == "40.0 ± 0.0 (n=3; 1 failed)"
-    assert table.loc["full", ("m2", "gsm8k")] == "2 oom"
-    assert table.loc["lora", ("m2", "math500")] == "10.0 (n=1)"
+    # 95% CI of the mean over 3 seeds: 60 ± t(0.975, 2) * 10 / sqrt(3) = 60 ± 24.84
+    assert table.loc["full", ("m1", "gsm8k_test")] == "60.0 ± 10.0 (n=3) [35.2, 84.8]"
+    assert table.loc["full", ("m1", "math500")] == "30.0 ± 10.0 (n=3) [5.2, 54.8]"
+    assert table.loc["full [paper]", ("m1", "gsm8k_test")] == "58.0"
+    assert table.loc["full [paper]", ("m2", "gsm8k_test")] == ""  # nobody published it: empty, not guessed
+    assert table.loc["lora", ("m1", "gsm8k_test")] == "40.0 ± 0.0 (n=3; 1 failed) [40.0, 40.0]"
+    assert table.loc["full", ("m2", "gsm8k_test")] == "2 oom"
+    assert table.loc["lora", ("m2", "math500")] == "10.0 (n=1)"  # one run, no samples.jsonl: no interval
+
+
+def test_one_run_shows_its_interval_over_questions(tmp_path):
+    name, body, lines = smoke_record("full", "tiny-llama", 0, [True] * 7 + [False] * 3)
+    write(tmp_path, f"0-{name}", body, lines)
+    table = accuracy_table(collect([tmp_path])).display
+    lo, hi = wilson_interval(7, 10)
+    assert table.loc["full", ("tiny-llama", "arithmetic")] == f"70.0 (n=1) [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def test_efficiency_table_changes_vs_full_and_frontier(runs, claims):
@@ -51,6 +62,11 @@ def test_efficiency_table_changes_vs_full_and_frontier(runs, claims):
     assert lora["peak GPU GiB"] == "6.00 ± 0.00 (n=3)"
     assert lora["Δ peak GPU GiB %"] == "-50.0"
     assert lora["train s"] == "90.0 ± 10.0 (n=3)" and lora["Δ train s %"] == "-10.0"
+    # Seeds paired with full's: train s 80-100, 90-100, 100-100 = -20, -10, 0 s; t interval, in % of 100 s.
+    assert lora["Δ train s % 95% CI"] == "-34.8, 14.8"
+    # 6 - (10, 12, 14) = -4, -6, -8 GiB: -6 ± t(0.975, 2) * 2 / sqrt(3) = -6 ± 4.97 GiB, of 12 GiB
+    assert lora["Δ peak GPU GiB % 95% CI"] == "-91.4, -8.6"
+    assert lora["accuracy % 95% CI"] == "40.0, 40.0" and table.loc[("m1", "full"), "Δ train s % 95% CI"] == ""
     assert lora["Δ tokens/s %"] == "+25.0"
     assert lora["paper Δ train s %"] == "-12.0"
     assert lora["runs"] == "3 ok, 1 failed"

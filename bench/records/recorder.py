@@ -64,6 +64,50 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+SAMPLE_FIELDS = ("eval_set", "id", "prompt", "generation", "extracted", "gold")
+
+
+def samples_table(samples: list[dict], primary_metric: str | None = None):
+    """A wandb.Table: eval set, id, prompt, generation, extracted, gold, `verdict` (the primary
+    metric's; with none given, the only verdict, or all of them as JSON) and one column per verdict."""
+    import wandb
+
+    metrics = list(dict.fromkeys(k for s in samples for k in s if k not in SAMPLE_FIELDS))
+    table = wandb.Table(columns=[*SAMPLE_FIELDS, "verdict", *metrics])
+    for sample in samples:
+        if primary_metric is not None:
+            verdict = sample.get(primary_metric)
+        else:
+            verdicts = {m: sample[m] for m in metrics if m in sample}
+            verdict = next(iter(verdicts.values())) if len(verdicts) == 1 else json.dumps(verdicts)
+        table.add_data(*(None if sample.get(k) is None else str(sample[k]) for k in SAMPLE_FIELDS), verdict,
+                       *(sample.get(m) for m in metrics))
+    return table
+
+
+def log_artifact(run, name: str, kind: str, paths: list[Path]) -> None:
+    """Log `paths` (files; a directory adds its files) as the W&B artifact `name` of type `kind`.
+    The files are also copied into the run's own `files/` folder, so an offline run dir holds them
+    (offline, an artifact's staged copies live outside the run dir until `wandb sync`)."""
+    import shutil
+
+    import wandb
+
+    artifact = wandb.Artifact(name, type=kind)
+    target = Path(run.dir) / "artifacts" / name
+    target.mkdir(parents=True, exist_ok=True)
+    for path in map(Path, paths):
+        if path.is_dir():
+            artifact.add_dir(str(path))
+            shutil.copytree(path, target / path.name, dirs_exist_ok=True)
+        elif path.is_file():
+            artifact.add_file(str(path))
+            shutil.copy2(path, target / path.name)
+        else:
+            raise FileNotFoundError(f"{path}: no such file for the W&B artifact {name!r}")
+    run.log_artifact(artifact)
+
+
 class RunRecorder:
     """Owns the run dir's record files and the run's W&B run (one per job, always finished)."""
 
@@ -94,10 +138,18 @@ class RunRecorder:
         if self.wandb_run is not None:
             self.wandb_run.log({f"train/{k}": v for k, v in metrics.items() if v is not None}, step=step)
 
-    def write_samples(self, samples: list[dict]) -> None:
+    def write_samples(self, samples: list[dict], primary_metric: str | None = None) -> None:
+        """samples.jsonl; with W&B on, the same samples as a wandb.Table (`eval/samples`)."""
         with open(self.run_dir / SAMPLES_FILE, "w") as f:
             for sample in samples:
                 f.write(json.dumps(sample) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log({"eval/samples": samples_table(samples, primary_metric)})
+
+    def log_artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+        """The files (result.json, metrics.jsonl, samples.jsonl, ...) as one W&B artifact of this run."""
+        if self.wandb_run is not None:
+            log_artifact(self.wandb_run, name, kind, paths)
 
     def write_result(self, result: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / RESULT_FILE, result)
