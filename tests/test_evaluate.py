@@ -50,12 +50,13 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
         "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 64}}), tokenizer)
     task = ArithmeticTask(name="t", operators=["+"], operand_max=9, seed=0)
-    results = {}
+    results, info = {}, {}
     for engine in ("hf", "static"):
         eval_cfg = OmegaConf.create({"max_new_tokens": 4, "batch_size": 5, "limit": 12, "sample": "first",
                                      "sample_seed": 0, "engine": engine})
-        results[engine] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template)
+        results[engine] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template, info=info)
     assert results["static"] == results["hf"]
+    assert info == {"eval_stop_token_ids": [tokenizer.eos_token_id]}  # for result.json
     assert len(results["hf"][1]) == 12 * len(task.eval_sets())
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache
 
+from bench.eval.stop_tokens import stop_token_ids
 from bench.models.loading import causal_lm
 from bench.runtime import autocast
 
@@ -54,11 +55,12 @@ class StaticBatchGenerator:
     graph (made at the first decode step) stays valid for all later batches.
     """
 
-    def __init__(self, model, rows: int, cache_len: int, pad_id: int, eos_id: int, device: torch.device,
+    def __init__(self, model, rows: int, cache_len: int, pad_id: int, stop_ids: list[int], device: torch.device,
                  precision: str, cuda_graphs: bool):
         # the causal LM itself (not a peft wrapper): its forward takes logits_to_keep
         self.model, self.rows, self.cache_len = causal_lm(model), rows, cache_len
-        self.pad_id, self.eos_id, self.device, self.precision = pad_id, eos_id, device, precision
+        self.pad_id, self.device, self.precision = pad_id, device, precision
+        self.stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self.cache = UniformDtypeStaticCache(config=self.model.config, max_cache_len=cache_len,
                                              dtype=torch.bfloat16 if precision == "bf16" else None)
@@ -104,7 +106,7 @@ class StaticBatchGenerator:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """input_ids/attention_mask: (rows, P) left-padded. Returns (rows, max_new_tokens) new tokens,
-        with the pad token after a row's eos (as HF `generate` pads finished rows)."""
+        with the pad token after a row's stop token (as HF `generate` pads finished rows)."""
         rows, prompt_len = input_ids.shape
         if rows != self.rows or prompt_len + max_new_tokens > self.cache_len:
             raise ValueError(f"batch ({rows} rows, {prompt_len}+{max_new_tokens} tokens) does not fit the "
@@ -133,7 +135,7 @@ class StaticBatchGenerator:
         for t in range(max_new_tokens):
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             new_tokens[:, t] = token
-            finished |= token == self.eos_id
+            finished |= torch.isin(token, self.stop_ids)
             if t == max_new_tokens - 1:
                 break
             # Every check of `finished` on the host would sync; check every 32 steps only.
@@ -156,18 +158,20 @@ class StaticBatchGenerator:
 @torch.no_grad()
 def generate_static(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
                     device: torch.device, precision: str, cuda_graphs: bool = True,
-                    desc: str = "eval") -> list[str]:
-    """Greedy completions in the order of `prompts` (same contract as `bench.eval.evaluate.generate_hf`).
+                    desc: str = "eval", stop_ids: list[int] | None = None) -> list[str]:
+    """Greedy completions in the order of `prompts` (same contract as `bench.eval.evaluate.generate_hf`),
+    each ended by any of `stop_ids` (default: `stop_token_ids(model, tokenizer)`).
 
     Prompts are sorted by token length (longest first) and cut into batches of `batch_size`; the
     last batch is filled up with copies of its last prompt so every batch has the same shape.
     """
+    stop_ids = stop_token_ids(model, tokenizer) if stop_ids is None else list(stop_ids)
     model.eval()
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     rows = min(batch_size, len(prompts))
     cache_len = max(len(ids) for ids in encoded) + max_new_tokens
-    engine = StaticBatchGenerator(model, rows, cache_len, tokenizer.pad_token_id, tokenizer.eos_token_id,
+    engine = StaticBatchGenerator(model, rows, cache_len, tokenizer.pad_token_id, stop_ids,
                                   device, precision, cuda_graphs)
     completions: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), rows), desc=desc, dynamic_ncols=True, mininterval=1.0):
