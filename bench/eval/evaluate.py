@@ -97,7 +97,8 @@ def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device:
     if engine == "static":
         return generate_static(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
                                precision, cuda_graphs=bool(eval_cfg.get("cuda_graphs", True)), desc=desc,
-                               stop_ids=stop_ids)
+                               stop_ids=stop_ids, stop_strings=stop_strings, refill=bool(eval_cfg.get("refill", True)),
+                               check_every=int(eval_cfg.get("check_every", 16)))
     raise ValueError(f"eval.engine={engine!r}; allowed: {', '.join(ENGINES)}")
 
 

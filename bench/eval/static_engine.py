@@ -13,6 +13,10 @@ same first-index argmax. The only differences are where floating-point sums may 
 differently (attention over the static cache length instead of the grown one; a different batch
 size picks different GEMM kernels), which on bf16 GPU runs can flip near-ties; `bench.perf.lab`
 reports the agreement with HF on the device.
+
+`generate_static(refill=True)` (the default, `eval.refill`) runs the refilling engine of
+bench/eval/refill_engine.py instead of batch after batch; `StaticBatchGenerator` below is the plain
+one (`refill=False`), kept as the reference that the refilling engine is tested against.
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache
 
+from bench.eval.graph_step import capture_cuda_graph, graph_autocast
+from bench.eval.refill_engine import generate_refill
 from bench.eval.stop_tokens import stop_token_ids
 from bench.models.loading import causal_lm
-from bench.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +77,7 @@ class StaticBatchGenerator:
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _autocast(self):
-        # Casts inside a captured graph must be recorded, not served from autocast's weight cache.
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graphs)
-        return autocast(self.device, self.precision)
+        return graph_autocast(self.device, self.precision, self.cuda_graphs)
 
     def _step(self) -> None:
         """One decode step on the fixed buffers: forward one token per row, write the argmax."""
@@ -89,19 +91,8 @@ class StaticBatchGenerator:
             layer.cumulative_length.fill_(length)
 
     def _capture(self, prompt_len: int) -> None:
-        """Warm up on a side stream, then record `_step` as a graph (HF's cache length restored after)."""
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up writes at `prompt_len`, which the first real step overwrites
-                self._set_cache_length(prompt_len)
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self._set_cache_length(prompt_len)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
-        self._set_cache_length(prompt_len)  # capture records but does not run
+        """Record `_step` as a graph; warm-up writes at `prompt_len`, which the first real step overwrites."""
+        self.graph = capture_cuda_graph(self._step, lambda: self._set_cache_length(prompt_len), self.device)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
@@ -158,14 +149,21 @@ class StaticBatchGenerator:
 @torch.no_grad()
 def generate_static(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
                     device: torch.device, precision: str, cuda_graphs: bool = True,
-                    desc: str = "eval", stop_ids: list[int] | None = None) -> list[str]:
+                    desc: str = "eval", stop_ids: list[int] | None = None, stop_strings=(),
+                    refill: bool = True, check_every: int = 16) -> list[str]:
     """Greedy completions in the order of `prompts` (same contract as `bench.eval.evaluate.generate_hf`),
     each ended by any of `stop_ids` (default: `stop_token_ids(model, tokenizer)`).
 
-    Prompts are sorted by token length (longest first) and cut into batches of `batch_size`; the
-    last batch is filled up with copies of its last prompt so every batch has the same shape.
+    `refill` (the default): a row that ends hands its slot to the next prompt (bench/eval/refill_engine.py;
+    rows also end a little after a stop string, which the caller cuts; the host looks every
+    `check_every` steps). Without: prompts are sorted by token length (longest first) and cut into
+    batches of `batch_size`, each decoded until all its rows end; the last batch is filled up with
+    copies of its last prompt so every batch has the same shape.
     """
     stop_ids = stop_token_ids(model, tokenizer) if stop_ids is None else list(stop_ids)
+    if refill:
+        return generate_refill(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, stop_ids,
+                               stop_strings, cuda_graphs=cuda_graphs, check_every=check_every, desc=desc)
     model.eval()
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
