@@ -50,13 +50,17 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
         "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 64}}), tokenizer)
     task = ArithmeticTask(name="t", operators=["+"], operand_max=9, seed=0)
-    results = {}
-    for engine in ("hf", "static"):
-        eval_cfg = OmegaConf.create({"max_new_tokens": 4, "batch_size": 5, "limit": 12, "sample": "first",
-                                     "sample_seed": 0, "engine": engine})
-        results[engine] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template)
-    assert results["static"] == results["hf"]
-    assert len(results["hf"][1]) == 12 * len(task.eval_sets())
+    task.stop_strings = ("==",)  # the untrained model writes "====...": refilled rows end there
+    results, info = {}, {}
+    for engine, refill in (("hf", None), ("static", False), ("static", True)):
+        eval_cfg = OmegaConf.create({"max_new_tokens": 6, "batch_size": 5, "limit": 12, "sample": "first",
+                                     "sample_seed": 0, "engine": engine, "refill": refill, "check_every": 1})
+        results[engine, refill] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template,
+                                           info=info)
+    assert results["static", True] == results["static", False] == results["hf", None]
+    assert {s["generation"] for s in results["hf", None][1]} == {""}  # cut at the stop string
+    assert info == {"eval_stop_token_ids": [tokenizer.eos_token_id]}  # for result.json
+    assert len(results["hf", None][1]) == 12 * len(task.eval_sets())
 
 
 def test_bad_engine_and_fast_path_values_are_refused():
@@ -65,5 +69,7 @@ def test_bad_engine_and_fast_path_values_are_refused():
                                                                    "batch_size": 1}), CPU, "fp32")
     with pytest.raises(ConfigError, match="eval.engine='vllm'"):
         check(compose_config("eval.engine=vllm"))
+    with pytest.raises(ConfigError, match="eval.check_every must be positive, got 0"):
+        check(compose_config("eval.check_every=0"))
     with pytest.raises(ConfigError, match="train.fast_path='fused'"):
         check(compose_config("train.fast_path=fused"))

@@ -46,7 +46,7 @@ def test_static_engine_pads_rows_after_eos():
         model.lm_head.weight[tokenizer.eos_token_id] += 50.0 * model.model.norm.weight.sign()
     enc = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True)
     engine = StaticBatchGenerator(model, rows=2, cache_len=enc["input_ids"].shape[1] + 5,
-                                  pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
+                                  pad_id=tokenizer.pad_token_id, stop_ids=[tokenizer.eos_token_id],
                                   device=CPU, precision="fp32", cuda_graphs=False)
     tokens = engine.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=5)
     reference = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id,
@@ -63,7 +63,7 @@ def test_static_engine_pads_rows_after_eos():
 def test_static_engine_rejects_a_batch_that_does_not_fit():
     tokenizer = build_arithmetic_tokenizer()
     model = tiny_model("qwen2", tokenizer)
-    engine = StaticBatchGenerator(model, rows=2, cache_len=8, pad_id=0, eos_id=2, device=CPU,
+    engine = StaticBatchGenerator(model, rows=2, cache_len=8, pad_id=0, stop_ids=[2], device=CPU,
                                   precision="fp32", cuda_graphs=False)
     with pytest.raises(ValueError, match="does not fit"):
         engine.generate(torch.ones(2, 6, dtype=torch.long), torch.ones(2, 6, dtype=torch.long), max_new_tokens=4)

@@ -58,6 +58,8 @@ class EvalConfig:
     sample_seed: int = MISSING
     engine: str = MISSING
     cuda_graphs: bool = MISSING
+    refill: bool = MISSING
+    check_every: int = MISSING
 
 
 @dataclass

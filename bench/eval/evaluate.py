@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from bench.data.batching import build_prompt
 from bench.eval.static_engine import generate_static
+from bench.eval.stop_tokens import stop_token_ids
 from bench.tasks.base import Example, Task
 from bench.runtime import autocast
 
@@ -23,11 +24,14 @@ def cut_at_stop_strings(text: str, stop_strings) -> str:
 
 @torch.no_grad()
 def generate_hf(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             device: torch.device, precision: str, desc: str = "eval") -> list[str]:
-    """Greedy completions in the order of `prompts`.
+             device: torch.device, precision: str, desc: str = "eval",
+             stop_ids: list[int] | None = None) -> list[str]:
+    """Greedy completions in the order of `prompts`, each ended by any of `stop_ids` (default:
+    `stop_token_ids(model, tokenizer)`).
 
     Prompts are sorted by length so each left-padded batch wastes little on padding.
     """
+    stop_ids = stop_token_ids(model, tokenizer) if stop_ids is None else list(stop_ids)
     model.eval()
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
@@ -38,7 +42,7 @@ def generate_hf(model, tokenizer, prompts: list[str], max_new_tokens: int, batch
                         add_special_tokens=True).to(device)
         with autocast(device, precision):
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids)
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         for i, text in zip(index, texts):
             completions[i] = text
@@ -47,15 +51,21 @@ def generate_hf(model, tokenizer, prompts: list[str], max_new_tokens: int, batch
 
 
 def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, precision: str,
-             use_chat_template) -> tuple[dict[str, dict[str, float]], list[dict]]:
-    """Returns ({eval set: {metric: accuracy}}, per-sample records for samples.jsonl)."""
+             use_chat_template, info: dict | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Returns ({eval set: {metric: accuracy}}, per-sample records for samples.jsonl).
+
+    `info`, when given, receives what the generation used, for result.json: `eval_stop_token_ids`."""
     accuracy: dict[str, dict[str, float]] = {}
     samples: list[dict] = []
+    stop_ids = stop_token_ids(model, tokenizer)
+    if info is not None:
+        info["eval_stop_token_ids"] = stop_ids
     for set_name, examples in task.eval_sets().items():
         examples = limit_examples(examples, eval_cfg.limit, eval_cfg.sample, eval_cfg.sample_seed)
         prompts = [build_prompt(tokenizer, ex.prompt, use_chat_template) for ex in examples]
         generations = generate_with_engine(model, tokenizer, prompts, eval_cfg, device, precision,
-                                           desc=f"eval {set_name}")
+                                           desc=f"eval {set_name}", stop_ids=stop_ids,
+                                           stop_strings=task.stop_strings)
         verdicts = []
         for ex, prompt, generation in zip(examples, prompts, generations):
             generation = cut_at_stop_strings(generation, task.stop_strings)
@@ -74,16 +84,22 @@ SAMPLES = ("first", "random")  # eval.sample
 
 
 def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device: torch.device, precision: str,
-                         desc: str = "eval") -> list[str]:
+                         desc: str = "eval", stop_ids: list[int] | None = None,
+                         stop_strings=()) -> list[str]:
     """`eval.engine`: `hf` (HF generate, the reference) or `static` (bench/eval/static_engine.py: static KV
-    cache, CUDA-graphed decode step; the same greedy tokens, several times faster on GPU)."""
+    cache, CUDA-graphed decode step; the same greedy tokens, several times faster on GPU).
+
+    The texts run at least to the first stop string (`cut_at_stop_strings` then cuts them): the static
+    engine with `eval.refill` ends a row a little after its stop string to refill its slot."""
     engine = eval_cfg.get("engine", "hf")
     if engine == "hf":
         return generate_hf(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
-                        precision, desc=desc)
+                           precision, desc=desc, stop_ids=stop_ids)
     if engine == "static":
         return generate_static(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
-                               precision, cuda_graphs=bool(eval_cfg.get("cuda_graphs", True)), desc=desc)
+                               precision, cuda_graphs=bool(eval_cfg.get("cuda_graphs", True)), desc=desc,
+                               stop_ids=stop_ids, stop_strings=stop_strings, refill=bool(eval_cfg.get("refill", True)),
+                               check_every=int(eval_cfg.get("check_every", 16)))
     raise ValueError(f"eval.engine={engine!r}; allowed: {', '.join(ENGINES)}")
 
 

@@ -13,6 +13,10 @@ same first-index argmax. The only differences are where floating-point sums may 
 differently (attention over the static cache length instead of the grown one; a different batch
 size picks different GEMM kernels), which on bf16 GPU runs can flip near-ties; `bench.perf.lab`
 reports the agreement with HF on the device.
+
+`generate_static(refill=True)` (the default, `eval.refill`) runs the refilling engine of
+bench/eval/refill_engine.py instead of batch after batch; `StaticBatchGenerator` below is the plain
+one (`refill=False`), kept as the reference that the refilling engine is tested against.
 """
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache
 
+from bench.eval.graph_step import capture_cuda_graph, graph_autocast
+from bench.eval.refill_engine import generate_refill
+from bench.eval.stop_tokens import stop_token_ids
 from bench.models.loading import causal_lm
-from bench.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +60,12 @@ class StaticBatchGenerator:
     graph (made at the first decode step) stays valid for all later batches.
     """
 
-    def __init__(self, model, rows: int, cache_len: int, pad_id: int, eos_id: int, device: torch.device,
+    def __init__(self, model, rows: int, cache_len: int, pad_id: int, stop_ids: list[int], device: torch.device,
                  precision: str, cuda_graphs: bool):
         # the causal LM itself (not a peft wrapper): its forward takes logits_to_keep
         self.model, self.rows, self.cache_len = causal_lm(model), rows, cache_len
-        self.pad_id, self.eos_id, self.device, self.precision = pad_id, eos_id, device, precision
+        self.pad_id, self.device, self.precision = pad_id, device, precision
+        self.stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self.cache = UniformDtypeStaticCache(config=self.model.config, max_cache_len=cache_len,
                                              dtype=torch.bfloat16 if precision == "bf16" else None)
@@ -70,10 +77,7 @@ class StaticBatchGenerator:
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _autocast(self):
-        # Casts inside a captured graph must be recorded, not served from autocast's weight cache.
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graphs)
-        return autocast(self.device, self.precision)
+        return graph_autocast(self.device, self.precision, self.cuda_graphs)
 
     def _step(self) -> None:
         """One decode step on the fixed buffers: forward one token per row, write the argmax."""
@@ -87,24 +91,13 @@ class StaticBatchGenerator:
             layer.cumulative_length.fill_(length)
 
     def _capture(self, prompt_len: int) -> None:
-        """Warm up on a side stream, then record `_step` as a graph (HF's cache length restored after)."""
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up writes at `prompt_len`, which the first real step overwrites
-                self._set_cache_length(prompt_len)
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self._set_cache_length(prompt_len)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
-        self._set_cache_length(prompt_len)  # capture records but does not run
+        """Record `_step` as a graph; warm-up writes at `prompt_len`, which the first real step overwrites."""
+        self.graph = capture_cuda_graph(self._step, lambda: self._set_cache_length(prompt_len), self.device)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """input_ids/attention_mask: (rows, P) left-padded. Returns (rows, max_new_tokens) new tokens,
-        with the pad token after a row's eos (as HF `generate` pads finished rows)."""
+        with the pad token after a row's stop token (as HF `generate` pads finished rows)."""
         rows, prompt_len = input_ids.shape
         if rows != self.rows or prompt_len + max_new_tokens > self.cache_len:
             raise ValueError(f"batch ({rows} rows, {prompt_len}+{max_new_tokens} tokens) does not fit the "
@@ -133,7 +126,7 @@ class StaticBatchGenerator:
         for t in range(max_new_tokens):
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             new_tokens[:, t] = token
-            finished |= token == self.eos_id
+            finished |= torch.isin(token, self.stop_ids)
             if t == max_new_tokens - 1:
                 break
             # Every check of `finished` on the host would sync; check every 32 steps only.
@@ -156,18 +149,27 @@ class StaticBatchGenerator:
 @torch.no_grad()
 def generate_static(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
                     device: torch.device, precision: str, cuda_graphs: bool = True,
-                    desc: str = "eval") -> list[str]:
-    """Greedy completions in the order of `prompts` (same contract as `bench.eval.evaluate.generate_hf`).
+                    desc: str = "eval", stop_ids: list[int] | None = None, stop_strings=(),
+                    refill: bool = True, check_every: int = 16) -> list[str]:
+    """Greedy completions in the order of `prompts` (same contract as `bench.eval.evaluate.generate_hf`),
+    each ended by any of `stop_ids` (default: `stop_token_ids(model, tokenizer)`).
 
-    Prompts are sorted by token length (longest first) and cut into batches of `batch_size`; the
-    last batch is filled up with copies of its last prompt so every batch has the same shape.
+    `refill` (the default): a row that ends hands its slot to the next prompt (bench/eval/refill_engine.py;
+    rows also end a little after a stop string, which the caller cuts; the host looks every
+    `check_every` steps). Without: prompts are sorted by token length (longest first) and cut into
+    batches of `batch_size`, each decoded until all its rows end; the last batch is filled up with
+    copies of its last prompt so every batch has the same shape.
     """
+    stop_ids = stop_token_ids(model, tokenizer) if stop_ids is None else list(stop_ids)
+    if refill:
+        return generate_refill(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, stop_ids,
+                               stop_strings, cuda_graphs=cuda_graphs, check_every=check_every, desc=desc)
     model.eval()
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     rows = min(batch_size, len(prompts))
     cache_len = max(len(ids) for ids in encoded) + max_new_tokens
-    engine = StaticBatchGenerator(model, rows, cache_len, tokenizer.pad_token_id, tokenizer.eos_token_id,
+    engine = StaticBatchGenerator(model, rows, cache_len, tokenizer.pad_token_id, stop_ids,
                                   device, precision, cuda_graphs)
     completions: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), rows), desc=desc, dynamic_ncols=True, mininterval=1.0):
