@@ -9,7 +9,8 @@ from bench.perf import lab as perf, report as perf_report
 from bench.perf.workload import compose
 from conftest import SHARED_DATA, run_cli
 
-QUICK = ["--set", "task.train.limit=48", "train.max_seq_len=256", "--device", "cpu", "--data-dir", str(SHARED_DATA)]
+SMALL = ["task.train.limit=48", "train.max_seq_len=256"]
+QUICK = ["--set", *SMALL, "--device", "cpu", "--data-dir", str(SHARED_DATA)]
 
 
 def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
@@ -61,8 +62,8 @@ def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
     same loss path; --set reaches every row; no plain rows asked, none run."""
     out = tmp_path / "perf.json"
     perf.main(["--models", "tiny-qwen2.5", "--methods", "--plain", "--fast-methods", "full", "topk",
-               "--steps", "1", "--warmup", "1", "--batch-size", "2", "--eval-models", *QUICK,
-               "train.gradient_checkpointing=true", "--out", str(out)])
+               "--steps", "1", "--warmup", "1", "--batch-size", "2", "--eval-models", "--device", "cpu",
+               "--data-dir", str(SHARED_DATA), "--set", *SMALL, "train.gradient_checkpointing=true", "--out", str(out)])
     report = json.loads(out.read_text())
     assert [(r["loop"], r["method"], r["fast_path"]) for r in report["train"]] == [
         ("harness", "full", "chunked_ce"), ("harness", "topk", "chunked_ce")]

@@ -14,11 +14,12 @@ STATUSES = ("ok", "failed", "oom", "preempted")
 
 # The top level of result.json.
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
-               "metrics", "config", "env")
+               "metrics", "eval_protocol", "config", "env")
 
 METRIC_KEYS = (
-    # Accuracy: the task's primary metric averaged over its eval sets, and every metric per set.
-    "accuracy", "accuracy_by_task", "primary_metric",
+    # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per
+    # set, combined by MOVER: bench/records/stats.py), and every metric per set with its interval.
+    "accuracy", "accuracy_ci95", "accuracy_by_task", "primary_metric",
     # Memory: peak allocated / reserved GPU memory while training and while evaluating (None on CPU),
     # allocator retries (lingua's signal for a run close to the limit), peak host RSS of the run.
     "peak_gpu_memory_gib", "peak_gpu_reserved_gib", "gpu_alloc_retries",

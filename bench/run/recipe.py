@@ -25,7 +25,8 @@ from bench.eval.evaluate import evaluate
 from bench.loss import compile_decoder_layers
 from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
 from bench.records.recorder import RunRecorder, environment, write_json_atomic
-from bench.records.schema import METRIC_KEYS, RESULT_FILE
+from bench.records.schema import METRICS_FILE, METRIC_KEYS, RESULT_FILE, SAMPLES_FILE
+from bench.records.stats import with_intervals
 from bench.run.base_model import load_or_build_base
 from bench.run.checkpoint import (CheckpointDir, load_trainable_state, params_digest, rng_state, set_rng_state,
                                   trainable_state)
@@ -205,8 +206,10 @@ class Run:
         memory.start()
         synchronize(self.device)
         start = time.perf_counter()
+        self.eval_protocol: dict = {}  # what generation used (stop tokens, prompt format): result.json
         self.accuracy_by_task, self.samples = evaluate(self.model, self.tokenizer, self.task, self.cfg.eval,
-                                                       self.device, self.precision, self.task.use_chat_template)
+                                                       self.device, self.precision, self.task.use_chat_template,
+                                                       info=self.eval_protocol)
         synchronize(self.device)
         self.eval_seconds, self.eval_peaks = time.perf_counter() - start, memory.peaks()
         return self.accuracy_by_task
@@ -218,7 +221,7 @@ class Run:
         by_task, primary = self.accuracy_by_task, self.task.primary_metric
         train_peaks, eval_peaks, timer = self.train_peaks, self.eval_peaks, self.timer
         metrics = {
-            "accuracy": sum(s[primary] for s in by_task.values()) / len(by_task),
+            "accuracy": sum(s[primary] for s in by_task.values()) / len(by_task), "accuracy_ci95": None,
             "accuracy_by_task": by_task, "primary_metric": primary,
             "peak_gpu_memory_gib": train_peaks["allocated_gib"], "peak_gpu_reserved_gib": train_peaks["reserved_gib"],
             "gpu_alloc_retries": train_peaks["alloc_retries"],
@@ -233,7 +236,7 @@ class Run:
             "eval_limit": self.cfg.eval.limit, "eval_sample": None if self.cfg.eval.limit is None else self.cfg.eval.sample,
         }
         assert tuple(metrics) == METRIC_KEYS, "bench/records/schema.py METRIC_KEYS and Run.metrics disagree"
-        return metrics
+        return with_intervals(metrics, self.samples)  # fills accuracy_ci95 and each set's <metric>_ci95
 
     def finished(self) -> dict | None:
         """The finished record of this run's identity, unless `sweep.rerun` asks to run it again."""
@@ -248,11 +251,13 @@ class Run:
     def finish(self) -> dict:
         """Record an `ok` run: samples, result.json (run dir and store), W&B summary."""
         record = self.record
-        record["metrics"] = self.metrics()
+        record["metrics"], record["eval_protocol"] = self.metrics(), self.eval_protocol
         record["final_params_sha256"] = params_digest(self.model, self.params)
         record["status"], record["finished_at"] = "ok", time.time()
-        self.recorder.write_samples(self.samples)
+        self.recorder.write_samples(self.samples, primary_metric=self.task.primary_metric)
         self.recorder.write_result(record)
+        self.recorder.log_artifact(f"record-{self.key}", "run-record",
+                                   [self.run_dir / f for f in (RESULT_FILE, METRICS_FILE, SAMPLES_FILE)])
         self.recorder.close()
         write_json_atomic(self.store / RESULT_FILE, record)  # what skip-finished looks up
         shutil.rmtree(self.store / "checkpoints", ignore_errors=True)  # finished: the record is what counts
