@@ -29,8 +29,8 @@ def test_real_tokenizers_pad_and_padding_side(model, pad, pad_id, chat):
 
 
 def test_pad_token_must_exist():
-    cfg = compose_config("model=tiny-llama3.2", "model.pad_token='<|no_such_token|>'").model
-    with pytest.raises(ValueError, match=r"model.pad_token='<\|no_such_token\|>' is not a token"):
+    cfg = compose_config("model=tiny-llama3.2", "model.special_tokens.pad='<|no_such_token|>'").model
+    with pytest.raises(ValueError, match=r"model.special_tokens.pad='<\|no_such_token\|>' is not a token"):
         load_tokenizer(cfg)
 
 

@@ -8,6 +8,8 @@ from bench.loss import FAST_PATHS
 from bench.records.recorder import WANDB_MODES
 from bench.run.optim import SCHEDULES
 from bench.runtime import PRECISIONS
+from bench.data.prompts import PROMPT_FORMATS
+from bench.models.loading import SPECIALS_MISMATCH
 
 __all__ = ["ConfigError", "check"]
 
@@ -18,7 +20,9 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
     return {"train.precision": (t.precision, PRECISIONS), "train.fast_path": (t.fast_path, FAST_PATHS),
             "train.schedule": (t.schedule, SCHEDULES), "train.overlong": (t.overlong, OVERLONG),
             "train.batching": (t.batching, BATCHINGS), "eval.engine": (e.engine, ENGINES),
-            "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
+            "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
+            "model.specials_mismatch": (cfg.model.get("specials_mismatch") if cfg.model is not None else None,
+                                        SPECIALS_MISMATCH)}
 
 
 def check(cfg) -> None:
@@ -44,6 +48,11 @@ def check(cfg) -> None:
     _check_packing(t)
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
+    check_task_prompt(cfg.task)
+    check_task_prompt(cfg.task)
+    mismatch = cfg.model.get("specials_mismatch") if cfg.model is not None else None
+    if mismatch not in SPECIALS_MISMATCH:
+        raise ConfigError(f"model.specials_mismatch={mismatch!r}; allowed: {', '.join(SPECIALS_MISMATCH)}")
 
 
 def _check_packing(t) -> None:
@@ -54,3 +63,5 @@ def _check_packing(t) -> None:
                           f"(every sequence fits one packed row)")
     if t.pack_tokens is not None and t.pack_tokens <= 0:
         raise ConfigError(f"train.pack_tokens must be positive or null, got {t.pack_tokens}")
+from bench.data.prompts import PROMPT_FORMATS
+from bench.models.loading import SPECIALS_MISMATCH

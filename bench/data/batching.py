@@ -13,6 +13,7 @@ import torch
 from bench.data.epochs import EpochStream
 from bench.data.examples import IGNORE_INDEX, TokenizedExample
 from bench.data.packing import PackedBatches
+from bench.data.prompts import PromptFormat, build_prompt
 from bench.tasks.base import Example
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,6 @@ OVERLONG = ("drop", "truncate")  # train.overlong
 LENGTH_GROUP_BATCHES = 50
 
 
-def build_prompt(tokenizer, prompt: str, use_chat_template: bool | str = "auto") -> str:
-    """The model's chat template when it has one (and the task allows it), the plain prompt otherwise."""
-    has_template = getattr(tokenizer, "chat_template", None) is not None
-    if use_chat_template is True and not has_template:
-        raise ValueError("task.use_chat_template=true but the tokenizer has no chat template")
-    if has_template and use_chat_template in ("auto", True):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    return prompt
 
 
 def tokenize_examples(
@@ -42,13 +33,14 @@ def tokenize_examples(
     max_seq_len: int,
     loss_on_prompt: bool = False,
     overlong: str = "drop",
-    use_chat_template: bool | str = "auto",
+    use_chat_template=PromptFormat(),
 ) -> list[TokenizedExample]:
     """prompt + target + eos; labels are -100 on the prompt unless `loss_on_prompt`.
 
     Sequences longer than `max_seq_len` are dropped (`overlong=drop`) or cut from the right
     (`overlong=truncate`; a truncated sequence left without any target token is dropped); either
-    way the count is logged, never silent.
+    way the count is logged, never silent. `use_chat_template` is the task's prompt format
+    (a bench.data.prompts.PromptFormat; the legacy values auto | True | False still work).
     """
     out, n_long, n_no_target = [], 0, 0
     for ex in examples:

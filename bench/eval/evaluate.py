@@ -6,7 +6,7 @@ import random
 import torch
 from tqdm.auto import tqdm
 
-from bench.data.batching import build_prompt
+from bench.data.prompts import build_prompt
 from bench.eval.static_engine import generate_static
 from bench.eval.stop_tokens import stop_token_ids
 from bench.tasks.base import Example, Task

@@ -31,6 +31,8 @@ TINY_ARCHITECTURES = {
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 SOURCES = ("tiny", "hub", "local", "gguf")
+SPECIAL_ROLES = ("bos", "eos", "pad")  # pinned per model in conf/model/*.yaml `special_tokens`
+SPECIALS_MISMATCH = ("fix", "error")  # model.specials_mismatch: what a pinned/loaded difference does
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -49,22 +51,45 @@ def load_tokenizer(model_cfg, cache_dir: Path | str | None = None) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(
         location, local_files_only=local, trust_remote_code=bool(model_cfg.get("trust_remote_code", False))
     )
-    set_pad_token(tokenizer, model_cfg.get("pad_token"))
+    apply_special_tokens(tokenizer, model_cfg)
     tokenizer.padding_side = "left"  # generation appends on the right; training pads itself
     return tokenizer
 
 
-def set_pad_token(tokenizer, pad_token: str | None) -> None:
-    """`model.pad_token` when set (it must be a token of the vocabulary); else the tokenizer's own;
-    else eos (logged). Padded positions are masked out of the loss and the attention either way."""
-    if pad_token is not None:
-        if tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id):
-            raise ValueError(f"model.pad_token={pad_token!r} is not a token of this tokenizer")
-        tokenizer.pad_token = pad_token
-    elif tokenizer.pad_token_id is None:
-        log.info("the tokenizer has no pad token and model.pad_token is null: padding with eos %r",
+def apply_special_tokens(tokenizer, model_cfg) -> None:
+    """The bos, eos and pad that `model.special_tokens` pins (as the model's authors publish them)
+    replace what the tokenizer loaded when the two differ, with a warning naming both
+    (`model.specials_mismatch=error`: refused). What a tokenizer loads depends on the transformers
+    version: SmolLM2's GGUF tokenizer loads eos `<|im_start|>` and no pad on 5.17, `<|im_end|>` on 5.24.
+
+    A pinned pad fills a tokenizer that has none (Llama-3.2: ours) with an info line. Unpinned
+    models keep the tokenizer's pad, else pad with eos (logged)."""
+    pinned = model_cfg.get("special_tokens") or {}
+    for role in SPECIAL_ROLES:
+        if role in pinned:
+            pin_special_token(tokenizer, model_cfg, role, pinned[role])
+    if tokenizer.pad_token_id is None:
+        log.info("the tokenizer has no pad token and model.special_tokens.pad is not set: padding with eos %r",
                  tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def pin_special_token(tokenizer, model_cfg, role: str, want: str | None) -> None:
+    have = getattr(tokenizer, f"{role}_token")
+    if want == have:
+        return
+    key = f"model.special_tokens.{role}"
+    if want is not None and want not in tokenizer.get_vocab():
+        raise ValueError(f"{key}={want!r} is not a token of this tokenizer ({model_cfg.name})")
+    if role == "pad" and have is None:
+        log.info("the tokenizer of %s has no pad token: padding with %s=%r", model_cfg.name, key, want)
+    else:
+        message = (f"{key}: the tokenizer of {model_cfg.name} loaded {have!r}, but the model's authors "
+                   f"publish {want!r}")
+        if model_cfg.specials_mismatch == "error":
+            raise ValueError(f"{message} (model.specials_mismatch=error; `fix` uses the published one)")
+        log.warning("%s: using %r (model.specials_mismatch=fix)", message, want)
+    setattr(tokenizer, f"{role}_token", want)
 
 
 def weights_location(model_cfg, cache_dir: Path | str | None = None) -> tuple[str, bool]:

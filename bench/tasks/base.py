@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.data.prompts import PromptFormat
+
 
 @dataclass
 class Example:
@@ -25,8 +27,14 @@ class Task:
     primary_metric: str = "exact_match"
     # Strings that end a generation early (besides the tokenizer's eos), e.g. "Question:".
     stop_strings: tuple[str, ...] = ()
-    # "auto": wrap prompts in the model's chat template when the tokenizer has one.
-    use_chat_template: bool | str = "auto"
+    # How prompts reach the model (bench/data/prompts.py): plain text unless the task says otherwise.
+    prompt_format: PromptFormat = PromptFormat("plain")
+    num_fewshot: int = 0
+
+    @property
+    def use_chat_template(self) -> PromptFormat:
+        """The prompt format under the name the run still passes it by (bench/run/recipe.py)."""
+        return self.prompt_format
 
     def train_examples(self) -> list[Example]:
         raise NotImplementedError

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bench.data.prompts import PromptFormat
 from bench.tasks.base import Example, Task
+from bench.tasks.fewshot import draw_exemplars, with_fewshot
 from bench.tasks.gsm8k import GSM8KFormat
 from bench.tasks.hendrycks_math import MathFormat
 from bench.tasks.metamathqa import MetaMathQAFormat
@@ -31,7 +33,10 @@ class ReasoningTask(Task):
         prompt_template: str = "Question: {question}\nAnswer:",
         target_template: str = " {answer}",
         stop_strings: list[str] = (),
-        use_chat_template: bool | str = "auto",
+        prompt_format: str = "plain",
+        system_prompt: str | None = None,
+        num_fewshot: int = 0,
+        fewshot_seed: int = 1234,
         keep_calculator_annotations: bool = False,
         max_new_tokens: int = 512,
     ) -> None:
@@ -43,7 +48,8 @@ class ReasoningTask(Task):
             raise ValueError("task.eval names no evaluation source")
         self.name = name
         self.stop_strings = tuple(stop_strings)
-        self.use_chat_template = use_chat_template
+        self.prompt_format = PromptFormat(prompt_format, system_prompt)
+        self.num_fewshot, self.fewshot_seed = num_fewshot, fewshot_seed
         self.keep_calculator_annotations = keep_calculator_annotations
         self.templates = (prompt_template, target_template)
         self.max_new_tokens = max_new_tokens  # read by conf/config.yaml's eval.max_new_tokens default
@@ -65,6 +71,9 @@ class ReasoningTask(Task):
             if missing:
                 raise DataError(f"{key}: {len(missing)} rows have no gold answer, first at {missing[0]}")
             self._formats[set_name], self._accuracy[set_name], self._eval[set_name] = fmt, accuracy, examples
+        exemplars = draw_exemplars(self._train, self._eval, num_fewshot, fewshot_seed)
+        self.fewshot_ids = [ex.id for ex in exemplars]  # recorded in result.json (prompt_record)
+        self._eval = {name: with_fewshot(examples, exemplars) for name, examples in self._eval.items()}
 
     def _format(self, source: Mapping, key: str):
         kind = source.get("kind")
