@@ -49,10 +49,6 @@ def check(cfg) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
     check_task_prompt(cfg.task)
-    check_task_prompt(cfg.task)
-    mismatch = cfg.model.get("specials_mismatch") if cfg.model is not None else None
-    if mismatch not in SPECIALS_MISMATCH:
-        raise ConfigError(f"model.specials_mismatch={mismatch!r}; allowed: {', '.join(SPECIALS_MISMATCH)}")
 
 
 def _check_packing(t) -> None:
@@ -63,5 +59,13 @@ def _check_packing(t) -> None:
                           f"(every sequence fits one packed row)")
     if t.pack_tokens is not None and t.pack_tokens <= 0:
         raise ConfigError(f"train.pack_tokens must be positive or null, got {t.pack_tokens}")
-from bench.data.prompts import PROMPT_FORMATS
-from bench.models.loading import SPECIALS_MISMATCH
+
+
+def check_task_prompt(task) -> None:
+    """The prompt keys of tasks that have them (bench/data/prompts.py, bench/tasks/fewshot.py)."""
+    if task is None:
+        return
+    if task.get("prompt_format") is not None and task.prompt_format not in PROMPT_FORMATS:
+        raise ConfigError(f"task.prompt_format={task.prompt_format!r}; allowed: {', '.join(PROMPT_FORMATS)}")
+    if task.get("num_fewshot") is not None and task.num_fewshot < 0:
+        raise ConfigError(f"task.num_fewshot must be >= 0, got {task.num_fewshot}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
+from transformers import (GenerationConfig, 
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -153,6 +153,10 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
                     raise ValueError(f"model.dims.{key}: {type(config).__name__} has no such field")
                 setattr(config, key, value)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
+            # from_config ignores the folder's generation_config.json: its stop tokens (eos_token_id
+            # lists, e.g. Phi-4-mini's <|end|>) must still reach the eval engines (bench/eval/stop_tokens.py).
+            if local and (Path(location) / "generation_config.json").exists():
+                model.generation_config = GenerationConfig.from_pretrained(location)
         elif init == "pretrained":
             model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local,
                                                          trust_remote_code=remote)

@@ -21,6 +21,7 @@ from transformers import set_seed
 
 from bench.config.checks import check
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
+from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
 from bench.loss import compile_decoder_layers
 from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
@@ -206,7 +207,8 @@ class Run:
         memory.start()
         synchronize(self.device)
         start = time.perf_counter()
-        self.eval_protocol: dict = {}  # what generation used (stop tokens, prompt format): result.json
+        # What generation used, for result.json: the prompt format (bench/data/prompts.py), stop tokens.
+        self.eval_protocol: dict = prompt_record(self.task, self.tokenizer)
         self.accuracy_by_task, self.samples = evaluate(self.model, self.tokenizer, self.task, self.cfg.eval,
                                                        self.device, self.precision, self.task.use_chat_template,
                                                        info=self.eval_protocol)
