@@ -16,9 +16,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
-from methods.blocks import MEASURE, BlockSelectionMethod, blocks_for_percent, numpy_rng
+from methods.blocks import MEASURE, BlockSelectionMethod, GradNormTopK, numpy_rng
 
 RNG_SALT = 0xADA  # keeps this method's draws apart from other users of the run seed
 
@@ -33,7 +32,7 @@ class AdaGradSelect(BlockSelectionMethod):
     def __init__(self, k_percent: float, epsilon0: float, epsilon_decay: float | None, delta: float,
                  policy: str = "offload", non_layer: dict[str, str] | None = None,
                  epsilon_end_ratio: float = 0.05, measure_checkpointing: bool = True):
-        super().__init__(policy, non_layer, measure_checkpointing)
+        super().__init__(policy, non_layer, measure=GradNormTopK(k_percent, measure_checkpointing))
         if not 0 <= epsilon0 <= 1:
             raise ValueError(f"method.epsilon0 must be in [0, 1], got {epsilon0}")
         if epsilon_decay is not None and epsilon_decay < 0:
@@ -47,8 +46,7 @@ class AdaGradSelect(BlockSelectionMethod):
         self._explore, self._epsilon = False, 0.0
 
     def prepare(self, model, ctx):
-        model = super().prepare(model, ctx)
-        self.k = blocks_for_percent(self.k_percent, self.n_blocks)
+        model = super().prepare(model, ctx)  # sets self.k from the GradNormTopK declaration
         self.steps_per_epoch = ctx.steps_per_epoch
         # lambda = null: eps falls to eps0 * epsilon_end_ratio by the end of epoch 1
         self.lam = (self.epsilon_decay if self.epsilon_decay is not None
@@ -56,12 +54,6 @@ class AdaGradSelect(BlockSelectionMethod):
         self.counts = np.zeros(self.n_blocks, dtype=np.int64)
         self.rng = numpy_rng(ctx.seed, RNG_SALT)
         return model
-
-    def needs_grad_norms(self) -> bool:
-        return True
-
-    def top_after_measure(self) -> int:
-        return self.k  # choose_from_norms is the top k by norm
 
     def epsilon(self, step: int) -> float:
         """eps_t in epoch 1; 0 (exploit only) from epoch 2 on."""
@@ -76,9 +68,6 @@ class AdaGradSelect(BlockSelectionMethod):
         if self._explore:
             return MEASURE
         return dirichlet_top_k(self.counts, self.delta, self.k, self.rng)
-
-    def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
-        return torch.argsort(norms, descending=True, stable=True)[: self.k].tolist()
 
     def chosen(self, step: int, blocks: list[int]) -> None:
         self.counts[blocks] += 1
