@@ -516,7 +516,9 @@ class BlockSelectionMethod(Method):
         self.chosen(step, self._chosen)
 
     def step_metrics(self) -> dict[str, Any]:
-        return {"active_blocks": len(self._chosen), "measured": int(self._measuring)}
+        # active_block_ids: the selection trace (block indices, layers first in depth order)
+        return {"active_blocks": len(self._chosen), "active_block_ids": list(self._chosen),
+                "measured": int(self._measuring)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"activation": self.activation.state_dict(), "chosen": list(self._chosen)}
