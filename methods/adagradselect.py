@@ -8,7 +8,8 @@ blocks are offloaded to CPU (the blog's "dynamic optimizer state residency").
 
 Our choices where the paper is not readable (each a knob): an explore step measures the norms of
 *this* step with one full backward and keeps only the top-k gradients (as methods/topk.py does);
-counts grow on every step, explore and exploit, in every epoch; t counts optimizer steps from 0.
+counts grow on every step, explore and exploit, in every epoch (`count_updates: explore`: on
+explore steps only); t counts optimizer steps from 0.
 """
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
-from methods.blocks import MEASURE, BlockSelectionMethod, blocks_for_percent, numpy_rng
+from methods.blocks import MEASURE, BlockSelectionMethod, GradNormTopK, numpy_rng
 
 RNG_SALT = 0xADA  # keeps this method's draws apart from other users of the run seed
+# Which updates grow the Dirichlet counts: every step's blocks (explore and exploit, our default
+# reading of "update counts") or only the blocks an explore step picked by gradient norm.
+COUNT_UPDATES = ("all", "explore")
 
 
 def dirichlet_top_k(counts: np.ndarray, delta: float, k: int, rng: np.random.Generator) -> list[int]:
@@ -32,8 +35,8 @@ def dirichlet_top_k(counts: np.ndarray, delta: float, k: int, rng: np.random.Gen
 class AdaGradSelect(BlockSelectionMethod):
     def __init__(self, k_percent: float, epsilon0: float, epsilon_decay: float | None, delta: float,
                  policy: str = "offload", non_layer: dict[str, str] | None = None,
-                 epsilon_end_ratio: float = 0.05, measure_checkpointing: bool = True):
-        super().__init__(policy, non_layer, measure_checkpointing)
+                 epsilon_end_ratio: float = 0.05, measure_checkpointing: bool = True, count_updates: str = "all"):
+        super().__init__(policy, non_layer, measure=GradNormTopK(k_percent, measure_checkpointing))
         if not 0 <= epsilon0 <= 1:
             raise ValueError(f"method.epsilon0 must be in [0, 1], got {epsilon0}")
         if epsilon_decay is not None and epsilon_decay < 0:
@@ -42,13 +45,15 @@ class AdaGradSelect(BlockSelectionMethod):
             raise ValueError(f"method.delta must be > 0 (a Dirichlet concentration), got {delta}")
         if not 0 < epsilon_end_ratio <= 1:
             raise ValueError(f"method.epsilon_end_ratio must be in (0, 1], got {epsilon_end_ratio}")
+        if count_updates not in COUNT_UPDATES:
+            raise ValueError(f"method.count_updates={count_updates!r}; allowed: {', '.join(COUNT_UPDATES)}")
+        self.count_updates = count_updates
         self.k_percent, self.epsilon0, self.delta = k_percent, epsilon0, delta
         self.epsilon_decay, self.epsilon_end_ratio = epsilon_decay, epsilon_end_ratio
         self._explore, self._epsilon = False, 0.0
 
     def prepare(self, model, ctx):
-        model = super().prepare(model, ctx)
-        self.k = blocks_for_percent(self.k_percent, self.n_blocks)
+        model = super().prepare(model, ctx)  # sets self.k from the GradNormTopK declaration
         self.steps_per_epoch = ctx.steps_per_epoch
         # lambda = null: eps falls to eps0 * epsilon_end_ratio by the end of epoch 1
         self.lam = (self.epsilon_decay if self.epsilon_decay is not None
@@ -56,12 +61,6 @@ class AdaGradSelect(BlockSelectionMethod):
         self.counts = np.zeros(self.n_blocks, dtype=np.int64)
         self.rng = numpy_rng(ctx.seed, RNG_SALT)
         return model
-
-    def needs_grad_norms(self) -> bool:
-        return True
-
-    def top_after_measure(self) -> int:
-        return self.k  # choose_from_norms is the top k by norm
 
     def epsilon(self, step: int) -> float:
         """eps_t in epoch 1; 0 (exploit only) from epoch 2 on."""
@@ -77,11 +76,9 @@ class AdaGradSelect(BlockSelectionMethod):
             return MEASURE
         return dirichlet_top_k(self.counts, self.delta, self.k, self.rng)
 
-    def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
-        return torch.argsort(norms, descending=True, stable=True)[: self.k].tolist()
-
     def chosen(self, step: int, blocks: list[int]) -> None:
-        self.counts[blocks] += 1
+        if self.count_updates == "all" or self._explore:
+            self.counts[blocks] += 1
 
     def step_metrics(self) -> dict[str, Any]:
         return {**super().step_metrics(), "explore": int(self._explore), "epsilon": self._epsilon}

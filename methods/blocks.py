@@ -129,12 +129,13 @@ class GradNormMeter:
     gradient accumulation is handled: the last micro-batch's write wins); the block norm is
     sqrt(sum of its slots). No gradient is copied; the numbers stay on the device until read.
 
-    `start(keep_top=k)` streams instead (one micro-batch per step only): as each block's last
-    gradient lands, its norm is read and only the k largest-norm blocks so far keep their
-    gradients; the block that falls out has its gradients freed at once. A measuring backward
-    then never holds more than k + 1 blocks' gradients (instead of every block's: 3.6 GiB of fp32
-    gradients on Llama-3.2-1B) at the cost of one host read per block. The kept set is exactly
-    the top k of the returned norms under `torch.argsort(descending=True, stable=True)`.
+    `start(keep_top=k)` streams instead, over one backward pass (under gradient accumulation the
+    caller stops the meter after the first micro-batch): as each block's last gradient lands, its
+    norm is read and only the k largest-norm blocks so far keep their gradients; the block that
+    falls out has its gradients freed at once. A measuring backward then never holds more than
+    k + 1 blocks' gradients (instead of every block's: 3.6 GiB of fp32 gradients on Llama-3.2-1B)
+    at the cost of one host read per block. The kept set is exactly the top k of the returned
+    norms under `torch.argsort(descending=True, stable=True)`.
     """
 
     def __init__(self, blocks: list[Block]):
@@ -147,6 +148,7 @@ class GradNormMeter:
         self._handles = []
         self.keep_top: int | None = None
         self.kept: list[int] = []
+        self.saw_gradient = False  # a gradient landed since `start`
         slot = 0
         for index, block in enumerate(blocks):
             for p in block.params:
@@ -167,6 +169,7 @@ class GradNormMeter:
             if self._squares is None or self._squares.device != p.grad.device:
                 self._squares = torch.zeros(len(self._slot_block), device=p.grad.device)
             self._squares[slot] = torch.linalg.vector_norm(p.grad, dtype=torch.float32).square()
+            self.saw_gradient = True
             if self.keep_top is not None:
                 self._seen[block] += 1
                 if self._seen[block] == len(self._blocks[block].params):
@@ -175,7 +178,7 @@ class GradNormMeter:
 
     def start(self, keep_top: int | None = None) -> None:
         self.measuring = True
-        self.keep_top, self.kept = keep_top, []
+        self.keep_top, self.kept, self.saw_gradient = keep_top, [], False
         self._seen = [0] * self._n_blocks
         self._norms: dict[int, float] = {}
         if self._squares is not None:
@@ -370,37 +373,55 @@ def checkpoint_layers(layers: list[torch.nn.Module], on: bool) -> None:
         layer._gradient_checkpointing_func = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
 
 
-MEASURE = None  # `choose` returns this to ask for a full backward and a choice from its norms
+MEASURE = None  # `choose` returns this on a measuring step (only methods that declare GradNormTopK)
+
+
+@dataclass(frozen=True)
+class GradNormTopK:
+    """The one declaration that switches measuring on: "on a step where `choose` returns MEASURE,
+    measure every block's gradient norm with one backward and train the k% blocks with the
+    largest norms" (ties go to the shallower block: `torch.argsort(descending=True, stable=True)`).
+
+    The measuring backward streams (GradNormMeter.start(keep_top=k)): at most k + 1 blocks hold a
+    gradient at any moment. Under gradient accumulation the blocks are ranked by the FIRST
+    micro-batch's gradient norms (our choice): the choice is final when the second micro-batch's
+    forward starts, so the remaining micro-batches backpropagate only into the k chosen blocks,
+    which end the step with the gradient of the whole window, exactly as on an ordinary step.
+    Ranking by the summed gradient instead would hold every block's gradient until the last
+    micro-batch (a dropped block would have lost a micro-batch), the peak streaming avoids.
+    `checkpointing`: the measuring backward recomputes the decoder layers' activations (the step
+    backpropagates through every layer, so without it its activations would set the run's peak).
+    """
+
+    k_percent: float
+    checkpointing: bool = True
 
 
 class BlockSelectionMethod(Method):
-    """A Method that trains a chosen set of blocks each step. Subclasses implement `choose` (and,
-    if they ever return MEASURE, `choose_from_norms`); counts, scores and RNGs are theirs.
+    """A Method that trains a chosen set of blocks each step. Subclasses implement `choose`; counts,
+    scores and RNGs are theirs. A method that measures passes `measure=GradNormTopK(...)`.
 
     Per step: `choose(step)` at step start -> either the set (activated before forward, so the
     offloaded states prefetch during forward/backward) or MEASURE (every block gets grads, the
-    hooks record norms, `choose_from_norms` picks after backward and the other grads are dropped).
+    hooks stream the norms, the top k are chosen once the first micro-batch's backward is done).
     """
 
-    def __init__(self, policy: str, non_layer: dict[str, str] | None = None, measure_checkpointing: bool = False):
+    def __init__(self, policy: str, non_layer: dict[str, str] | None = None, measure: GradNormTopK | None = None):
         if policy not in POLICIES:
             raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
         self.policy = policy
-        # A measuring step trains no fewer blocks than full fine-tuning backpropagates through:
-        # every layer's activations would be held. Checkpointing that step alone keeps its peak
-        # below the ordinary steps' (recompute on 1 step in `select_every`).
-        self.measure_checkpointing = measure_checkpointing
+        self.measure = measure
         self.non_layer = dict(non_layer or {})
         self.meter: GradNormMeter | None = None
-        self._measuring = False
+        self.last_norms: torch.Tensor | None = None  # the latest measurement's block norms
+        self._measuring = False  # this step measured
+        self._measure_pending = False  # measuring, and the choice is not made yet
+        self._step = 0
         self._chosen: list[int] = []
 
     # --- what subclasses implement -------------------------------------------------------------
     def choose(self, step: int) -> list[int] | None:
         raise NotImplementedError
-
-    def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
-        raise NotImplementedError(f"{type(self).__name__} asked for a measurement but cannot use it")
 
     def chosen(self, step: int, blocks: list[int]) -> None:
         """Called once the step's blocks are final (e.g. to count updates)."""
@@ -413,21 +434,38 @@ class BlockSelectionMethod(Method):
         for p in model.parameters():
             if id(p) not in candidates:
                 p.requires_grad_(False)
-        if self.needs_grad_norms():  # hooks first: torch registers them only on grad-requiring tensors
-            self.meter = GradNormMeter(self.layout.blocks)
+        if self.measure is not None:  # hooks first: torch registers them only on grad-requiring tensors
+            self._prepare_measurement(model)
         self.activation = BlockActivation(self.layout, self.policy, ctx.device)
         if ctx.gradient_checkpointing:
             remove_embedding_grad_hooks(model)  # backward stops at the lowest active block
         return model
 
-    def needs_grad_norms(self) -> bool:
-        return False
+    def _prepare_measurement(self, model: torch.nn.Module) -> None:
+        """Check the declaration once, before any step, and install the meter and the hook that
+        ends a measurement at the second micro-batch's forward."""
+        if not isinstance(self.measure, GradNormTopK):
+            raise TypeError(f"{type(self).__name__}: measure must be a methods.blocks.GradNormTopK, "
+                            f"got {type(self.measure).__name__}")
+        if type(self).choose_from_norms is not BlockSelectionMethod.choose_from_norms:
+            raise TypeError(f"{type(self).__name__} overrides choose_from_norms: GradNormTopK streams the "
+                            "top k by norm and keeps no other gradient, so the choice is fixed")
+        self.k = blocks_for_percent(self.measure.k_percent, self.n_blocks)
+        if self.measure.checkpointing and not self.ctx.gradient_checkpointing:
+            checkpoint_layers(self.layout.layers, False)  # raises now if a layer cannot checkpoint
+        self.meter = GradNormMeter(self.layout.blocks)
+        method = weakref.ref(self)  # the model must not keep the method alive (see GradNormMeter._hook)
 
-    def top_after_measure(self) -> int | None:
-        """k if `choose_from_norms` takes the top k blocks by norm (stable argsort): the measuring
-        backward may then stream (GradNormMeter.start(keep_top=k)) and hold only k + 1 blocks'
-        gradients. None: every gradient is held until `choose_from_norms` has picked."""
-        return None
+        def end_measurement_at_next_forward(module, args):
+            self = method()
+            if self is not None and self._measure_pending and self.meter.saw_gradient:
+                self._finish_measurement(self._step)
+        supported_causal_lm(model).register_forward_pre_hook(end_measurement_at_next_forward)
+
+    def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
+        """The top k blocks by norm (GradNormTopK's rule; the streaming meter kept exactly these)."""
+        self.last_norms = norms
+        return torch.argsort(norms, descending=True, stable=True)[: self.k].tolist()
 
     @property
     def n_blocks(self) -> int:
@@ -441,26 +479,35 @@ class BlockSelectionMethod(Method):
         self.activation.optimizer = optimizer
 
     def on_step_start(self, step: int, model: torch.nn.Module) -> None:
+        self._step = step
         choice = self.choose(step)
-        self._measuring = choice is MEASURE
-        if self._measuring:
-            self.activation.enable_grads(range(self.n_blocks))
-            if self.measure_checkpointing and not self.ctx.gradient_checkpointing:
-                checkpoint_layers(self.layout.layers, True)
-            # streaming drops gradients as blocks finish, so it needs the whole step in one backward
-            self.meter.start(keep_top=self.top_after_measure() if self.ctx.grad_accum == 1 else None)
-        else:
+        self._measuring = self._measure_pending = choice is MEASURE
+        if not self._measuring:
             self._set(step, choice)
+            return
+        if self.meter is None:
+            raise RuntimeError(f"{type(self).__name__}.choose returned MEASURE but the class declares no "
+                               "measurement: pass measure=GradNormTopK(...) to BlockSelectionMethod.__init__")
+        self.activation.enable_grads(range(self.n_blocks))
+        self._checkpoint_measuring(True)
+        self.meter.start(keep_top=self.k)
+
+    def _checkpoint_measuring(self, on: bool) -> None:
+        if self.measure.checkpointing and not self.ctx.gradient_checkpointing:
+            checkpoint_layers(self.layout.layers, on)
+
+    def _finish_measurement(self, step: int) -> None:
+        self._measure_pending = False
+        self._checkpoint_measuring(False)
+        choice = self.choose_from_norms(step, self.meter.stop())
+        if sorted(choice) != sorted(self.meter.kept):
+            raise RuntimeError(f"{type(self).__name__}: chose blocks {sorted(choice)} but the streaming "
+                               f"measurement kept the gradients of {sorted(self.meter.kept)}")
+        self._set(step, choice)
 
     def after_backward(self, step: int, model: torch.nn.Module) -> None:
-        if self._measuring:
-            if self.measure_checkpointing and not self.ctx.gradient_checkpointing:
-                checkpoint_layers(self.layout.layers, False)
-            choice = self.choose_from_norms(step, self.meter.stop())
-            if self.meter.keep_top is not None and sorted(choice) != sorted(self.meter.kept):
-                raise RuntimeError(f"{type(self).__name__}: chose blocks {sorted(choice)} but the streaming "
-                                   f"measurement kept the gradients of {sorted(self.meter.kept)}")
-            self._set(step, choice)
+        if self._measure_pending:  # one micro-batch: no second forward ended the measurement
+            self._finish_measurement(step)
         self.activation.residency.wait()
 
     def _set(self, step: int, blocks: list[int]) -> None:
@@ -469,7 +516,9 @@ class BlockSelectionMethod(Method):
         self.chosen(step, self._chosen)
 
     def step_metrics(self) -> dict[str, Any]:
-        return {"active_blocks": len(self._chosen), "measured": int(self._measuring)}
+        # active_block_ids: the selection trace (block indices, layers first in depth order)
+        return {"active_blocks": len(self._chosen), "active_block_ids": list(self._chosen),
+                "measured": int(self._measuring)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"activation": self.activation.state_dict(), "chosen": list(self._chosen)}

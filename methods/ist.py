@@ -33,7 +33,7 @@ IST_SEED_SALT = 0x157
 class IST(BlockSelectionMethod):
     def __init__(self, lora: LoRA, update_fraction: float = 0.25, suppress_fraction: float = 0.5,
                  rollouts: int = 3, rl_lr: float = 10.0, suppression_factor: float = 0.25,
-                 update_interval: int = 10, estimation_batch_size: int = 16, policy: str = "offload"):
+                 update_interval: int = 10, estimation_batch_size: int = 16, policy: str = "keep"):
         # Only the decoder layers' adapters train: lm_head/embeddings carry no LoRA here.
         super().__init__(policy, non_layer={})
         if not isinstance(lora, LoRA):

@@ -1,19 +1,30 @@
 """LISA (arXiv 2403.17919) as LMFlow codes it: every `interval_steps` steps, `n_layers` decoder
 layers drawn uniformly without replacement train; embeddings, final norm and lm_head always train
-(LMFlow lisa_trainer.py:43-66 toggles only `model.model.layers`)."""
+(LMFlow lisa_trainer.py:43-66 toggles only `model.model.layers`).
+
+Optimizer state, `policy` (LISA_POLICIES): `keep` is LMFlow's code (one optimizer over every
+parameter for the whole run: every state kept, idle layers' included); `fresh_each_interval` is
+the paper's runs (a fresh optimizer each interval, LMFlow #729: every state, E+H's included, is
+forgotten at each switch); `offload` and `drop` are the block machinery's other residencies."""
 from __future__ import annotations
 
 from typing import Any
 
-from methods.blocks import BlockSelectionMethod, numpy_rng
+from methods.blocks import POLICIES, BlockSelectionMethod, numpy_rng
 
 RNG_SALT = 0x115A
+FRESH_EACH_INTERVAL = "fresh_each_interval"
+LISA_POLICIES = (*POLICIES, FRESH_EACH_INTERVAL)
 
 
 class LISA(BlockSelectionMethod):
-    def __init__(self, n_layers: int, interval_steps: int, policy: str = "drop",
+    def __init__(self, n_layers: int, interval_steps: int, policy: str = "keep",
                  non_layer: dict[str, str] | None = None):
-        super().__init__(policy, non_layer)
+        if policy not in LISA_POLICIES:
+            raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(LISA_POLICIES)}")
+        self.fresh_each_interval = policy == FRESH_EACH_INTERVAL
+        # idle layers' state is forgotten at the next switch anyway: never hold it meanwhile
+        super().__init__("drop" if self.fresh_each_interval else policy, non_layer)
         if n_layers < 1:
             raise ValueError(f"method.n_layers must be >= 1, got {n_layers}")
         if interval_steps < 1:
@@ -29,6 +40,8 @@ class LISA(BlockSelectionMethod):
 
     def choose(self, step: int) -> list[int]:
         if step % self.interval_steps == 0 or not self._chosen:  # LMFlow switches at step 0 too
+            if self._chosen and self.fresh_each_interval:
+                self.activation.reset_optimizer_state()
             return self.rng.choice(self.n_blocks, self.n_layers, replace=False).tolist()
         return self._chosen
 

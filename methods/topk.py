@@ -9,35 +9,17 @@ selects once, at step 0, and keeps that set for the whole run (the static benchm
 """
 from __future__ import annotations
 
-import torch
-
-from methods.blocks import MEASURE, BlockSelectionMethod, blocks_for_percent
+from methods.blocks import MEASURE, BlockSelectionMethod, GradNormTopK
 
 
 class TopK(BlockSelectionMethod):
     def __init__(self, k_percent: float, select_every: int, policy: str = "offload",
                  non_layer: dict[str, str] | None = None, measure_checkpointing: bool = True):
-        super().__init__(policy, non_layer, measure_checkpointing)
+        super().__init__(policy, non_layer, measure=GradNormTopK(k_percent, measure_checkpointing))
         if select_every < 0:
             raise ValueError(f"method.select_every must be >= 0 (0 = select once), got {select_every}")
         self.k_percent, self.select_every = k_percent, select_every
 
-    def prepare(self, model, ctx):
-        model = super().prepare(model, ctx)
-        self.k = blocks_for_percent(self.k_percent, self.n_blocks)
-        return model
-
-    def needs_grad_norms(self) -> bool:
-        return True
-
-    def top_after_measure(self) -> int:
-        return self.k  # choose_from_norms is the top k by norm
-
     def choose(self, step: int):
         selecting = step == 0 if self.select_every == 0 else step % self.select_every == 0
         return MEASURE if selecting or not self._chosen else self._chosen
-
-    def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
-        self.last_norms = norms
-        # stable sort: ties go to the shallower block, so the choice is deterministic
-        return torch.argsort(norms, descending=True, stable=True)[: self.k].tolist()

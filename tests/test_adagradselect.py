@@ -91,3 +91,24 @@ def test_bad_knobs_are_named():
         AdaGradSelect(k_percent=25, epsilon0=0.3, epsilon_decay=None, delta=0)
     with pytest.raises(ValueError, match=r"method.epsilon0 must be in \[0, 1\], got 1.5"):
         AdaGradSelect(k_percent=25, epsilon0=1.5, epsilon_decay=None, delta=1)
+
+
+@pytest.mark.parametrize("count_updates", ["all", "explore"])
+def test_count_updates_counts_every_update_or_explore_picks_only(count_updates):
+    run = tiny_run("adagradselect", "method.epsilon0=0.5", "method.epsilon_decay=0.0",
+                   f"method.count_updates={count_updates}")
+    run_steps(run, 8, expected_active=1)
+    explores = [h["explore"] for h in run.history]
+    assert 0 < sum(explores) < len(explores)  # both kinds of step happened (seeded)
+    counts = np.zeros(4, dtype=int)
+    for h in run.history:
+        if count_updates == "all" or h["explore"]:
+            counts[h["active"]] += 1
+    assert run.method.counts.tolist() == counts.tolist()
+    assert counts.sum() == (8 if count_updates == "all" else sum(explores))
+
+
+def test_bad_count_updates_is_named():
+    from methods.adagradselect import AdaGradSelect
+    with pytest.raises(ValueError, match="method.count_updates='exploit'; allowed: all, explore"):
+        AdaGradSelect(k_percent=25, epsilon0=0.3, epsilon_decay=None, delta=1.0, count_updates="exploit")

@@ -90,3 +90,41 @@ def test_scores_and_sampler_survive_a_state_dict_round_trip():
 def test_too_few_layers_for_distinct_rollouts_is_named():
     with pytest.raises(ValueError, match="method.rollouts=3 distinct suppression sets of 1 out of 2 layers"):
         tiny_run("ist", *SMALL_LORA, "method.update_fraction=0.5", layers=2)
+
+
+def test_default_keeps_every_adapters_optimizer_state_in_place_and_ist_offload_moves_idle_ones():
+    """The official code never touches the optimizer: once an adapter has Adam state, the same
+    tensors stay in optimizer.state on the model's device, whether its layer trains or idles."""
+    run = tiny_run("ist", *SMALL_LORA)
+    assert run.method.policy == "keep"
+    opt, blocks = run.state.optimizer, run.method.layout.blocks
+    device = next(run.model.parameters()).device
+    first_seen: dict = {}  # parameter -> its state tensors when they first appeared
+    idle_with_state = 0
+
+    def check(step, metrics):
+        nonlocal idle_with_state
+        for p, state in opt.state.items():
+            tensors = {k: v for k, v in state.items() if torch.is_tensor(v) and v.ndim > 0}
+            first_seen.setdefault(p, tensors)
+            assert all(tensors[k] is t for k, t in first_seen[p].items())  # same objects, never replaced
+            assert all(t.device == device for t in tensors.values())
+        for p in first_seen:  # a state, once created, is never removed
+            assert p in opt.state
+        idle_with_state += sum(1 for i, b in enumerate(blocks) if i not in metrics["active_block_ids"]
+                               and all(p in opt.state for p in b.params))
+
+    from bench.run.loop import train
+    from bench.run.observers import StepTimer
+    from omegaconf import OmegaConf
+    train(run.state, OmegaConf.create({"grad_accum": 1, "grad_clip": 1.0}), device, "fp32", 8,
+          StepTimer(device, 0), check)
+    assert idle_with_state > 0  # some idle layer held its state in place
+    assert not run.method.activation.residency.offloaded
+
+    offload = tiny_run("ist-offload", *SMALL_LORA)
+    assert offload.method.policy == "offload"
+    run_steps(offload, 8, expected_active=1)  # checks idle layers' state left the optimizer intact
+    residency = offload.method.activation.residency
+    assert residency.offloaded
+    assert all(p not in offload.state.optimizer.state for p in residency.offloaded)

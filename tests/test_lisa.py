@@ -30,3 +30,26 @@ def test_draws_are_uniform_over_layers_and_resume_exactly():
     next_draws = [run.method.choose(s) for s in range(5)]
     run.method.load_state_dict(saved)
     assert [run.method.choose(s) for s in range(5)] == next_draws
+
+
+def test_keep_holds_every_state_as_lmflow_and_fresh_each_interval_restarts_them_as_the_paper():
+    import pytest
+    for policy in ("keep", "fresh_each_interval"):
+        run = tiny_run("lisa", "method.interval_steps=2", "method.n_layers=1", f"method.policy={policy}")
+        opt, blocks = run.state.optimizer, run.method.layout.blocks
+        run_steps(run, 6, expected_active=1)
+        embed_steps = float(opt.state[run.model.model.embed_tokens.weight]["step"])
+        trained = [h["active"][0] for h in run.history]  # one layer per step, switched at 0, 2, 4
+        with_state = {i for i, b in enumerate(blocks) if all(p in opt.state for p in b.params)}
+        if policy == "keep":
+            assert embed_steps == 6  # E+H's state runs through the whole run
+            assert with_state == set(trained)  # idle layers keep theirs
+            for i in with_state:
+                assert {float(opt.state[p]["step"]) for p in blocks[i].params} == {trained.count(i)}
+        else:
+            assert embed_steps == 2  # forgotten at the switch before step 4
+            assert with_state == {trained[-1]}
+            assert {float(opt.state[p]["step"]) for p in blocks[trained[-1]].params} == {2}
+    with pytest.raises(ValueError, match="method.policy='fresh'; allowed: keep, drop, offload, fresh_each_interval"):
+        from methods.lisa import LISA
+        LISA(n_layers=1, interval_steps=2, policy="fresh")

@@ -29,12 +29,12 @@ def test_reselects_the_top_k_blocks_by_measured_norm(policy):
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
-def test_measuring_streams_only_with_one_micro_batch(grad_accum):
-    """One backward per step: the measuring backward keeps k blocks' gradients as it goes; with
-    accumulation every gradient is held until the window ends (a dropped one would lose a micro-batch)."""
+def test_measuring_streams_with_and_without_accumulation(grad_accum):
+    """The measuring backward keeps k blocks' gradients as it goes, with one micro-batch or several
+    (then the first micro-batch ranks: tests/test_measure_accumulation.py)."""
     run = tiny_run("topk", "method.k_percent=50", "method.select_every=3", f"train.grad_accum={grad_accum}")
     run_steps(run, 1, expected_active=2)
-    assert run.method.meter.keep_top == (2 if grad_accum == 1 else None)
+    assert run.method.meter.keep_top == 2
 
 
 def test_select_every_zero_is_a_static_selection():

@@ -136,7 +136,9 @@ class RunRecorder:
         self._metrics.write(json.dumps({"step": step, **metrics}) + "\n")
         self._metrics.flush()  # a run that dies keeps every step it logged
         if self.wandb_run is not None:
-            self.wandb_run.log({f"train/{k}": v for k, v in metrics.items() if v is not None}, step=step)
+            # lists (a block method's active_block_ids) stay in metrics.jsonl: W&B charts scalars
+            self.wandb_run.log({f"train/{k}": v for k, v in metrics.items()
+                                if v is not None and not isinstance(v, list)}, step=step)
 
     def write_samples(self, samples: list[dict], primary_metric: str | None = None) -> None:
         """samples.jsonl; with W&B on, the same samples as a wandb.Table (`eval/samples`)."""
