@@ -460,7 +460,9 @@ class BlockSelectionMethod(Method):
             self = method()
             if self is not None and self._measure_pending and self.meter.saw_gradient:
                 self._finish_measurement(self._step)
-        supported_causal_lm(model).register_forward_pre_hook(end_measurement_at_next_forward)
+        # On the decoder, not the causal LM: the chunked loss (train.fast_path=chunked_ce) runs the
+        # decoder without the causal LM's forward (bench/loss.py chunked_lm_loss).
+        supported_causal_lm(model).model.register_forward_pre_hook(end_measurement_at_next_forward)
 
     def choose_from_norms(self, step: int, norms: torch.Tensor) -> list[int]:
         """The top k blocks by norm (GradNormTopK's rule; the streaming meter kept exactly these)."""

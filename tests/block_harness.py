@@ -67,10 +67,10 @@ def run_steps(run: TinyRun, n: int, expected_active: int | None = None) -> None:
         before = {id(p): p.detach().clone() for p in run.model.parameters()}
         last_state.update({p: clone_state(s) for p, s in opt.state.items()})
 
-    run.train(until=run.state.step + n, observers=[_Check(check)])
+    run.train(until=run.state.step + n, observers=[Check(check)])
 
 
-class _Check:
+class Check:
     """A loop observer that runs `check(step, metrics)` after every step."""
 
     def __init__(self, check):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from block_harness import run_steps, tiny_run
+from block_harness import Check, run_steps, tiny_run
 
 SMALL_LORA = ("method.lora.r=8", "method.lora.lora_alpha=16")
 
@@ -114,11 +114,7 @@ def test_default_keeps_every_adapters_optimizer_state_in_place_and_ist_offload_m
         idle_with_state += sum(1 for i, b in enumerate(blocks) if i not in metrics["active_block_ids"]
                                and all(p in opt.state for p in b.params))
 
-    from bench.run.loop import train
-    from bench.run.observers import StepTimer
-    from omegaconf import OmegaConf
-    train(run.state, OmegaConf.create({"grad_accum": 1, "grad_clip": 1.0}), device, "fp32", 8,
-          StepTimer(device, 0), check)
+    run.train(until=8, observers=[Check(check)])
     assert idle_with_state > 0  # some idle layer held its state in place
     assert not run.method.activation.residency.offloaded
 

@@ -11,7 +11,6 @@ from bench.data.batching import IGNORE_INDEX
 from bench.loss import training_loss
 from bench.models.loading import build_tiny, load_tokenizer
 from bench.run.loop import train
-from bench.run.observers import StepTimer
 from block_harness import CPU, tiny_run
 from methods.blocks import GradNormTopK
 
@@ -44,11 +43,11 @@ def reference_gradients(run, initial: dict, micro_batches: list[dict]) -> tuple[
     return first_norms, window
 
 
-@pytest.mark.parametrize("grad_accum", [2, 4])
-def test_first_micro_batch_ranks_and_at_most_k_plus_one_blocks_hold_a_gradient(grad_accum):
+@pytest.mark.parametrize("grad_accum,fast_path", [(2, "none"), (4, "none"), (2, "chunked_ce")])
+def test_first_micro_batch_ranks_and_at_most_k_plus_one_blocks_hold_a_gradient(grad_accum, fast_path):
     k = 2
     run = tiny_run("topk", "method.k_percent=34", "method.select_every=1", f"train.grad_accum={grad_accum}",
-                   layers=6, batch_size=4)
+                   f"train.fast_path={fast_path}", "train.grad_clip=null", layers=6, batch_size=4)
     method, blocks = run.method, run.method.layout.blocks
     assert method.k == k
     initial = {name: t.clone() for name, t in run.model.state_dict().items()}
@@ -75,8 +74,7 @@ def test_first_micro_batch_ranks_and_at_most_k_plus_one_blocks_hold_a_gradient(g
         captured["holding"] = [i for i, b in enumerate(blocks) if any(p.grad is not None for p in b.params)]
     method.after_backward = capture
 
-    train_cfg = OmegaConf.create({"grad_accum": grad_accum, "grad_clip": None})
-    train(run.state, train_cfg, CPU, "fp32", 1, StepTimer(CPU, 0), lambda step, metrics: None)
+    train(run.state, run.cfg.train, 1)
 
     assert len(run.state.batches.seen) == grad_accum
     assert max(holding) <= k + 1, holding
