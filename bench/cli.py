@@ -1,4 +1,4 @@
-"""`slmbench`: the Hydra entry. One run (or, with `-m`, a sweep of them): build -> train -> evaluate -> record."""
+"""`slmbench`: the Hydra entry. One run (a sweep with `-m`): skip-finished -> build -> train -> evaluate -> record."""
 from __future__ import annotations
 
 import logging
@@ -13,26 +13,40 @@ from transformers.utils import logging as hf_logging
 
 import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
 from bench.config.checks import ConfigError
-from bench.run.recipe import run_job
+from bench.run.recipe import Run
 
 log = logging.getLogger("slmbench")
+
+
+def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None = None) -> dict:
+    """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it."""
+    run = Run(cfg, run_dir, names)
+    if (done := run.finished()) is not None:
+        return run.reuse(done)
+    try:
+        run.setup(wandb_group)
+        with run.measured():
+            run.train()
+            run.evaluate()
+        return run.finish()
+    except BaseException as err:
+        run.fail(err)
+        raise
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars
     hydra_cfg = HydraConfig.get()
-    choices = hydra_cfg.runtime.choices
-    names = {"method": choices.get("method"), "model": cfg.model.name, "task": cfg.task.name}
+    names = {"method": hydra_cfg.runtime.choices.get("method"), "model": cfg.model.name, "task": cfg.task.name}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    group = Path(hydra_cfg.sweep.dir).name if multirun else None
     try:
-        record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names, group)
+        record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names,
+                         Path(hydra_cfg.sweep.dir).name if multirun else None)
         log.info("%s on %s/%s: accuracy %.3f", names["method"], names["model"], names["task"],
                  record["metrics"]["accuracy"])
     except Exception as err:  # noqa: BLE001 - reported and recorded in result.json, never swallowed silently
-        if multirun:
-            # The sweep goes on; the failed record is in the job's result.json and in the table.
+        if multirun:  # the sweep goes on; the failed record is in the job's result.json and in the table
             log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
             return
         if isinstance(err, ConfigError):

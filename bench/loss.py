@@ -101,10 +101,16 @@ def _output_head(lm: torch.nn.Module) -> torch.nn.Linear:
     return head
 
 
+def decoder_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every key of the batch but `labels`: `input_ids` and, as the batching made them,
+    `attention_mask` (padded batches) or `position_ids` (packed rows, bench/data/packing.py: the
+    document mask is built from them)."""
+    return {key: value for key, value in batch.items() if key != "labels"}
+
+
 def _loss_hidden(lm: torch.nn.Module, batch: dict[str, torch.Tensor], positions, targets):
     """The decoder's last hidden states at the loss positions, and their targets."""
-    hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                              use_cache=False).last_hidden_state
+    hidden = lm.get_decoder()(**decoder_inputs(batch), use_cache=False).last_hidden_state
     if positions is None:  # on the device: one synchronization (nonzero)
         positions, targets = loss_positions(batch["labels"])
     return hidden.flatten(0, 1).index_select(0, positions), targets
@@ -141,7 +147,8 @@ def chunked_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ch
 def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
                   fast_path: str = "none", device: torch.device | None = None) -> torch.Tensor:
     """The loss one micro-batch contributes to the token-weighted window loss. `batch` may be on
-    the host: it is moved to `device` here, after the chunked path has read its loss positions."""
+    the host: it is moved to `device` here, after the chunked path has read its loss positions.
+    Every key of `batch` reaches the model (`position_ids` of packed rows included)."""
     if fast_path not in FAST_PATHS:
         raise ValueError(f"train.fast_path={fast_path!r}; allowed: {', '.join(FAST_PATHS)}")
     device = device or batch["input_ids"].device

@@ -1,28 +1,34 @@
-"""`python -m bench.perf.lab` keeps working: one tiny shape, two methods, both loops, a couple of steps,
-the eval engines on two prompts; and `bench.perf.report` renders its JSON. Figures are never asserted."""
+"""`python -m bench.perf.lab`: rows are slmbench runs of the product's configs; one tiny model, both
+loops, the eval engines on two prompts; `bench.perf.report` renders its JSON. Figures are never
+asserted; what is asserted is that the lab measures the very run `slmbench` runs."""
 from __future__ import annotations
 
 import json
 
 from bench.perf import lab as perf, report as perf_report
-from tests.conftest import SHARED_DATA
+from bench.perf.workload import compose
+from conftest import SHARED_DATA, run_cli
+
+QUICK = ["--set", "task.train.limit=48", "train.max_seq_len=256", "--device", "cpu", "--data-dir", str(SHARED_DATA)]
 
 
 def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     out = tmp_path / "perf.json"
-    perf.main(["--shapes", "tiny-llama", "--methods", "full", "static25", "--plain", "full", "static25",
-               "--steps", "1", "--warmup", "1", "--seq-len", "32", "--batch-size", "1",
-               "--eval-shapes", "tiny-llama", "--eval-engines", "static", "hf", "--eval-limit", "2",
-               "--eval-max-new-tokens", "3", "--static-batch-size", "2", "--hf-batch-size", "2",
-               "--device", "cpu", "--data-dir", str(SHARED_DATA), "--out", str(out)])
+    perf.main(["--models", "tiny-llama3.2", "--methods", "full", "static25", "--plain", "full", "static25",
+               "--steps", "1", "--warmup", "1", "--batch-size", "2",
+               "--eval-models", "tiny-llama3.2", "--eval-engines", "static", "hf", "--eval-limit", "2",
+               "--eval-max-new-tokens", "3", "--static-batch-size", "2", "--hf-batch-size", "2", *QUICK,
+               "--out", str(out)])
     report = json.loads(out.read_text())
     runs = {(r["loop"], r["method"]): r for r in report["train"]}
     assert set(runs) == {("plain", "full"), ("harness", "full"), ("plain", "static25"), ("harness", "static25")}
-    assert all(r["status"] == "ok" and r["median_step_s"] > 0 for r in runs.values())
+    assert all(r["status"] == "ok" and r["median_step_s"] > 0 for r in runs.values()), runs
     # Both loops trained the same block set, and only those blocks.
-    assert runs[("plain", "static25")]["blocks"] == runs[("harness", "static25")]["blocks"] == [3]  # 25% of 4 blocks, seed 0
+    assert runs[("plain", "static25")]["blocks"] == runs[("harness", "static25")]["blocks"]
     assert runs[("plain", "static25")]["trainable_params"] == runs[("harness", "static25")]["trainable_params"]
     assert runs[("plain", "static25")]["trainable_params"] < runs[("plain", "full")]["trainable_params"]
+    # Fed the same batches from the same initial weights, the plain loop's first loss is the harness's.
+    assert abs(runs[("plain", "full")]["losses"][0] - runs[("harness", "full")]["losses"][0]) < 1e-6
     rows = {r["method"]: r for r in report["table"]}
     assert rows["static25"]["step_harness_over_plain"] is not None and rows["static25"]["step_over_full"] is not None
     engines = {r["method"]: r for r in report["eval"]}
@@ -32,17 +38,31 @@ def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     page = tmp_path / "performance.md"
     perf_report.main([str(out), "--out", str(page)])
     text = page.read_text()
-    assert report["command"] in text and "| tiny-llama | static25 |" in text
+    assert report["command"] in text and "| tiny-llama3.2 | static25 |" in text
+
+
+def test_harness_row_is_the_slmbench_run(tmp_path, cache_dir):
+    """One code path: the lab's harness row and `slmbench` with the row's own overrides give the
+    same loss trajectory (to 1e-6)."""
+    out = tmp_path / "perf.json"
+    perf.main(["--models", "tiny-qwen2.5", "--methods", "topk", "--plain", "--steps", "4", "--warmup", "1",
+               "--batch-size", "2", "--lr", "1e-3", "--eval-models", *QUICK, "--out", str(out)])
+    (row,) = json.loads(out.read_text())["train"]
+    assert row["status"] == "ok" and len(row["losses"]) == 5
+    run_cli(tmp_path, *row["overrides"], f"cache_dir={cache_dir}", "eval.limit=1")
+    (metrics,) = list((tmp_path / "outputs" / "runs").rglob("metrics.jsonl"))
+    cli_losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
+    assert len(cli_losses) == 5
+    assert max(abs(a - b) for a, b in zip(cli_losses, row["losses"])) < 1e-6
 
 
 def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
     """--fast-methods: chunked-loss rows for full and a block method; method/full pairs rows of the
-    same loss path; --gradient-checkpointing on reaches every row; no plain rows asked, none run."""
+    same loss path; --set reaches every row; no plain rows asked, none run."""
     out = tmp_path / "perf.json"
-    perf.main(["--shapes", "tiny-qwen2", "--methods", "--plain", "--fast-methods", "full", "topk",
-               "--gradient-checkpointing", "on", "--steps", "1", "--warmup", "1", "--seq-len", "32",
-               "--batch-size", "1", "--eval-shapes", "--device", "cpu", "--data-dir", str(SHARED_DATA),
-               "--out", str(out)])
+    perf.main(["--models", "tiny-qwen2.5", "--methods", "--plain", "--fast-methods", "full", "topk",
+               "--steps", "1", "--warmup", "1", "--batch-size", "2", "--eval-models", *QUICK,
+               "train.gradient_checkpointing=true", "--out", str(out)])
     report = json.loads(out.read_text())
     assert [(r["loop"], r["method"], r["fast_path"]) for r in report["train"]] == [
         ("harness", "full", "chunked_ce"), ("harness", "topk", "chunked_ce")]
@@ -55,7 +75,10 @@ def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
 
 def test_method_rows_take_knobs():
     """`--methods adagradselect:policy=keep` measures a method with a knob changed, as
-    `slmbench method=adagradselect method.policy=keep` would run it."""
-    method = perf.build_method("adagradselect:policy=keep,k_percent=10", blocks=[0])
-    assert (type(method).__name__, method.policy, method.k_percent) == ("AdaGradSelect", "keep", 10)
-    assert perf.build_method("adagradselect", blocks=[0]).policy == "offload"
+    `slmbench method=adagradselect method.policy=keep` would run it; hub models become their real
+    shape with random weights from the data dir."""
+    args = perf.parse_args(["--models", "llama3.2-1b", "--data-dir", str(SHARED_DATA)])
+    cfg, overrides = perf.row_config(args, "llama3.2-1b", "adagradselect:policy=keep,k_percent=10")
+    assert (cfg.method.policy, cfg.method.k_percent) == ("keep", 10)
+    assert cfg.model.init == "random" and cfg.model.path.endswith("models/meta-llama__Llama-3.2-1B")
+    assert compose(overrides).method.policy == "keep"

@@ -10,6 +10,7 @@ import dataclasses
 from hydra.utils import get_class
 
 from bench.config import schema
+from bench.data.batching import BATCHINGS
 
 # The closed sections: their keys are exactly the schema's fields. Hydra refuses a misspelt
 # `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.
@@ -75,6 +76,18 @@ def check_values(cfg) -> None:
         raise ConfigError(f"train.fast_path={t.fast_path!r}; allowed: none, chunked_ce")
     if e.get("engine", "hf") not in ("hf", "static"):  # issue 8: bench/eval/evaluate.py ENGINES
         raise ConfigError(f"eval.engine={e.engine!r}; allowed: hf, static")
+    _check_batching(t)
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
 
+
+def _check_batching(t) -> None:
+    if t.batching not in BATCHINGS:
+        raise ConfigError(f"train.batching={t.batching!r}; allowed: {', '.join(BATCHINGS)}")
+    if t.batching != "packed":
+        return
+    if t.pack_len < t.max_seq_len:
+        raise ConfigError(f"train.pack_len={t.pack_len} must be at least train.max_seq_len={t.max_seq_len} "
+                          f"(every sequence fits one packed row)")
+    if t.pack_tokens is not None and t.pack_tokens <= 0:
+        raise ConfigError(f"train.pack_tokens must be positive or null, got {t.pack_tokens}")

@@ -38,6 +38,9 @@ class TrainConfig(OptimConfig):
     max_seq_len: int = MISSING
     overlong: str = MISSING
     loss_on_prompt: bool = MISSING
+    batching: str = MISSING
+    pack_len: int = MISSING
+    pack_tokens: Optional[int] = MISSING
     throughput_warmup_steps: int = MISSING
     checkpoint_every: Optional[int] = MISSING
     keep_checkpoints: int = MISSING

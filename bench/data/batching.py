@@ -1,15 +1,26 @@
-"""Turn task examples into token batches: prompt formatting, loss masks, a resumable batch order."""
+"""Turn task examples into token batches: prompt formatting, loss masks, a resumable batch order.
+
+`train.batching` picks how examples become batches (`make_batch_stream`): `random` (shuffled,
+right-padded), `length_grouped` (the same examples per epoch as `random`, similar lengths in one
+batch) or `packed` (bench/data/packing.py: several examples per fixed-shape row).
+"""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 
+from bench.data.epochs import EpochStream
+from bench.data.examples import IGNORE_INDEX, TokenizedExample
+from bench.data.packing import PackedBatches
 from bench.tasks.base import Example
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = -100
+BATCHINGS = ("random", "length_grouped", "packed")
+# length_grouped sorts by length within groups of this many batches of the epoch's random order:
+# HF's LengthGroupedSampler default (transformers trainer_pt_utils.get_length_grouped_indices,
+# mega_batch_mult = 50). Larger groups: less padding, less randomness in what shares a batch.
+LENGTH_GROUP_BATCHES = 50
 
 
 def build_prompt(tokenizer, prompt: str, use_chat_template: bool | str = "auto") -> str:
@@ -22,12 +33,6 @@ def build_prompt(tokenizer, prompt: str, use_chat_template: bool | str = "auto")
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
     return prompt
-
-
-@dataclass
-class TokenizedExample:
-    input_ids: list[int]
-    labels: list[int]
 
 
 def tokenize_examples(
@@ -87,46 +92,60 @@ def collate(batch: list[TokenizedExample], pad_token_id: int) -> dict[str, torch
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-class BatchStream:
-    """An endless, seeded stream of shuffled batches whose position can be saved and restored.
-
-    Each epoch is a fresh permutation drawn from `seed + epoch`, so the order depends only on
-    (seed, epoch, position) — what a resumed run needs to continue exactly where it stopped.
-    """
+class BatchStream(EpochStream):
+    """`random`: each epoch a fresh permutation drawn from `seed + epoch`, cut into batches of
+    `batch_size`; the ragged tail of the permutation is skipped (a fixed batch shape)."""
 
     def __init__(self, examples: list[TokenizedExample], batch_size: int, pad_token_id: int, seed: int):
         if batch_size > len(examples):
             raise ValueError(f"train.batch_size={batch_size} exceeds the {len(examples)} training examples")
-        self.examples, self.batch_size, self.pad_token_id, self.seed = examples, batch_size, pad_token_id, seed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
+        self.batch_size = batch_size
+        super().__init__(examples, pad_token_id, seed)
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.examples) // self.batch_size  # the ragged tail is skipped: fixed batch shape
+    def kept_order(self, generator: torch.Generator) -> list[int]:
+        """The epoch's permutation less its ragged tail: the examples this epoch trains on."""
+        order = self.permutation(generator)
+        return order[:len(order) // self.batch_size * self.batch_size]
 
-    def _permutation(self, epoch: int) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(len(self.examples), generator=gen).tolist()
+    def plan(self, epoch: int) -> list[list[int]]:
+        order = self.kept_order(self.generator(epoch))
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def __iter__(self):
-        return self
+    def collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
+        return collate([self.examples[i] for i in batch], self.pad_token_id)
 
-    def __next__(self) -> dict[str, torch.Tensor]:
-        if self.position >= self.batches_per_epoch:
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
-        start = self.position * self.batch_size
-        idx = self._order[start:start + self.batch_size]
-        self.position += 1
-        return collate([self.examples[i] for i in idx], self.pad_token_id)
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+class LengthGroupedBatches(BatchStream):
+    """`length_grouped`: exactly the examples `random` trains on in each epoch (the same
+    permutation, the same skipped tail), sorted by length within groups of LENGTH_GROUP_BATCHES
+    batches and cut into batches, which are then shuffled. Less padding per batch; the batch
+    count, examples per step and token weighting are those of `random`."""
 
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
-        self._order = self._permutation(self.epoch)
+    def plan(self, epoch: int) -> list[list[int]]:
+        generator = self.generator(epoch)
+        order = self.kept_order(generator)
+        lengths = [len(ex.input_ids) for ex in self.examples]
+        group = LENGTH_GROUP_BATCHES * self.batch_size
+        batches = []
+        for start in range(0, len(order), group):
+            by_length = sorted(order[start:start + group], key=lengths.__getitem__)
+            batches += [by_length[i:i + self.batch_size] for i in range(0, len(by_length), self.batch_size)]
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffled]
+
+
+def make_batch_stream(examples: list[TokenizedExample], train_cfg, pad_token_id: int, seed: int) -> EpochStream:
+    """The training batches as `train.batching` asks: an endless stream with `batches_per_epoch`,
+    `state_dict` and `load_state_dict`."""
+    batching = train_cfg.batching
+    if batching == "random":
+        return BatchStream(examples, train_cfg.batch_size, pad_token_id, seed)
+    if batching == "length_grouped":
+        return LengthGroupedBatches(examples, train_cfg.batch_size, pad_token_id, seed)
+    if batching == "packed":
+        return PackedBatches(examples, pad_token_id, seed, train_cfg.batch_size, train_cfg.pack_len,
+                             train_cfg.pack_tokens)
+    raise ValueError(f"train.batching={batching!r}; allowed: {', '.join(BATCHINGS)}")
 
 
 class RandomBatches:

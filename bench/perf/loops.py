@@ -1,35 +1,31 @@
-"""The two training loops `bench.perf.lab` compares, and the evaluation-throughput run.
+"""The loops `bench.perf.lab` compares, and the evaluation-throughput row.
 
 - `run_plain`: a plain PyTorch loop written as one would by hand (fp32 weights, bf16 autocast,
-  fused AdamW, sdpa, HF's own loss), for `full`, `static25` (a fixed 25% of the decoder blocks:
-  the rest frozen, no optimizer state for them, backward stops at the lowest active block because
-  nothing below it needs a gradient) and `lora` (peft, the knobs of conf/method/lora.yaml).
-- `run_harness`: the harness's own `bench.train.train` with a method object, exactly as
-  `bench/run/recipe.py` drives it (MethodContext, prepare, trainable_parameters, optimizer, hooks).
-Both see the same batches, step count, learning rate, clipping and checkpointing; both time each
-step between device synchronizations and report the median after warm-up.
+  fused AdamW, sdpa, HF's own loss), deliberately independent of the harness, for `full`,
+  `static25` (a fixed 25% of the decoder blocks: the rest frozen, no optimizer state for them) and
+  `lora` (peft, the knobs of conf/method/lora.yaml). It is fed the very batches the harness row
+  trains on (bench/perf/workload.py draw_batches).
+- `run_harness`: the run object (bench/run/recipe.py) of the same config, as `slmbench` runs it;
+  timing, memory and profiling attach as observers.
+Both time each step between device synchronizations and report the median after warm-up.
 """
 from __future__ import annotations
 
 import gc
 import random
 import time
-from itertools import cycle
 
 import torch
 from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 
-from bench.eval.evaluate import generate_hf
-from bench.loss import compile_decoder_layers
-from bench.eval.static_engine import generate_static
-from bench.run.observers import PhaseMemory, StepTimer
+from bench.eval.evaluate import generate_with_engine
+from bench.models.loading import decoder_layers
+from bench.perf.workload import compose, draw_batches, real_tokens
+from bench.run.observers import PhaseMemory
+from bench.run.recipe import Run
 from bench.runtime import autocast, synchronize
-from bench.models.loading import decoder_layers, enable_gradient_checkpointing, unique_parameters
-from bench.run.optim import build_optimizer, build_scheduler
-from bench.perf.data import REPO
-from bench.run.loop import TrainState, train
-from methods.base import Method, MethodContext
+from methods.base import Method
 
 PLAIN_VARIANTS = ("full", "static25", "lora")
 
@@ -51,11 +47,12 @@ def freeze_all_but(model: torch.nn.Module, blocks: list[int]) -> None:
 class FixedBlocks(Method):
     """Harness side of `static25`: the same fixed block set as the plain loop's, as a Method."""
 
-    def __init__(self, blocks: list[int]):
-        self.blocks = list(blocks)
+    def __init__(self, fraction: float, seed: int):
+        self.fraction, self.seed, self.blocks = fraction, seed, None
 
     def prepare(self, model, ctx):
         super().prepare(model, ctx)
+        self.blocks = choose_blocks(len(decoder_layers(model)), self.fraction, self.seed)
         freeze_all_but(model, self.blocks)
         return model
 
@@ -63,22 +60,9 @@ class FixedBlocks(Method):
         return {"active_blocks": len(self.blocks)}
 
 
-def method_config(name: str, knobs: list[str] | None = None):
-    """`conf/method/<name>.yaml` composed by Hydra, as `slmbench method=<name> method.<knob>=...`
-    sees it (a method yaml may extend another through its defaults list, as ist.yaml extends
-    lora.yaml). `knobs`: ["policy=keep", ...], each applied as `method.policy=keep`."""
-    from hydra import compose, initialize_config_dir
-
-    import bench.config.schema  # noqa: F401 - the schema config.yaml's defaults list names
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = [f"method={name}"] + [f"method.{knob}" for knob in knobs or []]
-        return compose(config_name="config", overrides=overrides).method
-
-
 def lora_config() -> LoraConfig:
     """conf/method/lora.yaml's knobs, for the plain loop (which uses peft directly, no Method)."""
-    knobs = OmegaConf.to_container(method_config("lora"))
+    knobs = OmegaConf.to_container(compose(["method=lora"]).method)
     knobs.pop("_target_")
     return LoraConfig(task_type="CAUSAL_LM", **{**knobs, "target_modules": list(knobs["target_modules"])})
 
@@ -95,22 +79,22 @@ def _memory(memory: PhaseMemory) -> dict:
             "alloc_retries": peaks["alloc_retries"]}
 
 
-def _timing(step_seconds: list[float], warmup: int, tokens_per_step: int) -> dict:
-    timed = sorted(step_seconds[warmup:])
-    median = timed[len(timed) // 2] if timed else None
-    return {"median_step_s": median, "tokens_per_s": tokens_per_step / median if median else None,
+def _timing(step_seconds: list[float], step_tokens: list[int], warmup: int) -> dict:
+    """Median step after `warmup`, and real (non-padding) tokens/s over the timed steps."""
+    timed = step_seconds[warmup:]
+    median = sorted(timed)[len(timed) // 2] if timed else None
+    tokens_per_s = sum(step_tokens[warmup:]) / sum(timed) if timed else None
+    return {"median_step_s": median, "tokens_per_s": tokens_per_s,
             "first_step_s": step_seconds[0] if step_seconds else None}
 
 
-def run_plain(model, variant: str, batches: list[dict], warmup: int, steps: int, lr: float,
-              grad_clip: float | None, device: torch.device, gradient_checkpointing: bool,
-              blocks: list[int]) -> dict:
+def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, grad_clip: float | None,
+              device: torch.device, precision: str, blocks: list[int]) -> dict:
+    """`batches`: one per step (warm-up steps first), already what the harness row trains on."""
     if variant not in PLAIN_VARIANTS:
         raise ValueError(f"--plain: unknown variant {variant!r}; allowed: {', '.join(PLAIN_VARIANTS)}")
     memory = PhaseMemory(device)
     memory.start()
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if variant == "static25":
         freeze_all_but(model, blocks)
     elif variant == "lora":
@@ -118,120 +102,109 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, steps: int,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, fused=device.type in ("cuda", "cpu"))
     model.train()
-    seconds, loss = [], None
-    for step, batch in zip(range(warmup + steps), cycle(batches)):
+    seconds, tokens, losses = [], [], []
+    for batch in batches:
         synchronize(device)
         start = time.perf_counter()
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, "bf16" if device.type == "cuda" else "fp32"):
-            loss = model(**batch).loss
+        with autocast(device, precision):
+            loss = model(**batch, use_cache=False).loss
         loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-    tokens = batches[0]["input_ids"].numel()
-    result = {**_timing(seconds, warmup, tokens), **_memory(memory), "trainable_params": sum(p.numel() for p in params),
-              "final_loss": float(loss.detach()), "blocks": blocks if variant == "static25" else None}
+        tokens.append(real_tokens(batch))
+    result = {**_timing(seconds, tokens, warmup), **_memory(memory), "losses": losses, "final_loss": losses[-1],
+              "trainable_params": sum(p.numel() for p in params), "blocks": blocks if variant == "static25" else None}
     del optimizer, params, model
     return result
 
 
-def profile_steps(state: TrainState, train_cfg, device: torch.device, precision: str, steps: int) -> dict:
-    """`steps` more harness steps under torch.profiler: where the step's time goes. GPU busy =
-    summed kernel time over wall time; far below 1 means the step waits on the host (launches,
-    Python), not on the GPU."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    timer = StepTimer(device, 0)
-    with torch.profiler.profile(activities=activities) as prof:
-        train(state, train_cfg, device, precision, state.step + steps, timer, on_step=lambda step, metrics: None)
-    events = prof.key_averages()
-    # Kernels only: an aten op's row repeats the time of the kernels it launched, and a user
-    # annotation's GPU row (e.g. "Optimizer.step#AdamW.step") spans the kernels inside it.
-    kernel_us = sum(e.self_device_time_total for e in events
-                    if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) \
-        if device.type == "cuda" else 0.0
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return {"profiled_steps": steps, "profiled_wall_s": timer.total_seconds,
-            "gpu_busy_fraction": kernel_us / 1e6 / timer.total_seconds if kernel_us else None,
-            "profile_table": events.table(sort_by=sort, row_limit=25, max_name_column_width=60)}
+class Profiler:
+    """A loop observer: runs torch.profiler over the steps from `start` on. GPU busy = summed kernel
+    time over wall time; far below 1 means the step waits on the host (launches, Python)."""
+
+    def __init__(self, start: int, device: torch.device):
+        self.start, self.device, self.profile, self.seconds = start, device, None, 0.0
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.activities = activities
+
+    def step_start(self, step: int) -> None:
+        if step == self.start:
+            self.profile = torch.profiler.profile(activities=self.activities)
+            self.profile.__enter__()
+
+    def step_end(self, step: int, metrics: dict) -> None:
+        if self.profile is not None:
+            self.seconds += metrics["step_s"]
+
+    def summary(self) -> dict:
+        if self.profile is None:
+            return {}
+        self.profile.__exit__(None, None, None)
+        events = self.profile.key_averages()
+        cuda = self.device.type == "cuda"
+        # Kernels only: an aten op's row repeats the time of the kernels it launched, and a user
+        # annotation's GPU row (e.g. "Optimizer.step#AdamW.step") spans the kernels inside it.
+        kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                        and not getattr(e, "is_user_annotation", False)) if cuda else 0.0
+        return {"profiled_wall_s": self.seconds,
+                "gpu_busy_fraction": kernel_us / 1e6 / self.seconds if kernel_us else None,
+                "profile_table": events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                              row_limit=25, max_name_column_width=60)}
 
 
-def train_config(lr: float, grad_clip: float | None, gradient_checkpointing: bool, fast_path: str = "none",
-                 compiled: bool = False):
-    """The `cfg.train` the harness rows run with: constant LR, no weight decay, one micro-batch."""
-    return OmegaConf.create({
-        "grad_accum": 1, "lr": lr, "betas": [0.9, 0.999], "schedule": "constant", "warmup_steps": 0,
-        "min_lr_ratio": 1.0, "weight_decay": 0.0, "grad_clip": grad_clip,
-        "gradient_checkpointing": gradient_checkpointing, "fast_path": fast_path, "compile": compiled})
-
-
-def prepare_harness(model, method: Method, batches: list[dict], train_cfg, device: torch.device, seed: int,
-                    total_steps: int):
-    """What bench/run/recipe.py does before its loop: checkpointing, the MethodContext, `method.prepare`,
-    compilation and the optimizer the method attaches to. Returns (model, params, optimizer)."""
-    if train_cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    sampler = cycle(batches)
-    ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=len(batches),
-                        gradient_checkpointing=train_cfg.gradient_checkpointing, seed=seed,
-                        grad_accum=train_cfg.grad_accum,
-                        sample_batch=lambda n: {k: v[:n] for k, v in next(sampler).items()},
-                        precision="bf16" if device.type == "cuda" else "fp32")
-    model = method.prepare(model, ctx)
-    if train_cfg.compile:
-        compile_decoder_layers(model)
-    params = unique_parameters(method.trainable_parameters(model))
-    optimizer = build_optimizer(params, train_cfg, device)
-    method.attach_optimizer(optimizer)
-    return model, params, optimizer
-
-
-def run_harness(model, method: Method, batches: list[dict], warmup: int, steps: int, train_cfg,
-                device: torch.device, seed: int, profile_steps_n: int = 0) -> dict:
-    memory = PhaseMemory(device)
-    memory.start()
-    total = warmup + steps
-    model, params, optimizer = prepare_harness(model, method, batches, train_cfg, device, seed, total)
-    state = TrainState(model, method, optimizer, build_scheduler(optimizer, train_cfg, total), cycle(batches))
-    timer = StepTimer(device, warmup)
-    precision = "bf16" if device.type == "cuda" else "fp32"
-    loss = train(state, train_cfg, device, precision, total, timer, on_step=lambda step, metrics: None)
-    tokens = batches[0]["input_ids"].numel()
-    result = {**_timing(timer.step_seconds, warmup, tokens), **_memory(memory),
-              "trainable_params": sum(p.numel() for p in params), "final_loss": loss,
-              "blocks": getattr(method, "blocks", None)}
-    if profile_steps_n:  # after the figures above, so profiling never touches them
-        result.update(profile_steps(state, train_cfg, device, precision, profile_steps_n))
-    del state, optimizer, params, model
+def run_harness(run: Run, warmup: int, steps: int, profile_steps: int = 0) -> dict:
+    """Train the built `run` for warm-up + timed (+ profiled) steps; the figures come from the
+    run's own step timer and memory phase, exactly what its result.json would say."""
+    profiler = Profiler(warmup + steps, run.device)
+    run.train(until=warmup + steps + profile_steps, observers=[profiler] if profile_steps else ())
+    timer, accum = run.timer, run.cfg.train.grad_accum
+    batches = run.lab_batches[:(warmup + steps) * accum]
+    tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
+    result = {**_timing(timer.step_seconds[:warmup + steps], tokens, warmup),
+              "peak_allocated_gib": run.train_peaks["allocated_gib"], "peak_reserved_gib": run.train_peaks["reserved_gib"],
+              "alloc_retries": run.train_peaks["alloc_retries"], "losses": [h["loss"] for h in run.history],
+              "final_loss": run.final_loss, "trainable_params": sum(p.numel() for p in run.params),
+              "blocks": getattr(run.method, "blocks", None), **profiler.summary()}
     return result
 
 
-def run_eval(model, tokenizer, prompts: list[str], engine: str, batch_size: int, max_new_tokens: int,
-             device: torch.device, cuda_graphs: bool) -> tuple[dict, list[str]]:
-    """Greedy generation of every prompt to `max_new_tokens`, timed end to end (tokenizing,
-    sorting, prefill, graph capture, decode, detokenizing)."""
-    memory = PhaseMemory(device)
+def build_run(cfg, method=None, steps: int = 0) -> Run:
+    """The run of `cfg` (as `slmbench` builds it), with the batches its first `steps` steps will see."""
+    run = Run.build(cfg, method=method)
+    run.lab_batches = draw_batches(run, steps * cfg.train.grad_accum)
+    return run
+
+
+def run_eval(run: Run, engine: str, batch_size: int, max_new_tokens: int) -> tuple[dict, list[str]]:
+    """Greedy generation of the run's eval prompts through the product's engine (bench/eval),
+    timed end to end (tokenizing, sorting, prefill, graph capture, decode, detokenizing)."""
+    from bench.data.batching import build_prompt
+
+    memory = PhaseMemory(run.device)
     memory.start()
-    precision = "bf16" if device.type == "cuda" else "fp32"
-    synchronize(device)
+    examples = [ex for exs in run.task.eval_sets().values() for ex in exs]
+    if run.cfg.eval.limit is not None:
+        examples = examples[:run.cfg.eval.limit]
+    prompts = [build_prompt(run.tokenizer, ex.prompt, run.task.use_chat_template) for ex in examples]
+    eval_cfg = OmegaConf.merge(run.cfg.eval, {"engine": engine, "batch_size": batch_size, "max_new_tokens": max_new_tokens})
+    synchronize(run.device)
     start = time.perf_counter()
-    if engine == "static":
-        texts = generate_static(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision,
-                                cuda_graphs=cuda_graphs, desc="eval static")
-    elif engine == "hf":
-        texts = generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, desc="eval hf")
-    else:
-        raise ValueError(f"--eval-engines: unknown engine {engine!r}; allowed: static, hf")
-    synchronize(device)
+    texts = generate_with_engine(run.model, run.tokenizer, prompts, eval_cfg, run.device, run.precision,
+                                 desc=f"eval {engine}")
+    synchronize(run.device)
     wall = time.perf_counter() - start
-    prompt_tokens = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    prompt_tokens = [len(ids) for ids in run.tokenizer(prompts)["input_ids"]]
     return {"engine": engine, "prompts": len(prompts), "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-            "cuda_graphs": (cuda_graphs and device.type == "cuda") if engine == "static" else None, "wall_s": wall,
-            "prompts_per_s": len(prompts) / wall, "generated_tokens_per_s": len(prompts) * max_new_tokens / wall,
+            "cuda_graphs": (eval_cfg.cuda_graphs and run.device.type == "cuda") if engine == "static" else None,
+            "wall_s": wall, "prompts_per_s": len(prompts) / wall,
+            "generated_tokens_per_s": len(prompts) * max_new_tokens / wall, "precision": run.precision,
             "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens), "max_prompt_tokens": max(prompt_tokens),
             **_memory(memory)}, texts

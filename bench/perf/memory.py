@@ -1,18 +1,18 @@
 """`python -m bench.perf.memory`: where a training step's peak GPU memory goes.
 
-For each shape and setting, a few training steps on the harness's own pieces (method object,
-`training_loss`, `clip_gradients`, fused AdamW), and at the last step, in GiB:
+For each model and setting, a few steps of the run itself (the run object of bench/run/recipe.py,
+as `slmbench` builds it; a memory observer attached to its loop), and at the last step, in GiB:
 - `weights`: the fp32 parameters alone;
 - `step start`: allocated when the step begins (weights + optimizer state; gradients are None);
-- `forward keeps`: allocated at the end of forward minus `step start`, i.e. what the forward
-  holds for backward (activations, autocast's bf16 weight copies, logits or the chunked loss's
-  head gradient);
+- `forward keeps`: allocated when the decoder's forward ends (its final norm) minus `step start`,
+  i.e. what the forward holds for backward (activations, autocast's bf16 weight copies); the loss
+  head's logits or chunked head gradient come after it and show in the peak;
 - `peak`: the step's maximum allocated, and `peak - step start`, the transient part;
 - `max peak, all steps`: over every step (a selection step of topk holds more than the others).
 A setting is `METHOD[:FAST_PATH][+compile][+gc]`, e.g. `full`, `full:chunked_ce+compile`,
 `static25+gc`, `topk:chunked_ce+gc`. Figures are measurements (no target is asserted).
 
-    python -m bench.perf.memory --shapes llama3.2-1b --settings full full:chunked_ce static25 --out mem.json
+    python -m bench.perf.memory --data-dir ../shared/data --models llama3.2-1b --settings full full:chunked_ce static25 --out mem.json
     python -m bench.perf.memory --render mem.json [more.json ...] --md docs/performance-memory.md
 """
 from __future__ import annotations
@@ -26,13 +26,11 @@ from pathlib import Path
 
 import torch
 
-from bench.data.batching import IGNORE_INDEX
-from bench.loss import FAST_PATHS, training_loss
+from bench.loss import FAST_PATHS
+from bench.models.loading import causal_lm
+from bench.perf.lab import STATIC, build_method, row_config
+from bench.perf.loops import build_run, release
 from bench.runtime import synchronize
-from bench.run.optim import clip_gradients
-from bench.perf.data import DEFAULT_DATA_DIR, build_model, get_shape, load_tokenizer, packed_batches
-from bench.perf.loops import choose_blocks, prepare_harness, release, train_config
-from bench.runtime import autocast
 
 GIB = 1024 ** 3
 
@@ -49,48 +47,55 @@ def parse_setting(text: str) -> dict:
             "gradient_checkpointing": "gc" in flags}
 
 
-def measure(args, shape, setting: dict, batches: list[dict], blocks: list[int], device: torch.device) -> dict:
-    from bench.perf.lab import build_method  # the same method objects as bench.perf.lab's harness rows
+class StepMemory:
+    """A loop observer (CUDA): allocated memory at each step's start, when the decoder's forward
+    ends (a forward hook on its final norm), and the step's peak; all relative to `base`."""
 
-    release(device)
-    # Everything relative to what was allocated before this row's model existed.
-    base = torch.cuda.memory_allocated(device) / GIB
-    model = build_model(args.data_dir, shape, device, args.seed)
-    weights = torch.cuda.memory_allocated(device) / GIB - base
-    method = build_method(setting["method"], blocks)
-    train_cfg = train_config(1e-5, 1.0, setting["gradient_checkpointing"], setting["fast_path"], setting["compile"])
-    model, params, optimizer = prepare_harness(model, method, batches, train_cfg, device, args.seed, args.steps)
-    model.train()
-    tokens = batches[0]["labels"][:, 1:].ne(IGNORE_INDEX).sum().item()
-    peaks = []
-    for step, batch in zip(range(args.steps), cycle(batches)):
-        last = step == args.steps - 1
-        if last and args.snapshot:
+    def __init__(self, model, device: torch.device, base: float, snapshot_step: int | None):
+        self.device, self.base, self.snapshot_step, self.steps = device, base, snapshot_step, []
+        self.hook = causal_lm(model).model.norm.register_forward_hook(self._forward_end)
+
+    def _allocated(self) -> float:
+        return torch.cuda.memory_allocated(self.device) / GIB - self.base
+
+    def _forward_end(self, module, inputs, output) -> None:
+        if self.forward_end is None:  # the first micro-batch's forward
+            synchronize(self.device)
+            self.forward_end = self._allocated()
+
+    def step_start(self, step: int) -> None:
+        if step == self.snapshot_step:
             torch.cuda.memory._record_memory_history(context="alloc", stacks="python", clear_history=True)
-        synchronize(device)
-        start = torch.cuda.memory_allocated(device) / GIB - base
-        torch.cuda.reset_peak_memory_stats(device)
-        method.on_step_start(step, model)
-        with autocast(device, "bf16"):
-            loss = training_loss(model, batch, tokens, train_cfg.fast_path, device)
-        synchronize(device)
-        forward_end = torch.cuda.memory_allocated(device) / GIB - base
-        loss.backward()
-        method.after_backward(step, model)
-        clip_gradients(optimizer, params, train_cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        method.after_step(step, model)
-        synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) / GIB - base
-        peaks.append(peak)
+        synchronize(self.device)
+        self.start, self.forward_end = self._allocated(), None
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def step_end(self, step: int, metrics: dict) -> None:
+        peak = torch.cuda.max_memory_allocated(self.device) / GIB - self.base
+        self.steps.append({"start": self.start, "forward_end": self.forward_end, "peak": peak, "loss": metrics["loss"]})
+
+
+def measure(args, model_name: str, setting: dict, device: torch.device) -> dict:
+    release(device)
+    base = torch.cuda.memory_allocated(device) / GIB  # everything relative to before this row's model
+    args.set = [f"train.gradient_checkpointing={str(setting['gradient_checkpointing']).lower()}"]
+    args.fast_path = setting["fast_path"]
+    cfg, overrides = row_config(args, model_name, setting["method"], fast=True, compiled=setting["compile"])
+    run = build_run(cfg, build_method(setting["method"], args))
+    weights = sum(p.numel() * p.element_size() for p in run.model.parameters()) / GIB
+    observer = StepMemory(run.model, device, base, args.steps - 1 if args.snapshot else None)
+    run.train(until=args.steps, observers=[observer])
     sites = None
     if args.snapshot:
         sites = peak_sites(torch.cuda.memory._snapshot(), device)
         torch.cuda.memory._record_memory_history(enabled=None)
-    result = {"peak_sites": sites, "max_peak_gib": max(peaks), "weights_gib": weights, "step_start_gib": start, "forward_keeps_gib": forward_end - start,
-              "peak_gib": peak, "transient_gib": peak - start, "final_loss": float(loss.detach())}
-    del model, method, optimizer, params, loss
+    observer.hook.remove()
+    last = observer.steps[-1]
+    result = {"peak_sites": sites, "max_peak_gib": max(s["peak"] for s in observer.steps), "weights_gib": weights,
+              "step_start_gib": last["start"], "forward_keeps_gib": last["forward_end"] - last["start"],
+              "peak_gib": last["peak"], "transient_gib": last["peak"] - last["start"], "final_loss": last["loss"],
+              "overrides": overrides}
+    del run, observer
     release(device)
     result["left_allocated_gib"] = torch.cuda.memory_allocated(device) / GIB - base  # ~0 unless a leak
     return result
@@ -133,18 +138,12 @@ def peak_sites(snapshot: dict, device: torch.device, top: int = 12) -> dict:
 
 def run(args, device: torch.device) -> list[dict]:
     rows = []
-    for shape_name in args.shapes:
-        shape = get_shape(shape_name)
-        batch_size = args.batch_size or shape.batch_size
-        tokenizer = load_tokenizer(args.data_dir, shape)
-        batches = packed_batches(tokenizer, args.data_dir, batch_size, args.seq_len, n_batches=2)
-        n_layers = build_model(args.data_dir, shape, torch.device("meta"), args.seed).config.num_hidden_layers
-        blocks = choose_blocks(n_layers, 0.25, args.seed)
+    for model_name in args.models:
         for text in args.settings:
             setting = parse_setting(text)
-            row = {"shape": shape_name, "batch_size": batch_size, "seq_len": args.seq_len, **setting}
+            row = {"shape": model_name, "batch_size": args.batch_size, **setting}
             try:
-                row.update(measure(args, shape, setting, batches, blocks, device), status="ok")
+                row.update(measure(args, model_name, setting, device), status="ok")
             except torch.OutOfMemoryError as err:
                 row.update(status="oom", error=str(err).splitlines()[0])
             release(device)
@@ -184,15 +183,16 @@ def markdown(reports: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.perf.memory", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", default=["llama3.2-1b"])
+    p.add_argument("--data-dir", type=Path, default=None, help="as bench.perf.lab's --data-dir")
+    p.add_argument("--models", nargs="+", default=["llama3.2-1b"])
     p.add_argument("--settings", nargs="+", default=["full", "full:chunked_ce", "static25"])
     p.add_argument("--steps", type=int, default=3, help="the first creates the optimizer state; the last is reported")
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshot", action="store_true",
                    help="record the last step's allocations (torch.cuda.memory) and list what is alive at its peak")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--out", type=Path, default=Path("perf_memory.json"))
     p.add_argument("--render", type=Path, nargs="+", help="instead of measuring: JSON files to render as markdown")
     p.add_argument("--md", type=Path, default=Path("docs/performance-memory.md"))
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     for text in args.settings:
         parse_setting(text)  # refuse a bad setting before any model is built
     device = torch.device("cuda")
+    args.device, args.warmup, args.profile, args.block_fraction = "cuda", 0, 0, 0.25  # what row_config reads
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python -m bench.perf.memory " + " ".join(sys.argv[1:] if argv is None else argv),
               "device_name": torch.cuda.get_device_name(device), "torch": torch.__version__}

@@ -15,13 +15,9 @@ import logging
 
 import torch
 
+from bench.records.schema import METRICS_FILE, RESULT_FILE, SAMPLES_FILE
+
 log = logging.getLogger(__name__)
-RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
-METRIC_KEYS = (
-    "accuracy", "accuracy_by_task", "peak_gpu_memory_gib", "peak_gpu_reserved_gib",
-    "eval_peak_gpu_memory_gib", "peak_host_rss_gib", "train_wall_clock_s", "eval_wall_clock_s",
-    "train_tokens_per_s", "trainable_params", "total_params", "final_train_loss",
-)
 WANDB_MODES = ("offline", "online", "disabled")
 RECORD_MODE = 0o644
 

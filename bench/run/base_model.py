@@ -3,7 +3,9 @@
 Fine-tuning methods only differ when they adapt a model that already knows something, so tiny
 models with `base: synthetic` start from a checkpoint pretrained on the family's operators
 (+, -, max, min by default) and are fine-tuned on a held-out operator. The checkpoint is built
-once and cached under `cache_dir`, keyed by a hash of everything that determines it.
+once and cached under `cache_dir`, keyed by a hash of everything that determines it. It is built
+by the same run object as every fine-tuning run (bench/run/recipe.py): full fine-tuning of the
+random-init model on the family, on the CPU, with `base_pretraining`'s optimisation settings.
 """
 from __future__ import annotations
 
@@ -14,19 +16,13 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import AutoModelForCausalLM
-
-from bench.data.batching import BatchStream, tokenize_examples
-from bench.run.observers import StepTimer
-from bench.models.loading import build_tiny
-from bench.run.optim import build_optimizer, build_scheduler
-from bench.tasks.arithmetic import ArithmeticTask
-from bench.run.loop import TrainState, train
-from methods.full import FullFineTuning
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the pretraining code changes what a cached checkpoint holds
+OPTIM_KEYS = ("batch_size", "grad_accum", "lr", "betas", "schedule", "warmup_steps", "min_lr_ratio",
+              "weight_decay", "grad_clip")  # bench/config/schema.py OptimConfig
 
 
 def base_model_key(model_cfg, pretrain_cfg) -> str:
@@ -37,33 +33,46 @@ def base_model_key(model_cfg, pretrain_cfg) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_or_build_base(model_cfg, pretrain_cfg, tokenizer, cache_dir: Path) -> torch.nn.Module:
-    directory = Path(cache_dir) / "base-models" / f"{model_cfg.arch}-{base_model_key(model_cfg, pretrain_cfg)}"
+def load_or_build_base(cfg: DictConfig, tokenizer) -> torch.nn.Module:
+    """The cached base of `cfg.model` (built first if missing). `tokenizer` is the run's own; the
+    pretraining run loads the same one from `cfg.model`."""
+    key = base_model_key(cfg.model, cfg.base_pretraining)
+    directory = Path(cfg.cache_dir) / "base-models" / f"{cfg.model.arch}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
     # One builder at a time: parallel jobs of a sweep wait for the first one's checkpoint.
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (directory / "meta.json").exists():
-            _pretrain(model_cfg, pretrain_cfg, tokenizer, directory)
+            _pretrain(cfg, directory)
     log.info("base model: %s", directory)
     return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
 
 
-def _pretrain(model_cfg, pretrain_cfg, tokenizer, directory: Path) -> None:
+def pretraining_config(cfg: DictConfig) -> DictConfig:
+    """The run config of the base pretraining: the random-init model, the task family, full
+    fine-tuning, fp32 on the CPU (tiny: the CPU is the reference and keeps the cache device-independent)."""
+    pretrain = cfg.base_pretraining
+    pre = cfg.copy()
+    with open_dict(pre):
+        pre.model.base = None
+        pre.task = {"_target_": "bench.tasks.arithmetic.ArithmeticTask", "name": "pretrain",
+                    "operators": list(pretrain.operators), "operand_max": pretrain.operand_max, "seed": pretrain.seed}
+        pre.method = {"_target_": "methods.full.FullFineTuning"}
+        pre.seed, pre.device = pretrain.seed, "cpu"
+        pre.train.merge_with({**{k: pretrain[k] for k in OPTIM_KEYS}, "max_steps": pretrain.steps, "epochs": None,
+                              "precision": "fp32", "gradient_checkpointing": False, "max_seq_len": 64,
+                              "overlong": "drop", "loss_on_prompt": False, "throughput_warmup_steps": 0,
+                              "fast_path": "none", "compile": False})
+    return pre
+
+
+def _pretrain(cfg: DictConfig, directory: Path) -> None:
+    from bench.run.recipe import Run  # the run builds its model through this module
+
     log.info("pretraining the tiny base model on the task family (once; cached in %s)", directory)
-    torch.manual_seed(pretrain_cfg.seed)
-    device = torch.device("cpu")  # tiny: CPU is the reference and keeps the cache device-independent
-    task = ArithmeticTask(name="pretrain", operators=list(pretrain_cfg.operators),
-                          operand_max=pretrain_cfg.operand_max, seed=pretrain_cfg.seed)
-    examples = tokenize_examples(tokenizer, task.train_examples(), max_seq_len=64)
-    model = build_tiny(model_cfg, tokenizer)
-    method = FullFineTuning()
-    optimizer = build_optimizer(method.trainable_parameters(model), pretrain_cfg, device)
-    state = TrainState(model, method, optimizer, build_scheduler(optimizer, pretrain_cfg, pretrain_cfg.steps),
-                       BatchStream(examples, pretrain_cfg.batch_size, tokenizer.pad_token_id, pretrain_cfg.seed))
-    loss = train(state, pretrain_cfg, device, "fp32", pretrain_cfg.steps,
-                 StepTimer(device, warmup_steps=0), on_step=lambda step, metrics: None)
-    model.save_pretrained(directory)
+    run = Run.build(pretraining_config(cfg))
+    loss = run.train()
+    run.model.save_pretrained(directory)
     # meta.json last: its presence marks a complete checkpoint.
     (directory / "meta.json").write_text(json.dumps(
-        {"final_loss": loss, "pretrain": OmegaConf.to_container(pretrain_cfg, resolve=True)}, indent=2))
+        {"final_loss": loss, "pretrain": OmegaConf.to_container(cfg.base_pretraining, resolve=True)}, indent=2))

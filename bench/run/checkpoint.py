@@ -57,6 +57,15 @@ def trainable_state(model: torch.nn.Module, params: list[torch.nn.Parameter]) ->
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if id(p) in wanted}
 
 
+def params_digest(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> str:
+    """sha256 of the trainable weights: equal digests = bit-identical runs (resume tests)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainable_state(model, params).items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_trainable_state(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     named = dict(model.named_parameters())
     missing = sorted(set(weights) - set(named))

@@ -1,4 +1,5 @@
-"""Measurement: synced timers, peak GPU memory per phase, peak host RSS, tokens/s after warm-up."""
+"""Measurement that attaches to a run: synced step timer (a loop observer), peak GPU memory per
+phase, peak host RSS, tokens/s after warm-up."""
 from __future__ import annotations
 
 import gc
@@ -70,7 +71,9 @@ class PhaseMemory:
 
 
 class StepTimer:
-    """Per-step wall-clock with a device sync; tokens/s excludes the first `warmup_steps`."""
+    """A loop observer: per-step wall-clock between device syncs, and tokens/s excluding the first
+    `warmup_steps` (compilation, allocator warm-up). It adds `step_s` and `tokens_per_s` to the
+    step's metrics, so it must come before the observers that log them."""
 
     def __init__(self, device: torch.device, warmup_steps: int):
         self.device, self.warmup_steps = device, warmup_steps
@@ -78,16 +81,16 @@ class StepTimer:
         self.step_tokens: list[int] = []
         self._t0 = 0.0
 
-    def start(self) -> None:
+    def step_start(self, step: int) -> None:
         synchronize(self.device)
         self._t0 = time.perf_counter()
 
-    def stop(self, loss_tokens: int) -> float:
+    def step_end(self, step: int, metrics: dict) -> None:
         synchronize(self.device)
         elapsed = time.perf_counter() - self._t0
         self.step_seconds.append(elapsed)
-        self.step_tokens.append(loss_tokens)
-        return elapsed
+        self.step_tokens.append(metrics["loss_tokens"])
+        metrics["step_s"], metrics["tokens_per_s"] = elapsed, metrics["loss_tokens"] / elapsed
 
     @property
     def total_seconds(self) -> float:
@@ -102,3 +105,9 @@ class StepTimer:
     def median_step_s(self) -> float | None:
         timed = sorted(self.step_seconds[self.warmup_steps:])
         return timed[len(timed) // 2] if timed else None
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.step_seconds, "tokens": self.step_tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_seconds, self.step_tokens = list(state["seconds"]), list(state["tokens"])

@@ -1,201 +1,275 @@
-"""`slmbench`: build -> train -> evaluate -> record one run (a Hydra app; `-m` sweeps)."""
+"""A run, built from the resolved config in named steps; it trains, evaluates and owns its state.
+
+After torchtune's recipes (recipes/full_finetune_single_device.py): `Run.setup` is a short
+sequence of named steps, each building one part of the run's state, and the entry
+(bench/cli.py) reads skip-finished -> build -> train -> evaluate -> record. Every other client
+builds the same object: the base pretraining (bench/run/base_model.py), the benchmark lab
+(bench/perf/) and the tests' tiny harness (tests/block_harness.py).
+"""
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
-from transformers.utils import logging as hf_logging
 
-import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
-from bench.run.base_model import load_or_build_base
-from bench.run.checkpoint import CheckpointDir, load_trainable_state, rng_state, set_rng_state, trainable_state
-from bench.config.checks import ConfigError, check
-from bench.runtime import resolve_device, resolve_precision, synchronize
+from bench.config.checks import check
 from bench.data.batching import BatchStream, RandomBatches, tokenize_examples
 from bench.eval.evaluate import evaluate
 from bench.loss import compile_decoder_layers
-from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
-from bench.run.optim import build_optimizer, build_scheduler
-from bench.records.recorder import METRIC_KEYS, RESULT_FILE, RunRecorder, environment, write_json_atomic
-from bench.run.resume import Preempted, PreemptionSignals, finished_record, run_key
+from bench.records.recorder import RunRecorder, environment, write_json_atomic
+from bench.records.schema import METRIC_KEYS, RESULT_FILE
+from bench.run.base_model import load_or_build_base
+from bench.run.checkpoint import (CheckpointDir, load_trainable_state, params_digest, rng_state, set_rng_state,
+                                  trainable_state)
 from bench.run.loop import TrainState, train
+from bench.run.observers import PhaseMemory, RssSampler, StepTimer
+from bench.run.optim import build_optimizer, build_scheduler
+from bench.run.resume import Preempted, PreemptionSignals, finished_record, run_key
+from bench.runtime import resolve_device, resolve_precision, synchronize
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
+ERROR_STATUSES = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}  # anything else: failed
 
 
-def build_model(cfg: DictConfig, tokenizer) -> torch.nn.Module:
-    if cfg.model.source == "tiny" and cfg.model.get("base") == "synthetic":
-        return load_or_build_base(cfg.model, cfg.base_pretraining, tokenizer, Path(cfg.cache_dir))
-    return load_model(cfg.model, tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir)
+class Run:
+    """One model x task x method run. Without a `run_dir` it records nothing and keeps no
+    checkpoints (the base pretraining, the benchmark lab and the tests use it that way)."""
 
+    def __init__(self, cfg: DictConfig, run_dir: Path | str | None = None, names: dict | None = None):
+        self.cfg = cfg
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.key = run_key(self.config)
+        self.store = Path(cfg.store_dir) / self.key
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.names = names or {"method": cfg.method.get("_target_"), "model": cfg.model.name, "task": cfg.task.name}
+        self.record = {"status": "running", **self.names, "seed": cfg.get("seed"), "run_key": self.key,
+                       "run_dir": str(run_dir), "started_at": time.time(),  # with finished_at: overlap of jobs
+                       "metrics": {k: None for k in METRIC_KEYS}, "config": self.config, "env": None}
+        self.recorder, self.state, self.checkpoints, self.final_loss = None, None, None, None
+        self.history: list[dict] = []  # every logged step: a resumed run's metrics.jsonl holds them all
+        self.signals = PreemptionSignals()
 
-def params_digest(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> str:
-    """sha256 of the trainable weights: equal digests = bit-identical runs (resume tests)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(trainable_state(model, params).items()):
-        digest.update(name.encode())
-        digest.update(tensor.float().numpy().tobytes())
-    return digest.hexdigest()
+    @classmethod
+    def build(cls, cfg: DictConfig, run_dir=None, names=None, wandb_group=None, method=None) -> "Run":
+        return cls(cfg, run_dir, names).setup(wandb_group, method)
 
+    def setup(self, wandb_group: str | None = None, method=None) -> "Run":
+        self.setup_runtime()
+        self.setup_recorder(wandb_group)
+        self.setup_task_and_method(method)
+        self.setup_model()
+        self.setup_data()
+        self.prepare_method()
+        self.setup_optimizer()
+        self.setup_checkpoints()
+        return self
 
-def snapshot(state: TrainState, params, timer: StepTimer, probe: RandomBatches, history: list) -> dict:
-    """Everything a bit-identical continuation needs (see bench/run/checkpoint.py)."""
-    return {"step": state.step, "weights": trainable_state(state.model, params),
-            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-            "method": state.method.state_dict(), "batches": state.batches.state_dict(),
-            "probe": probe.state_dict(), "rng": rng_state(), "history": history,
-            "timer": {"seconds": timer.step_seconds, "tokens": timer.step_tokens}}
+    # -- the setup steps, in order --------------------------------------------------------------
 
+    def setup_runtime(self) -> None:
+        check(self.cfg)
+        self.device = resolve_device(self.cfg.device)
+        self.precision = resolve_precision(self.cfg.train.precision, self.device)
+        self.record["env"] = environment(self.device)
+        set_seed(self.cfg.seed)
 
-def restore(state: TrainState, saved: dict, timer: StepTimer, probe: RandomBatches) -> None:
-    load_trainable_state(state.model, saved["weights"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scheduler.load_state_dict(saved["scheduler"])
-    state.method.load_state_dict(saved["method"])
-    state.batches.load_state_dict(saved["batches"])
-    probe.load_state_dict(saved["probe"])
-    set_rng_state(saved["rng"])
-    timer.step_seconds, timer.step_tokens = saved["timer"]["seconds"], saved["timer"]["tokens"]
-    state.step = saved["step"]
+    def setup_recorder(self, wandb_group: str | None) -> None:
+        if self.run_dir is not None:
+            wandb_cfg = OmegaConf.merge(self.cfg.wandb, {"group": self.cfg.wandb.group or wandb_group})
+            self.recorder = RunRecorder(self.run_dir, self.config, wandb_cfg, self.names)
 
+    def setup_task_and_method(self, method=None) -> None:
+        self.task = instantiate(self.cfg.task)
+        self.method = method if method is not None else instantiate(self.cfg.method)
 
-def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None) -> dict:
-    """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    key = run_key(config)
-    store = Path(cfg.store_dir) / key
-    if not cfg.sweep.rerun and (done := finished_record(store)) is not None:
-        log.info("already finished in %s: skipped (sweep.rerun=true runs it again)", done["run_dir"])
-        reused = {**done, "reused_from": done["run_dir"]}
-        write_json_atomic(Path(run_dir) / RESULT_FILE, reused)
-        return reused
-    record = {"status": "running", **names, "seed": cfg.get("seed"), "run_key": key, "run_dir": str(run_dir),
-              "started_at": time.time(),  # with finished_at: when parallel jobs overlapped
-              "metrics": {k: None for k in METRIC_KEYS}, "config": config, "env": None}
-    progress, history, recorder, signals = {"step": 0}, [], None, PreemptionSignals()
-    try:
-        check(cfg)
-        device = resolve_device(cfg.device)
-        precision = resolve_precision(cfg.train.precision, device)
-        record["env"] = environment(device)
-        set_seed(cfg.seed)
-        wandb_cfg = OmegaConf.merge(cfg.wandb, {"group": cfg.wandb.group or wandb_group})
-        recorder = RunRecorder(run_dir, config, wandb_cfg, names)
-        tokenizer = load_tokenizer(cfg.model, cache_dir=cfg.cache_dir)  # cache_dir: GGUF conversions
-        task = instantiate(cfg.task)
-        method = instantiate(cfg.method)
-        model = build_model(cfg, tokenizer).to(device)
-        examples = tokenize_examples(tokenizer, task.train_examples(), cfg.train.max_seq_len,
-                                     cfg.train.loss_on_prompt, cfg.train.overlong, task.use_chat_template)
-        batches = BatchStream(examples, cfg.train.batch_size, tokenizer.pad_token_id, cfg.seed)
-        probe = RandomBatches(examples, tokenizer.pad_token_id, cfg.seed + 1)
-        steps_per_epoch = max(1, batches.batches_per_epoch // cfg.train.grad_accum)
-        total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
-        total_steps = total_steps if method.trains else 0
-        if cfg.train.gradient_checkpointing:
+    def setup_model(self) -> None:
+        model_cfg = self.cfg.model
+        self.tokenizer = load_tokenizer(model_cfg, cache_dir=self.cfg.cache_dir)  # cache_dir: GGUF conversions
+        if model_cfg.source == "tiny" and model_cfg.get("base") == "synthetic":
+            model = load_or_build_base(self.cfg, self.tokenizer)
+        else:
+            model = load_model(model_cfg, self.tokenizer, seed=self.cfg.seed, cache_dir=self.cfg.cache_dir)
+        self.model = model.to(self.device)
+
+    def setup_data(self) -> None:
+        train_cfg, pad = self.cfg.train, self.tokenizer.pad_token_id
+        self.examples = tokenize_examples(self.tokenizer, self.task.train_examples(), train_cfg.max_seq_len,
+                                          train_cfg.loss_on_prompt, train_cfg.overlong, self.task.use_chat_template)
+        self.batches = BatchStream(self.examples, train_cfg.batch_size, pad, self.cfg.seed)
+        self.probe = RandomBatches(self.examples, pad, self.cfg.seed + 1)  # for methods that probe the loss (IST)
+        self.steps_per_epoch = max(1, self.batches.batches_per_epoch // train_cfg.grad_accum)
+        steps = train_cfg.max_steps if train_cfg.max_steps is not None else train_cfg.epochs * self.steps_per_epoch
+        self.total_steps = steps if self.method.trains else 0
+
+    def prepare_method(self) -> None:
+        train_cfg = self.cfg.train
+        if train_cfg.gradient_checkpointing:
             # Non-reentrant, and no grad forced on the embedding output (transformers 5 forces it).
-            enable_gradient_checkpointing(model)
-        ctx = MethodContext(device=device, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                            gradient_checkpointing=cfg.train.gradient_checkpointing, seed=cfg.seed,
-                            sample_batch=probe, grad_accum=cfg.train.grad_accum,
-                            precision=precision)  # for methods' own forward passes (IST's probes)
-        model = method.prepare(model, ctx)
-        if cfg.train.get("compile"):  # issue 8: regional torch.compile of the decoder layers
-            compile_decoder_layers(model)
-        params = unique_parameters(method.trainable_parameters(model))
-        timer = StepTimer(device, cfg.train.throughput_warmup_steps)
-        checkpoints = CheckpointDir(store / "checkpoints", cfg.train.keep_checkpoints)
-        state = None
-        if total_steps:
-            optimizer = build_optimizer(params, cfg.train, device)
-            method.attach_optimizer(optimizer)
-            state = TrainState(model, method, optimizer, build_scheduler(optimizer, cfg.train, total_steps), batches)
-            saved = checkpoints.load_latest() if cfg.train.resume and not cfg.sweep.rerun else None
-            if saved is not None:
-                restore(state, saved, timer, probe)
-                history = saved["history"]
-                for logged in history:  # the resumed run's metrics.jsonl holds every step
-                    recorder.log_step(logged["step"], {k: v for k, v in logged.items() if k != "step"})
-                record["resumed_from_step"] = saved["step"]
+            enable_gradient_checkpointing(self.model)
+        self.ctx = MethodContext(device=self.device, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                                 gradient_checkpointing=train_cfg.gradient_checkpointing, seed=self.cfg.seed,
+                                 sample_batch=self.probe, grad_accum=train_cfg.grad_accum, precision=self.precision)
+        self.model = self.method.prepare(self.model, self.ctx)
+        if train_cfg.compile:  # regional torch.compile: the decoder layers share one graph (bench/loss.py)
+            compile_decoder_layers(self.model)
+        self.params = unique_parameters(self.method.trainable_parameters(self.model))
 
-        def on_step(step: int, metrics: dict) -> None:
-            progress["step"] = step
-            history.append({"step": step, **metrics})
-            recorder.log_step(step, metrics)
-            every = cfg.train.checkpoint_every
-            if signals.received or (every and step % every == 0 and step < total_steps):
-                checkpoints.save(step, snapshot(state, params, timer, probe, history))
-            if signals.received:
-                raise Preempted(signals.received, step)
+    def setup_optimizer(self) -> None:
+        self.timer = StepTimer(self.device, self.cfg.train.throughput_warmup_steps)
+        if not self.total_steps:
+            return
+        optimizer = build_optimizer(self.params, self.cfg.train, self.device)
+        self.method.attach_optimizer(optimizer)
+        scheduler = build_scheduler(optimizer, self.cfg.train, self.total_steps)
+        self.state = TrainState(self.model, self.method, optimizer, scheduler, self.batches, self.device,
+                                self.precision)
 
-        train_memory, eval_memory = PhaseMemory(device), PhaseMemory(device)
-        with signals, RssSampler() as rss:
-            train_memory.start()
-            final_loss = train(state, cfg.train, device, precision, total_steps, timer, on_step) if state else None
-            train_peaks = train_memory.peaks()
-            eval_memory.start()
-            synchronize(device)
-            eval_start = time.perf_counter()
-            accuracy_by_task, samples = evaluate(model, tokenizer, task, cfg.eval, device, precision,
-                                                 task.use_chat_template)
-            synchronize(device)
-            eval_seconds = time.perf_counter() - eval_start
-            eval_peaks = eval_memory.peaks()
-        primary = task.primary_metric
-        record["metrics"] = {
-            # The primary accuracy: the task's primary metric, averaged over its eval sets.
-            "accuracy": sum(s[primary] for s in accuracy_by_task.values()) / len(accuracy_by_task),
-            "accuracy_by_task": accuracy_by_task,
-            "primary_metric": primary,
-            "peak_gpu_memory_gib": train_peaks["allocated_gib"],
-            "peak_gpu_reserved_gib": train_peaks["reserved_gib"],
+    def setup_checkpoints(self) -> None:
+        if self.run_dir is None:
+            return
+        self.checkpoints = CheckpointDir(self.store / "checkpoints", self.cfg.train.keep_checkpoints)
+        resume = self.state is not None and self.cfg.train.resume and not self.cfg.sweep.rerun
+        saved = self.checkpoints.load_latest() if resume else None
+        if saved is not None:
+            self.load_state_dict(saved)
+            for logged in self.history:
+                self.recorder.log_step(logged["step"], {k: v for k, v in logged.items() if k != "step"})
+            self.record["resumed_from_step"] = saved["step"]
+
+    # -- checkpoint state: everything a bit-identical continuation needs (bench/run/checkpoint.py) --
+
+    def state_dict(self) -> dict:
+        state = self.state
+        return {"step": state.step, "weights": trainable_state(state.model, self.params),
+                "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+                "method": state.method.state_dict(), "batches": self.batches.state_dict(),
+                "probe": self.probe.state_dict(), "rng": rng_state(), "history": self.history,
+                "timer": self.timer.state_dict()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        state = self.state
+        load_trainable_state(state.model, saved["weights"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        state.method.load_state_dict(saved["method"])
+        self.batches.load_state_dict(saved["batches"])
+        self.probe.load_state_dict(saved["probe"])
+        set_rng_state(saved["rng"])
+        self.timer.load_state_dict(saved["timer"])
+        self.history = list(saved["history"])
+        state.step = saved["step"]
+
+    # -- train, evaluate -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def measured(self):
+        """Preemption signals become a checkpoint at the end of the step; host RSS is sampled."""
+        with self.signals, RssSampler() as self.rss:
+            yield self
+
+    def train(self, until: int | None = None, observers=()) -> float | None:
+        """Train to `until` (default: the end). The step timer observes first (it adds step_s and
+        tokens_per_s), then this run (log, checkpoint), then the caller's `observers`."""
+        memory = PhaseMemory(self.device)
+        memory.start()
+        if self.state is not None:
+            until = self.total_steps if until is None else until
+            self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
+        self.train_peaks = memory.peaks()
+        return self.final_loss
+
+    def step_start(self, step: int) -> None:
+        pass
+
+    def step_end(self, step: int, metrics: dict) -> None:
+        self.history.append({"step": step, **metrics})
+        if self.recorder is not None:
+            self.recorder.log_step(step, metrics)
+        every, received = self.cfg.train.checkpoint_every, self.signals.received
+        if self.checkpoints is not None and (received or (every and step % every == 0 and step < self.total_steps)):
+            self.checkpoints.save(step, self.state_dict())
+        if received:
+            raise Preempted(received, step)
+
+    def evaluate(self) -> dict:
+        memory = PhaseMemory(self.device)
+        memory.start()
+        synchronize(self.device)
+        start = time.perf_counter()
+        self.accuracy_by_task, self.samples = evaluate(self.model, self.tokenizer, self.task, self.cfg.eval,
+                                                       self.device, self.precision, self.task.use_chat_template)
+        synchronize(self.device)
+        self.eval_seconds, self.eval_peaks = time.perf_counter() - start, memory.peaks()
+        return self.accuracy_by_task
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def metrics(self) -> dict:
+        """result.json's `metrics` (bench/records/schema.py METRIC_KEYS, every key)."""
+        by_task, primary = self.accuracy_by_task, self.task.primary_metric
+        train_peaks, eval_peaks, timer = self.train_peaks, self.eval_peaks, self.timer
+        metrics = {
+            "accuracy": sum(s[primary] for s in by_task.values()) / len(by_task),
+            "accuracy_by_task": by_task, "primary_metric": primary,
+            "peak_gpu_memory_gib": train_peaks["allocated_gib"], "peak_gpu_reserved_gib": train_peaks["reserved_gib"],
             "gpu_alloc_retries": train_peaks["alloc_retries"],
             "eval_peak_gpu_memory_gib": eval_peaks["allocated_gib"],
             "eval_peak_gpu_reserved_gib": eval_peaks["reserved_gib"],
-            "peak_host_rss_gib": rss.peak_gib,
-            "train_wall_clock_s": timer.total_seconds,
-            "eval_wall_clock_s": eval_seconds,
-            "train_tokens_per_s": timer.tokens_per_s(),
-            "median_step_s": timer.median_step_s(),
-            "train_steps": total_steps,
-            "trainable_params": sum(p.numel() for p in params),
-            "total_params": sum(p.numel() for p in unique_parameters(model.parameters())),
-            "final_train_loss": final_loss,
-            # Which eval examples were scored: all (null), the first N, or a seeded sample of N.
-            "eval_limit": cfg.eval.limit,
-            "eval_sample": None if cfg.eval.limit is None else cfg.eval.sample,
+            "peak_host_rss_gib": self.rss.peak_gib if hasattr(self, "rss") else None,
+            "train_wall_clock_s": timer.total_seconds, "eval_wall_clock_s": self.eval_seconds,
+            "train_tokens_per_s": timer.tokens_per_s(), "median_step_s": timer.median_step_s(),
+            "train_steps": self.total_steps, "trainable_params": sum(p.numel() for p in self.params),
+            "total_params": sum(p.numel() for p in unique_parameters(self.model.parameters())),
+            "final_train_loss": self.final_loss,
+            "eval_limit": self.cfg.eval.limit, "eval_sample": None if self.cfg.eval.limit is None else self.cfg.eval.sample,
         }
-        record["final_params_sha256"] = params_digest(model, params)
+        assert tuple(metrics) == METRIC_KEYS, "bench/records/schema.py METRIC_KEYS and Run.metrics disagree"
+        return metrics
+
+    def finished(self) -> dict | None:
+        """The finished record of this run's identity, unless `sweep.rerun` asks to run it again."""
+        return None if self.cfg.sweep.rerun else finished_record(self.store)
+
+    def reuse(self, done: dict) -> dict:
+        log.info("already finished in %s: skipped (sweep.rerun=true runs it again)", done["run_dir"])
+        reused = {**done, "reused_from": done["run_dir"]}
+        write_json_atomic(self.run_dir / RESULT_FILE, reused)
+        return reused
+
+    def finish(self) -> dict:
+        """Record an `ok` run: samples, result.json (run dir and store), W&B summary."""
+        record = self.record
+        record["metrics"] = self.metrics()
+        record["final_params_sha256"] = params_digest(self.model, self.params)
         record["status"], record["finished_at"] = "ok", time.time()
-        recorder.write_samples(samples)
-        recorder.write_result(record)
-        recorder.close()
-        write_json_atomic(store / RESULT_FILE, record)  # what skip-finished looks up
-        shutil.rmtree(store / "checkpoints", ignore_errors=True)  # finished: the record is what counts
+        self.recorder.write_samples(self.samples)
+        self.recorder.write_result(record)
+        self.recorder.close()
+        write_json_atomic(self.store / RESULT_FILE, record)  # what skip-finished looks up
+        shutil.rmtree(self.store / "checkpoints", ignore_errors=True)  # finished: the record is what counts
         return record
-    except BaseException as err:
-        statuses = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}
-        record["status"] = next((s for t, s in statuses.items() if isinstance(err, t)), "failed")
-        record["error"] = {"type": type(err).__name__, "message": str(err), "step": progress["step"]}
+
+    def fail(self, err: BaseException) -> dict:
+        """Record a run that raised (failed | oom | preempted); a preemption signal is then handed on."""
+        record = self.record
+        record["status"] = next((s for t, s in ERROR_STATUSES.items() if isinstance(err, t)), "failed")
+        step = self.state.step if self.state is not None else 0
+        record["error"] = {"type": type(err).__name__, "message": str(err), "step": step}
         record["finished_at"] = time.time()
-        if recorder is None:
-            write_json_atomic(Path(run_dir) / RESULT_FILE, record)
+        if self.recorder is None:
+            write_json_atomic(self.run_dir / RESULT_FILE, record)
         else:
-            recorder.write_result(record)
-            recorder.close(failed=True)
+            self.recorder.write_result(record)
+            self.recorder.close(failed=True)
         if isinstance(err, Preempted):
-            signals.redeliver(err.signum)
-        raise
+            self.signals.redeliver(err.signum)
+        return record

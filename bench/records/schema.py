@@ -1,0 +1,31 @@
+"""The record schema, owned here: file names, statuses and every key of result.json's `metrics`.
+
+The run (bench/run/recipe.py) writes exactly these keys and analysis/collect.py reads them from
+here, so a key added to one side cannot be missing from the other (tests/test_run.py checks a
+real run's record against this list).
+"""
+from __future__ import annotations
+
+RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
+
+# ok: trained and evaluated; failed: raised; oom: CUDA out of memory; preempted: SIGTERM/SIGUSR1
+# (a checkpoint was written; relaunching resumes).
+STATUSES = ("ok", "failed", "oom", "preempted")
+
+# The top level of result.json.
+RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
+               "metrics", "config", "env")
+
+METRIC_KEYS = (
+    # Accuracy: the task's primary metric averaged over its eval sets, and every metric per set.
+    "accuracy", "accuracy_by_task", "primary_metric",
+    # Memory: peak allocated / reserved GPU memory while training and while evaluating (None on CPU),
+    # allocator retries (lingua's signal for a run close to the limit), peak host RSS of the run.
+    "peak_gpu_memory_gib", "peak_gpu_reserved_gib", "gpu_alloc_retries",
+    "eval_peak_gpu_memory_gib", "eval_peak_gpu_reserved_gib", "peak_host_rss_gib",
+    # Time: summed step time, eval time, loss-bearing tokens/s and median step after the warm-up.
+    "train_wall_clock_s", "eval_wall_clock_s", "train_tokens_per_s", "median_step_s", "train_steps",
+    "trainable_params", "total_params", "final_train_loss",
+    # Which eval examples were scored: all (null), the first N, or a seeded sample of N.
+    "eval_limit", "eval_sample",
+)
