@@ -17,8 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.records.schema import STATUSES
+
 RESULT_FILE = "result.json"
-STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 # A `running` record whose process is gone: killed without a chance to write (SIGKILL, OOM killer,
 # node failure). On another host we cannot look, and say so.
 DIED, UNKNOWN_RUNNING = "died", "unknown-running"

@@ -221,7 +221,7 @@ def test_bad_input_is_refused_at_start_in_one_line(tmp_path, cache_dir, case):
     assert proc.returncode == 2, proc.stderr[-3000:]
     message = proc.stderr.strip().splitlines()
     assert len(message) == 1 and named in message[0] and len(message[0]) < 400, proc.stderr[-3000:]
-    assert not list(tmp_path.rglob("metrics.jsonl"))  # refused before any step
+    assert not any(p.read_text() for p in tmp_path.rglob("metrics.jsonl"))  # refused before any step
     for record in _records(tmp_path):
         assert len(record["error"]["message"]) < 400
 

@@ -34,8 +34,8 @@ def check_known_keys(cfg) -> None:
         for key in cfg[section]:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
-                hint = f"did you mean {section}.{close[0]}? " if close else ""
-                raise ConfigError(f"{section}.{key} is not a known key; {hint}known keys: {', '.join(known)}")
+                hint = f"did you mean {section}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
+                raise ConfigError(f"{section}.{key} is not a known key; {hint}")
 
 
 def check_training_happens(cfg) -> None:

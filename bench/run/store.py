@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.config.checks import ConfigError
-from bench.records.recorder import METRICS_FILE, RESULT_FILE, SAMPLES_FILE, write_json_atomic
+from bench.records.recorder import write_json_atomic
+from bench.records.schema import METRICS_FILE, RESULT_FILE, SAMPLES_FILE
 
 LOCK_FILE, HOLDER_FILE = "lock", "holder.json"
-RECORD_FILES = (RESULT_FILE, METRICS_FILE, SAMPLES_FILE)
 
 
 class StoreBusy(ConfigError):
