@@ -8,7 +8,9 @@ resolved config flattened as `cfg/<dotted.key>` (the config choices of each run)
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,12 @@ import pandas as pd
 
 from analysis.samples import read_samples
 from bench.records.stats import CI_SUFFIX, with_intervals
+from bench.records.schema import STATUSES
 
 RESULT_FILE = "result.json"
-STATUSES = ("ok", "failed", "oom", "preempted")
+# A `running` record whose process is gone: killed without a chance to write (SIGKILL, OOM killer,
+# node failure). On another host we cannot look, and say so.
+DIED, UNKNOWN_RUNNING = "died", "unknown-running"
 IDENTITY_KEYS = ("status", "method", "model", "task", "metrics")
 TEXT_METRICS = ("primary_metric", "eval_sample")  # the metrics that are words, not numbers
 
@@ -79,7 +84,7 @@ def check_record(record: Any, where: str) -> None:
             _check_interval(value, f"{where}: metrics.{key}")
         elif key not in TEXT_METRICS and value is not None and not _is_number(value):
             raise RecordError(f"{where}: metrics.{key}={value!r} is not a number or null")
-    if record["status"] != "ok":
+    if record["status"] not in ("ok", "running"):
         error = record.get("error")
         if not isinstance(error, dict) or not {"type", "message"} <= error.keys():
             raise RecordError(f"{where}: a '{record['status']}' record needs error: {{type, message, step}}")
@@ -115,9 +120,10 @@ def record_to_row(record: dict, source: str) -> dict[str, Any]:
     metrics = _with_intervals(record, source)
     error = record.get("error") or {}
     row: dict[str, Any] = {
-        "run_dir": source, "status": record["status"], "method": record["method"],
+        "run_dir": source, "status": live_status(record), "method": record["method"],
         "model": record["model"], "task": record["task"], "seed": record.get("seed"),
         "error": error.get("message"), "error_type": error.get("type"), "error_step": error.get("step"),
+        "git_sha": (record.get("env") or {}).get("git_sha"),
     }
     row.update(_interval_columns({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     primary = metrics.get("primary_metric")
@@ -152,6 +158,29 @@ def _interval_columns(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def live_status(record: dict) -> str:
+    """The record's status, with a `running` record checked against its process: `died` when it
+    is gone (same host), `unknown-running` when it ran on another host."""
+    if record["status"] != "running":
+        return record["status"]
+    if record.get("host") != socket.gethostname() or record.get("pid") is None:
+        return UNKNOWN_RUNNING
+    return "running" if process_alive(int(record["pid"])) else DIED
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    try:  # a killed child its parent has not reaped yet is a zombie: dead, not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dicts -> dotted keys; lists become JSON text so a column stays hashable."""
     flat: dict[str, Any] = {}
@@ -176,7 +205,43 @@ def frame_from_records(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
 def collect(dirs: Iterable[Path]) -> pd.DataFrame:
     """One row per run below `dirs`: identity columns, status, error, flat metrics, config."""
     pairs = [(str(Path(p).parent), load_record(p)) for p in find_records(dirs)]
-    return frame_from_records(drop_reused_copies(pairs))
+    pairs = [(source, record) for source, record in pairs if not is_store_copy(source, record)]
+    return frame_from_records(drop_reused_copies(drop_duplicate_runs(pairs)))
+
+
+def mixed_commits_warning(runs: pd.DataFrame) -> str | None:
+    """One line naming the commits when the runs come from more than one: their numbers may
+    differ because the code did (the run key hashes the config and data, not the code)."""
+    if "git_sha" not in runs or runs["git_sha"].dropna().nunique() < 2:
+        return None
+    counts = runs["git_sha"].dropna().value_counts()
+    named = ", ".join(f"{sha[:10]} ({n} runs)" for sha, n in counts.items())
+    return f"warning: these runs come from {len(counts)} commits: {named}; compare them with care"
+
+
+def is_store_copy(source: str, record: dict) -> bool:
+    """The copy a finished run keeps in `store_dir/<run key>/` (bench/run/store.py), never a run
+    of its own: `slmbench-report` with no argument reads outputs/, which holds outputs/store/."""
+    return (record.get("run_key") is not None and Path(source).name == record["run_key"]
+            and not _same_dir(source, record.get("run_dir")))
+
+
+def drop_duplicate_runs(pairs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Two files that record the same run dir are one run: the one in that dir is kept."""
+    kept: dict[str, int] = {}
+    out: list[tuple[str, dict] | None] = []
+    for source, record in pairs:
+        run = str(Path(record.get("run_dir") or source).resolve())
+        if run not in kept:
+            kept[run] = len(out)
+            out.append((source, record))
+        elif _same_dir(source, run):
+            out[kept[run]] = (source, record)
+    return [pair for pair in out if pair is not None]
+
+
+def _same_dir(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def drop_reused_copies(pairs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import RecordError, collect, frame_from_records, natural_key
+from analysis.collect import RecordError, collect, frame_from_records, mixed_commits_warning, natural_key
 from analysis.comparison import MARK, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
 from analysis.summary import numeric
@@ -140,6 +140,8 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
     print(f"## Runs ({len(runs)})\n\n{to_markdown(sweep_table(runs))}\n")
+    if (warning := mixed_commits_warning(runs)) is not None:
+        print(f"{warning}\n")
     if runs.empty:
         print(f"no result.json found; nothing else to report (wrote {out_dir / 'runs.csv'})")
         return

@@ -13,6 +13,7 @@ from transformers.utils import logging as hf_logging
 
 import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
 from bench.config.checks import ConfigError
+from bench.tasks.sources import DataError
 from bench.run.recipe import Run
 
 log = logging.getLogger("slmbench")
@@ -49,10 +50,21 @@ def main(cfg: DictConfig) -> None:
         if multirun:  # the sweep goes on; the failed record is in the job's result.json and in the table
             log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
             return
-        if isinstance(err, ConfigError):
-            print(f"slmbench: config error: {err}", file=sys.stderr)
+        if (bad_input := input_error(err)) is not None:
+            kind = "config" if isinstance(bad_input, ConfigError) else "data"
+            print(f"slmbench: {kind} error: {bad_input}", file=sys.stderr)
             sys.exit(2)
         raise
+
+
+def input_error(err: BaseException) -> Exception | None:
+    """The bad config or data behind `err`, if that is what it is (Hydra's instantiate wraps a
+    task's DataError in its own exception): reported in one line, without a traceback."""
+    while err is not None:
+        if isinstance(err, (ConfigError, DataError)):
+            return err
+        err = err.__cause__
+    return None
 
 
 if __name__ == "__main__":

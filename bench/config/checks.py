@@ -1,6 +1,15 @@
-"""Checks on the composed config that Hydra cannot express: they name the key and the rule."""
+"""Checks on the composed config that Hydra cannot express: they name the key and the rule.
+
+They run at start, before any model is built: a bad value costs seconds, not a training run.
+"""
 from __future__ import annotations
 
+import dataclasses
+import difflib
+
+from hydra.utils import get_class
+
+from bench.config import schema
 from bench.config.errors import ConfigError
 from bench.data.batching import BATCHINGS, OVERLONG
 from bench.eval.evaluate import ENGINES, SAMPLES
@@ -12,6 +21,11 @@ from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
 
 __all__ = ["ConfigError", "check"]
+
+# The closed sections: their keys are exactly the schema's fields. Hydra refuses a misspelt
+# `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.
+CLOSED_SECTIONS = {"train": schema.TrainConfig, "eval": schema.EvalConfig, "wandb": schema.WandbConfig,
+                   "sweep": schema.SweepConfig, "base_pretraining": schema.BasePretrainingConfig}
 
 
 def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
@@ -26,6 +40,34 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
 
 
 def check(cfg) -> None:
+    check_known_keys(cfg)
+    check_values(cfg)
+    check_training_happens(cfg)
+
+
+def check_known_keys(cfg) -> None:
+    for section, schema_type in CLOSED_SECTIONS.items():
+        known = [f.name for f in dataclasses.fields(schema_type)]
+        for key in cfg[section]:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {section}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
+                raise ConfigError(f"{section}.{key} is not a known key; {hint}")
+
+
+def check_training_happens(cfg) -> None:
+    """A training method with zero steps would record `ok` for a model that trained nothing."""
+    t = cfg.train
+    if t.max_steps != 0 and t.epochs != 0:
+        return
+    method = cfg.method.get("_target_") if cfg.get("method") is not None else None
+    if method is None or get_class(method).trains:
+        key = "train.max_steps" if t.max_steps == 0 else "train.epochs"
+        raise ConfigError(f"{key}=0 trains nothing; give a positive value "
+                          f"(method=none evaluates the starting model)")
+
+
+def check_values(cfg) -> None:
     t, e = cfg.train, cfg.eval
     positive = {"train.batch_size": t.batch_size, "train.lr": t.lr, "train.grad_accum": t.grad_accum,
                 "eval.batch_size": e.batch_size, "eval.max_new_tokens": e.max_new_tokens,
@@ -40,6 +82,8 @@ def check(cfg) -> None:
     for key in ("max_steps", "epochs", "warmup_steps", "throughput_warmup_steps"):
         if t.get(key) is not None and t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
+    if e.limit is not None and e.limit <= 0:
+        raise ConfigError(f"eval.limit must be positive or null (every example), got {e.limit}")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
     for key, (value, allowed) in allowed_values(cfg).items():

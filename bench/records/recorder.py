@@ -19,6 +19,7 @@ from bench.records.schema import METRICS_FILE, RESULT_FILE, SAMPLES_FILE
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
+RECORD_MODE = 0o644
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -26,6 +27,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, RECORD_MODE)  # mkstemp makes 0600; records are for everyone who reads the sweep
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, default=_jsonable)
             f.flush()
@@ -156,13 +158,31 @@ class RunRecorder:
     def write_result(self, result: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / RESULT_FILE, result)
         if self.wandb_run is not None:
-            flat = {k: v for k, v in result.get("metrics", {}).items() if not isinstance(v, dict)}
-            for set_name, scores in result.get("metrics", {}).get("accuracy_by_task", {}).items():
-                flat.update({f"accuracy/{set_name}/{m}": v for m, v in scores.items()})
-            self.wandb_run.summary.update({"status": result["status"], **flat})
+            self.wandb_run.summary.update(wandb_summary(result))
+
+    def record_failure(self, result: dict[str, Any]) -> None:
+        """The failure path: result.json first, then W&B, which is always finished. Never raises
+        from the W&B side, so the caller can still re-deliver a preemption signal (exit 143)."""
+        write_json_atomic(self.run_dir / RESULT_FILE, result)
+        try:
+            if self.wandb_run is not None:
+                self.wandb_run.summary.update(wandb_summary(result))
+        except Exception as err:  # noqa: BLE001 - the record on disk is the source of truth
+            log.error("W&B summary of the failed run not written: %s: %s", type(err).__name__, err)
+        finally:
+            self.close(failed=True)
 
     def close(self, failed: bool = False) -> None:
         self._metrics.close()
         if self.wandb_run is not None:
-            self.wandb_run.finish(exit_code=1 if failed else 0)
-            self.wandb_run = None
+            run, self.wandb_run = self.wandb_run, None
+            run.finish(exit_code=1 if failed else 0)
+
+
+def wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """result.json flattened for W&B's run summary; a failed record's metrics may all be None."""
+    metrics = result.get("metrics") or {}
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    for set_name, scores in (metrics.get("accuracy_by_task") or {}).items():
+        flat.update({f"accuracy/{set_name}/{m}": v for m, v in scores.items()})
+    return {"status": result["status"], **flat}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
 
-# ok: trained and evaluated; failed: raised; oom: CUDA out of memory; preempted: SIGTERM/SIGUSR1
-# (a checkpoint was written; relaunching resumes).
-STATUSES = ("ok", "failed", "oom", "preempted")
+# ok: trained and evaluated; failed: raised; oom: CUDA out of memory; preempted: SIGTERM/SIGUSR1,
+# interrupted: SIGINT (a checkpoint was written; relaunching resumes); running: written at start,
+# left behind by a killed run (analysis/collect.py shows it as `died` once its process is gone).
+STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 
 # The top level of result.json.
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
+               "pid", "host", "data_files",
                "metrics", "eval_protocol", "config", "env")
 
 METRIC_KEYS = (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -34,12 +33,13 @@ from bench.run.checkpoint import (CheckpointDir, load_trainable_state, params_di
 from bench.run.loop import TrainState, train
 from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.run.optim import build_optimizer, build_scheduler
-from bench.run.resume import Preempted, PreemptionSignals, finished_record, run_key
+from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
+from bench.run.store import RunStore, this_process
 from bench.runtime import resolve_device, resolve_precision, synchronize
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
-ERROR_STATUSES = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}  # anything else: failed
+ERROR_STATUSES = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}  # anything else: failed; Ctrl-C: Preempted.status
 
 
 class Run:
@@ -49,12 +49,15 @@ class Run:
     def __init__(self, cfg: DictConfig, run_dir: Path | str | None = None, names: dict | None = None):
         self.cfg = cfg
         self.config = OmegaConf.to_container(cfg, resolve=True)
-        self.key = run_key(self.config)
-        self.store = Path(cfg.store_dir) / self.key
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # The identity: config and the data files' contents (an edited file is another run).
+        self.data_files = data_file_hashes(self.config["task"]) if self.run_dir is not None else {}
+        self.key = run_key(self.config, self.data_files)
+        self.store = RunStore(cfg.store_dir, self.key)
         self.names = names or {"method": cfg.method.get("_target_"), "model": cfg.model.name, "task": cfg.task.name}
         self.record = {"status": "running", **self.names, "seed": cfg.get("seed"), "run_key": self.key,
                        "run_dir": str(run_dir), "started_at": time.time(),  # with finished_at: overlap of jobs
+                       **this_process(), "data_files": self.data_files,  # pid, host: is a `running` record alive?
                        "metrics": {k: None for k in METRIC_KEYS}, "config": self.config, "env": None}
         self.recorder, self.state, self.checkpoints, self.final_loss = None, None, None, None
         self.history: list[dict] = []  # every logged step: a resumed run's metrics.jsonl holds them all
@@ -66,6 +69,7 @@ class Run:
 
     def setup(self, wandb_group: str | None = None, method=None) -> "Run":
         self.setup_runtime()
+        self.setup_store()
         self.setup_recorder(wandb_group)
         self.setup_task_and_method(method)
         self.setup_model()
@@ -83,6 +87,14 @@ class Run:
         self.precision = resolve_precision(self.cfg.train.precision, self.device)
         self.record["env"] = environment(self.device)
         set_seed(self.cfg.seed)
+
+    def setup_store(self) -> None:
+        """Lock the run's store (a second copy of this run is refused, naming the holder; an
+        unwritable store_dir is found here, not after training) and write the `running` record,
+        which a killed run leaves behind (reports show it as `died`)."""
+        if self.run_dir is not None:
+            self.store.acquire()
+            write_json_atomic(self.run_dir / RESULT_FILE, self.record)
 
     def setup_recorder(self, wandb_group: str | None) -> None:
         if self.run_dir is not None:
@@ -138,7 +150,7 @@ class Run:
     def setup_checkpoints(self) -> None:
         if self.run_dir is None:
             return
-        self.checkpoints = CheckpointDir(self.store / "checkpoints", self.cfg.train.keep_checkpoints)
+        self.checkpoints = CheckpointDir(self.store.checkpoints, self.cfg.train.keep_checkpoints)
         resume = self.state is not None and self.cfg.train.resume and not self.cfg.sweep.rerun
         saved = self.checkpoints.load_latest() if resume else None
         if saved is not None:
@@ -242,13 +254,12 @@ class Run:
 
     def finished(self) -> dict | None:
         """The finished record of this run's identity, unless `sweep.rerun` asks to run it again."""
-        return None if self.cfg.sweep.rerun else finished_record(self.store)
+        return None if self.cfg.sweep.rerun else self.store.finished_record()
 
     def reuse(self, done: dict) -> dict:
+        """The run dir gets the finished run's result.json, metrics.jsonl and samples.jsonl."""
         log.info("already finished in %s: skipped (sweep.rerun=true runs it again)", done["run_dir"])
-        reused = {**done, "reused_from": done["run_dir"]}
-        write_json_atomic(self.run_dir / RESULT_FILE, reused)
-        return reused
+        return self.store.reuse_into(self.run_dir)
 
     def finish(self) -> dict:
         """Record an `ok` run: samples, result.json (run dir and store), W&B summary."""
@@ -261,22 +272,23 @@ class Run:
         self.recorder.log_artifact(f"record-{self.key}", "run-record",
                                    [self.run_dir / f for f in (RESULT_FILE, METRICS_FILE, SAMPLES_FILE)])
         self.recorder.close()
-        write_json_atomic(self.store / RESULT_FILE, record)  # what skip-finished looks up
-        shutil.rmtree(self.store / "checkpoints", ignore_errors=True)  # finished: the record is what counts
+        self.store.save_finished(record, self.run_dir)  # what skip-finished serves; checkpoints go
+        self.store.release()
         return record
 
     def fail(self, err: BaseException) -> dict:
-        """Record a run that raised (failed | oom | preempted); a preemption signal is then handed on."""
+        """Record a run that raised (failed | oom | preempted | interrupted); a stop signal is then handed on."""
         record = self.record
         record["status"] = next((s for t, s in ERROR_STATUSES.items() if isinstance(err, t)), "failed")
+        record["status"] = err.status if isinstance(err, Preempted) else record["status"]
         step = self.state.step if self.state is not None else 0
         record["error"] = {"type": type(err).__name__, "message": str(err), "step": step}
         record["finished_at"] = time.time()
         if self.recorder is None:
             write_json_atomic(self.run_dir / RESULT_FILE, record)
         else:
-            self.recorder.write_result(record)
-            self.recorder.close(failed=True)
+            self.recorder.record_failure(record)  # never raises from W&B: the signal below is handed on
+        self.store.release()
         if isinstance(err, Preempted):
             self.signals.redeliver(err.signum)
         return record

@@ -1,7 +1,8 @@
 """Surviving sweeps: a run's identity, its finished record, and preemption signals.
 
 A run is identified by a hash of its resolved config, minus the keys that only say *how* it is
-run (logging, checkpoint cadence, where caches live). `store_dir/<key>/` holds that identity's
+run (logging, checkpoint cadence, where caches live), plus the sha256 of every local data file
+it reads (a file edited in place is a different run). `store_dir/<key>/` holds that identity's
 checkpoints and, once it finished, a copy of its result.json: relaunching the same run resumes from
 there, and relaunching a finished one is skipped unless `sweep.rerun=true`.
 """
@@ -16,18 +17,52 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bench.paths import existing_path
+from bench.tasks.sources import DataError
+
 log = logging.getLogger(__name__)
 # Keys that do not change what a run computes.
 NOT_IDENTITY = ("wandb", "sweep", "cache_dir", "store_dir")
 NOT_IDENTITY_TRAIN = ("checkpoint_every", "keep_checkpoints", "resume")
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what schedulers send before they kill
+# Ctrl-C checkpoints like a preemption but is recorded as the user's doing.
+STOP_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
 
 
-def run_key(config: dict[str, Any]) -> str:
+def run_key(config: dict[str, Any], data_files: dict[str, str] | None = None) -> str:
+    """The run's identity: its config (what it computes) and its data files' contents, in the
+    config's order (`data_file_hashes`); the paths themselves are in the config already."""
     identity = copy.deepcopy({k: v for k, v in config.items() if k not in NOT_IDENTITY})
     for key in NOT_IDENTITY_TRAIN:
         identity.get("train", {}).pop(key, None)
+    if data_files:
+        identity["data_sha256"] = list(data_files.values())
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def data_file_paths(task: dict[str, Any]) -> dict[str, Any]:
+    """config key -> local path, for every source of the task that reads a file (hub sources
+    have none): `task.train.path`, then `task.eval.<set>.path` in the config's order."""
+    sources = {"task.train": task.get("train")}
+    sources.update({f"task.eval.{name}": source for name, source in (task.get("eval") or {}).items()})
+    return {f"{key}.path": source["path"] for key, source in sources.items()
+            if isinstance(source, dict) and source.get("path")}
+
+
+def data_file_hashes(task: dict[str, Any]) -> dict[str, str]:
+    """{resolved path: sha256} of the task's local data files (recorded as result.json's
+    `data_files`); a missing file or a directory is named with its config key."""
+    hashes: dict[str, str] = {}
+    for key, path in data_file_paths(task).items():
+        resolved = existing_path(path, key)
+        if resolved.is_dir():
+            raise DataError(f"{key}={path!r}: {resolved} is a directory; give a jsonl file")
+        digest = hashlib.sha256()
+        with open(resolved, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        hashes[str(resolved)] = digest.hexdigest()
+    return hashes
 
 
 def finished_record(store: Path) -> dict[str, Any] | None:
@@ -43,12 +78,18 @@ class Preempted(Exception):
         super().__init__(f"received {signal.Signals(signum).name} at step {step}; checkpoint saved")
         self.signum, self.step = signum, step
 
+    @property
+    def status(self) -> str:
+        """The record's status: `interrupted` (Ctrl-C, exit 130) or `preempted` (exit 143 on SIGTERM)."""
+        return "interrupted" if self.signum == signal.SIGINT else "preempted"
+
 
 class PreemptionSignals:
-    """While active, SIGTERM/SIGUSR1 only set a flag; the loop checkpoints at the end of the step.
+    """While active, SIGTERM/SIGUSR1/SIGINT only set a flag; the loop checkpoints at the end of the step.
 
     The previous handlers (e.g. submitit's requeue on SIGUSR1) are restored on exit, and
-    `redeliver` hands them the signal once the checkpoint is safely on disk.
+    `redeliver` hands them the signal once the checkpoint is safely on disk. A second Ctrl-C
+    does not wait for the step to end (our choice: a user who presses it twice means now).
     """
 
     def __init__(self):
@@ -57,11 +98,13 @@ class PreemptionSignals:
 
     def __enter__(self) -> "PreemptionSignals":
         if threading.current_thread() is threading.main_thread():
-            for signum in PREEMPTION_SIGNALS:
+            for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
         log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
         self.received = signum
 
@@ -72,6 +115,7 @@ class PreemptionSignals:
     def redeliver(self, signum: int) -> None:
         """Give the signal to whoever handled it before us; exit like an unhandled SIGTERM otherwise."""
         previous = self._previous.get(signum)
-        if callable(previous):
+        # Python's own SIGINT handler would raise KeyboardInterrupt: exit 130 like a shell instead.
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, None)
         raise SystemExit(128 + signum)

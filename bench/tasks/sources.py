@@ -20,6 +20,9 @@ from typing import Any
 from bench.paths import existing_path
 
 
+EXCERPT_CHARS = 80  # how much of a bad line an error message quotes (our choice: one terminal line)
+
+
 class DataError(ValueError):
     """A bad row or file: the message names the file (or hub split) and line."""
 
@@ -36,7 +39,10 @@ def load_rows(source: Mapping, key: str) -> list[Row]:
     if limit is not None and int(limit) <= 0:
         raise ValueError(f"{key}.limit must be positive or null, got {limit}")
     if source.get("path"):
-        rows = read_jsonl(existing_path(source["path"], f"{key}.path"), limit)
+        path = existing_path(source["path"], f"{key}.path")
+        if path.is_dir():
+            raise DataError(f"{key}.path={source['path']!r}: {path} is a directory; give a jsonl file")
+        rows = read_jsonl(path, limit)
     elif source.get("hub"):
         rows = read_hub(source, key, limit)
     else:
@@ -48,20 +54,36 @@ def load_rows(source: Mapping, key: str) -> list[Row]:
 
 def read_jsonl(path, limit: int | None = None) -> list[Row]:
     rows: list[Row] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:  # bytes: a binary file is reported by line, not by a decoder's buffer
+        for lineno, raw in enumerate(f, start=1):
             if limit is not None and len(rows) >= int(limit):
                 break
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue  # a blank line (e.g. a trailing newline) holds no row
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from err
+                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno}): "
+                                f"{excerpt(line)}") from err
             if not isinstance(data, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(data).__name__}")
             rows.append(Row(f"{path}:{lineno}", data))
     return rows
+
+
+def decode_line(raw: bytes, path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}:{lineno} is not UTF-8 JSON (byte {raw[err.start]:#04x} at column "
+                        f"{err.start + 1}; a binary or compressed file?): {excerpt(raw)}") from None
+
+
+def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """The start of an offending line, escaped onto one line, at most `limit` characters of it."""
+    shown = repr(text[:limit])
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def read_hub(source: Mapping, key: str, limit: int | None = None) -> list[Row]:
