@@ -1,4 +1,4 @@
-"""bench/evaluate: `eval.limit` as the first N or a seeded sample; `eval.engine` (issue 8): the static
+"""bench/evaluate: `eval.limit` as the first N or a seeded sample; `eval.engine`: the static
 engine gives the same samples as HF generate through `evaluate`, bad values are refused."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Fast batched greedy generation: a static KV cache, length-sorted batches, a CUDA-graphed decode step.
 
 HF `generate` spends most of a decode step on per-step Python and launch overhead (about 30 ms a
-step on the Qwen2.5-0.5B shape, issue 8), while the arithmetic of one step over a batch of a few
+step on the Qwen2.5-0.5B shape, docs/performance.md), while the arithmetic of one step over a batch of a few
 hundred rows takes a few milliseconds. This engine keeps every tensor that a decode step touches
 at a fixed address (HF's `StaticCache`, a preallocated 4-D attention mask, the input token and
 position buffers) so that on CUDA the whole forward + argmax of one step is captured once as a

@@ -143,13 +143,13 @@ def plain_row(args, model: str, base: dict, name: str) -> dict:
     cfg, overrides = row_config(args, model, "full")
     row = {**base, "loop": "plain", "method": name, "fast_path": "none", "compile": False, "overrides": overrides}
 
-    def measure():
+    def figures():
         run = build_run(cfg, steps=args.warmup + args.steps)
         row["gradient_checkpointing"] = bool(cfg.train.gradient_checkpointing)
         return run_plain(run.model, name, run.lab_batches, args.warmup, args.lr, args.grad_clip or None,
                          run.device, run.precision,
                          choose_blocks(run.model.config.num_hidden_layers, args.block_fraction, args.seed))
-    return guarded(measure, row, args)
+    return guarded(figures, row, args)
 
 
 def harness_row(args, model: str, base: dict, name: str, fast: bool = False, compiled: bool = False) -> dict:
@@ -157,10 +157,10 @@ def harness_row(args, model: str, base: dict, name: str, fast: bool = False, com
     row = {**base, "loop": "harness", "method": name, "fast_path": cfg.train.fast_path, "compile": compiled,
            "gradient_checkpointing": bool(cfg.train.gradient_checkpointing), "overrides": overrides}
 
-    def measure():
+    def figures():
         run = build_run(cfg, build_method(name, args), steps=args.warmup + args.steps)
         return run_harness(run, args.warmup, args.steps, args.profile)
-    return guarded(measure, row, args)
+    return guarded(figures, row, args)
 
 
 def run_evaluation(args) -> list[dict]:
@@ -173,11 +173,11 @@ def run_evaluation(args) -> list[dict]:
         for engine in args.eval_engines:
             batch = args.static_batch_size if engine == "static" else args.hf_batch_size
 
-            def measure(engine=engine, batch=batch):
+            def figures(engine=engine, batch=batch):
                 result, texts = run_eval(run, engine, batch, args.eval_max_new_tokens)
                 outputs[engine] = texts
                 return result
-            rows.append(guarded(measure, {"shape": model, "loop": "eval", "method": engine, "overrides": overrides}, args))
+            rows.append(guarded(figures, {"shape": model, "loop": "eval", "method": engine, "overrides": overrides}, args))
         if "static" in outputs and "hf" in outputs:
             same = sum(a == b for a, b in zip(outputs["static"], outputs["hf"]))
             for row in rows[-len(args.eval_engines):]:

@@ -75,7 +75,7 @@ class StepMemory:
         self.steps.append({"start": self.start, "forward_end": self.forward_end, "peak": peak, "loss": metrics["loss"]})
 
 
-def measure(args, model_name: str, setting: dict, device: torch.device) -> dict:
+def memory_row(args, model_name: str, setting: dict, device: torch.device) -> dict:
     release(device)
     base = torch.cuda.memory_allocated(device) / GIB  # everything relative to before this row's model
     args.set = [f"train.gradient_checkpointing={str(setting['gradient_checkpointing']).lower()}"]
@@ -143,7 +143,7 @@ def run(args, device: torch.device) -> list[dict]:
             setting = parse_setting(text)
             row = {"shape": model_name, "batch_size": args.batch_size, **setting}
             try:
-                row.update(measure(args, model_name, setting, device), status="ok")
+                row.update(memory_row(args, model_name, setting, device), status="ok")
             except torch.OutOfMemoryError as err:
                 row.update(status="oom", error=str(err).splitlines()[0])
             release(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.perf.table import format_table
 
-TARGETS = """## Targets (issue 8; figures, not tests)
+TARGETS = """## Targets (the performance targets set for the lab; figures, not tests)
 
 - Harness overhead: `harness/plain step` and `harness/plain mem` at most 1.05 for full, lora and
   static25 on every shape.
