@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.run.recipe import run_job
+from bench.cli import run_job
 from tests.conftest import SHARED_DATA, compose_config
 
 GSM8K = (f"task.train.path={SHARED_DATA}/gsm8k/train.jsonl", f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from transformers import LlamaForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM
 
-from bench.run.recipe import run_job
+from bench.cli import run_job
 from conftest import compose_config
 
 CLASSES = {"qwen2": Qwen2ForCausalLM, "llama": LlamaForCausalLM, "phi3": Phi3ForCausalLM}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from bench.run.recipe import run_job
+from bench.cli import run_job
 from conftest import compose_config
 
 NAMES = {"method": "-", "model": "tiny-llama", "task": "arithmetic"}
@@ -36,3 +36,18 @@ def test_grad_accumulation_counts_every_loss_token_once(tmp_path, cache_dir):
     two = _run(tmp_path / "b", cache_dir, "full", "train.max_steps=1", "train.batch_size=16",
                "train.grad_accum=2", "eval.limit=1")
     assert abs(one["metrics"]["final_train_loss"] - two["metrics"]["final_train_loss"]) < 1e-5
+
+
+def test_log_every_reads_the_loss_every_n_steps_on_the_same_trajectory(tmp_path, cache_dir):
+    """train.log_every=3: metrics.jsonl holds steps 3, 6 and the last; their losses are the
+    every-step run's losses at those steps (the same training), and every step is timed."""
+    every = _run(tmp_path / "a", cache_dir, "full", "train.max_steps=7", "eval.limit=1")
+    third = _run(tmp_path / "b", cache_dir, "full", "train.max_steps=7", "eval.limit=1", "train.log_every=3")
+    lines = {s: [json.loads(line) for line in (tmp_path / s / "full" / "metrics.jsonl").read_text().splitlines()]
+             for s in ("a", "b")}
+    assert [m["step"] for m in lines["b"]] == [3, 6, 7]
+    by_step = {m["step"]: m["loss"] for m in lines["a"]}
+    assert all(abs(m["loss"] - by_step[m["step"]]) < 1e-6 for m in lines["b"])
+    assert all(m["step_s"] > 0 for m in lines["b"])
+    assert third["metrics"]["final_train_loss"] == every["metrics"]["final_train_loss"]
+    assert third["metrics"]["median_step_s"] is not None

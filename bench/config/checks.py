@@ -72,7 +72,7 @@ def check_values(cfg) -> None:
     positive = {"train.batch_size": t.batch_size, "train.lr": t.lr, "train.grad_accum": t.grad_accum,
                 "eval.batch_size": e.batch_size, "eval.max_new_tokens": e.max_new_tokens,
                 "eval.check_every": e.check_every,
-                "train.max_seq_len": t.max_seq_len}
+                "train.max_seq_len": t.max_seq_len, "train.log_every": t.log_every}
     for key, value in positive.items():
         if value is None or value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")

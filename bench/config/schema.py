@@ -47,6 +47,7 @@ class TrainConfig(OptimConfig):
     resume: bool = MISSING
     fast_path: str = MISSING
     compile: bool = MISSING
+    log_every: int = MISSING
 
 
 @dataclass

@@ -61,11 +61,16 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         optimizer.zero_grad(set_to_none=True)  # frozen blocks must hold no .grad
         method.after_step(step, model)
         state.step = step + 1
-        loss_value = loss.item()
-        metrics = {"loss": loss_value, "lr": state.scheduler.get_last_lr()[0], "loss_tokens": loss_tokens,
-                   "grad_norm": None if grad_norm is None else float(grad_norm), **method.step_metrics()}
+        # train.log_every: read the loss (a host sync) only every N steps, so the host can queue the
+        # next steps' kernels while the GPU works; the other steps log nothing.
+        synced = state.step % train_cfg.log_every == 0 or state.step == until
+        loss_value = loss.item() if synced else loss_value
+        metrics = {"loss": loss_value if synced else None, "lr": state.scheduler.get_last_lr()[0],
+                   "loss_tokens": loss_tokens, "grad_norm": float(grad_norm) if synced and grad_norm is not None else None,
+                   **method.step_metrics()}
         for observer in observers:
             observer.step_end(state.step, metrics)
-        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics.get('tokens_per_s', 0):,.0f}", refresh=False)
+        if synced:
+            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics['tokens_per_s']:,.0f}", refresh=False)
     bar.close()
     return loss_value

@@ -79,18 +79,27 @@ class StepTimer:
         self.device, self.warmup_steps = device, warmup_steps
         self.step_seconds: list[float] = []
         self.step_tokens: list[int] = []
-        self._t0 = 0.0
+        self._t0: float | None = None
+        self._window: list[dict] = []  # the steps since the last sync (train.log_every > 1)
 
     def step_start(self, step: int) -> None:
-        synchronize(self.device)
-        self._t0 = time.perf_counter()
+        if self._t0 is None:
+            synchronize(self.device)
+            self._t0 = time.perf_counter()
 
     def step_end(self, step: int, metrics: dict) -> None:
+        """A step whose loss was read (synced) closes the window: its time is shared equally by the
+        window's steps. Unsynced steps (train.log_every) add no sync of their own."""
+        self._window.append(metrics)
+        if metrics["loss"] is None:
+            return
         synchronize(self.device)
-        elapsed = time.perf_counter() - self._t0
-        self.step_seconds.append(elapsed)
-        self.step_tokens.append(metrics["loss_tokens"])
-        metrics["step_s"], metrics["tokens_per_s"] = elapsed, metrics["loss_tokens"] / elapsed
+        elapsed = (time.perf_counter() - self._t0) / len(self._window)
+        for step_metrics in self._window:
+            self.step_seconds.append(elapsed)
+            self.step_tokens.append(step_metrics["loss_tokens"])
+            step_metrics["step_s"], step_metrics["tokens_per_s"] = elapsed, step_metrics["loss_tokens"] / elapsed
+        self._t0, self._window = None, []
 
     @property
     def total_seconds(self) -> float:

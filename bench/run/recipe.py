@@ -205,9 +205,10 @@ class Run:
         pass
 
     def step_end(self, step: int, metrics: dict) -> None:
-        self.history.append({"step": step, **metrics})
-        if self.recorder is not None:
-            self.recorder.log_step(step, metrics)
+        if metrics["loss"] is not None:  # train.log_every: only the steps whose loss was read
+            self.history.append({"step": step, **metrics})
+            if self.recorder is not None:
+                self.recorder.log_step(step, metrics)
         every, received = self.cfg.train.checkpoint_every, self.signals.received
         if self.checkpoints is not None and (received or (every and step % every == 0 and step < self.total_steps)):
             self.checkpoints.save(step, self.state_dict())
