@@ -185,6 +185,24 @@ def _wait_past_checkpoint(job_num: int, sweep_dir: Path, sweep: subprocess.Popen
     assert _last_step(f"{job_num}-*", sweep_dir) < MAX_STEPS, "too late: the run has finished training"
 
 
+def _wait_for_sweep(sweep: subprocess.Popen, env: dict, array_id: str, sweep_dir: Path, log: Path) -> None:
+    """Until the launcher returns. A job that ended without its result would leave submitit waiting
+    for ever (no sacct here to say it failed): that fails the test at once, with the job's log."""
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while sweep.poll() is None:
+        jobs = subprocess.run(["scontrol", "show", "job", "-o", array_id], env=env, capture_output=True, text=True)
+        for line in jobs.stdout.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if fields.get("JobState") in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+                task = f"{array_id}_{fields.get('ArrayTaskId')}"
+                job_log = "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{task}/*_log.*"))
+                pytest.fail(f"job {task} ended {fields['JobState']} (exit {fields.get('ExitCode')}), "
+                            f"not requeued\n{job_log[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the sweep did not finish in {SWEEP_TIMEOUT_S} s\n{log.read_text()[-4000:]}")
+        time.sleep(1)
+
+
 def _slurm(env: dict, *args: str) -> str:
     # scancel retries for as long as slurmctld answers "try again later": bounded, so that a late
     # retry can never signal the job's next start.
@@ -219,7 +237,7 @@ def test_sweep_on_real_slurm_survives_preemption(local_slurm, cache_dir, tmp_pat
         _slurm(env, "scontrol", "requeue", f"{array_id}_0")  # what a preempting scheduler does
         _wait_past_checkpoint(2, sweep_dir, sweep, log)
         _slurm(env, "scancel", "--signal=USR1", f"{array_id}_2")  # the launcher's signal before a timeout
-        sweep.wait(timeout=SWEEP_TIMEOUT_S)
+        _wait_for_sweep(sweep, env, array_id, sweep_dir, log)
         reference_output, _ = reference.communicate(timeout=SWEEP_TIMEOUT_S)
     finally:
         for proc in (sweep, reference):
