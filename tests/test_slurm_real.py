@@ -149,8 +149,8 @@ def local_slurm(tmp_path_factory) -> dict:
     daemons: list[subprocess.Popen] = []
     try:
         for command in commands:
-            out = open(root / f"{command[0]}.out", "w")
-            daemons.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+            with open(root / f"{command[0]}.out", "w") as out:
+                daemons.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
             if command[0] == "munged":
                 _wait_for_path(root / "munge.socket", daemons[-1], root)
         _wait_for_idle_node(env, root, daemons)
@@ -167,9 +167,10 @@ def _wait_for_path(path: Path, proc: subprocess.Popen, root: Path) -> None:
         time.sleep(0.1)
 
 
-def _last_step(run_dir_glob, sweep_dir: Path) -> int:
+def _last_step(run_dir_glob: str, sweep_dir: Path) -> int:
     for metrics in sweep_dir.glob(run_dir_glob + "/metrics.jsonl"):
-        lines = metrics.read_text().splitlines()
+        text = metrics.read_text()
+        lines = text[:text.rfind("\n") + 1].splitlines()  # a line still being written is not read
         if lines:
             return json.loads(lines[-1])["step"]
     return 0
