@@ -149,8 +149,8 @@ def local_slurm(tmp_path_factory) -> dict:
     daemons: list[subprocess.Popen] = []
     try:
         for command in commands:
-            out = open(root / f"{command[0]}.out", "w")
-            daemons.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+            with open(root / f"{command[0]}.out", "w") as out:
+                daemons.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
             if command[0] == "munged":
                 _wait_for_path(root / "munge.socket", daemons[-1], root)
         _wait_for_idle_node(env, root, daemons)
@@ -167,9 +167,10 @@ def _wait_for_path(path: Path, proc: subprocess.Popen, root: Path) -> None:
         time.sleep(0.1)
 
 
-def _last_step(run_dir_glob, sweep_dir: Path) -> int:
+def _last_step(run_dir_glob: str, sweep_dir: Path) -> int:
     for metrics in sweep_dir.glob(run_dir_glob + "/metrics.jsonl"):
-        lines = metrics.read_text().splitlines()
+        text = metrics.read_text()
+        lines = text[:text.rfind("\n") + 1].splitlines()  # a line still being written is not read
         if lines:
             return json.loads(lines[-1])["step"]
     return 0
@@ -183,6 +184,24 @@ def _wait_past_checkpoint(job_num: int, sweep_dir: Path, sweep: subprocess.Popen
             pytest.fail(f"job {job_num} never passed step {CHECKPOINT_EVERY}\n{log.read_text()[-4000:]}")
         time.sleep(0.1)
     assert _last_step(f"{job_num}-*", sweep_dir) < MAX_STEPS, "too late: the run has finished training"
+
+
+def _wait_for_sweep(sweep: subprocess.Popen, env: dict, array_id: str, sweep_dir: Path, log: Path) -> None:
+    """Until the launcher returns. A job that ended without its result would leave submitit waiting
+    for ever (no sacct here to say it failed): that fails the test at once, with the job's log."""
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while sweep.poll() is None:
+        jobs = subprocess.run(["scontrol", "show", "job", "-o", array_id], env=env, capture_output=True, text=True)
+        for line in jobs.stdout.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if fields.get("JobState") in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+                task = f"{array_id}_{fields.get('ArrayTaskId')}"
+                job_log = "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{task}/*_log.*"))
+                pytest.fail(f"job {task} ended {fields['JobState']} (exit {fields.get('ExitCode')}), "
+                            f"not requeued\n{job_log[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the sweep did not finish in {SWEEP_TIMEOUT_S} s\n{log.read_text()[-4000:]}")
+        time.sleep(1)
 
 
 def _slurm(env: dict, *args: str) -> str:
@@ -219,7 +238,7 @@ def test_sweep_on_real_slurm_survives_preemption(local_slurm, cache_dir, tmp_pat
         _slurm(env, "scontrol", "requeue", f"{array_id}_0")  # what a preempting scheduler does
         _wait_past_checkpoint(2, sweep_dir, sweep, log)
         _slurm(env, "scancel", "--signal=USR1", f"{array_id}_2")  # the launcher's signal before a timeout
-        sweep.wait(timeout=SWEEP_TIMEOUT_S)
+        _wait_for_sweep(sweep, env, array_id, sweep_dir, log)
         reference_output, _ = reference.communicate(timeout=SWEEP_TIMEOUT_S)
     finally:
         for proc in (sweep, reference):
