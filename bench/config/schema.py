@@ -44,6 +44,7 @@ class TrainConfig(OptimConfig):
     resume: bool = MISSING
     fast_path: str = MISSING
     compile: bool = MISSING
+    save_model: bool = MISSING
 
 
 @dataclass
