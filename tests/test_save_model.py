@@ -153,3 +153,9 @@ def test_kept_model_evaluates_to_the_runs_accuracy_through_the_cli(method, cache
     generations = [[json.loads(line)["generation"] for line in (d / "samples.jsonl").read_text().splitlines()]
                    for d in (run_dir, eval_dir)]
     assert generations[0] == generations[1]
+    # The kept model, cross-checked with lm-evaluation-harness on the run's own prompts.
+    pytest.importorskip("lm_eval")
+    from bench.eval.lm_eval_check import cross_check
+
+    checked = cross_check(run_dir)["eval_sets"]["arithmetic"]
+    assert checked["agreement"] == 1.0 and checked["lm_eval_accuracy"] == trained["metrics"]["accuracy"]
