@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 
 from bench.eval.evaluate import evaluate
 from bench.eval.lm_eval_check import CHECK_FILE, cross_check, eval_set_kind
-from bench.models.loading import load_tokenizer
+from bench.models.loading import load_model, load_tokenizer
 from bench.models.saving import save_model, weights_origin
 from bench.run.base_model import load_or_build_base
 from methods.base import MethodContext
 from methods.lora import LoRA
-from tests.conftest import compose_config
+from tests.conftest import REPO, compose_config
 
 pytest.importorskip("lm_eval")
 
@@ -67,3 +67,28 @@ def test_eval_sets_lm_eval_cannot_score_are_refused():
         eval_set_kind(math_sample)
     assert eval_set_kind({"eval_set": "gsm8k_test", "id": "1", "prompt": "p", "generation": "g", "gold": "1",
                           "extracted": {}, "strict": True, "flexible": True, "math_verify": True}) == "gsm8k"
+
+
+def test_gsm8k_cross_check_sends_lm_eval_our_chat_prompts(tmp_path):
+    """The real Qwen2.5 tokenizer and chat template, the local GSM8K test file, lm-eval's gsm8k
+    filters: lm-eval sees the very prompts the run scored (a random-init tiny model: every verdict
+    is false, so this checks the format, not the agreement)."""
+    data = REPO.parent / "shared" / "data" / "gsm8k"
+    cfg = compose_config("model=tiny-qwen2.5", "task=gsm8k", f"task.train.path={data / 'train.jsonl'}",
+                         "task.train.limit=8", f"task.eval.gsm8k_test.path={data / 'test.jsonl'}", "eval.limit=3",
+                         "eval.max_new_tokens=8")
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, tokenizer, seed=0)
+    task = instantiate(cfg.task)
+    _, samples = evaluate(model, tokenizer, task, cfg.eval, torch.device("cpu"), "fp32", task.use_chat_template)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (run_dir / "result.json").write_text(json.dumps({"config": OmegaConf.to_container(cfg, resolve=True)}))
+    save_model(model, tokenizer, run_dir / "model", None)
+
+    checked = cross_check(run_dir)["eval_sets"]["gsm8k_test"]
+
+    assert samples[0]["prompt"].startswith("<|im_start|>system")  # Qwen2.5's ChatML, as the run used it
+    assert checked["kind"] == "gsm8k" and checked["n"] == 3 and checked["same_prompt"] == 1.0
+    assert checked["same_generation"] == 1.0 and checked["agreement"] == 1.0

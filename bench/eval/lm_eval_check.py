@@ -35,7 +35,9 @@ KINDS = {
     "gsm8k": {"verdicts": ("flexible", "math_verify", "strict"), "ours": "flexible", "filter": "flexible-extract"},
     "arithmetic": {"verdicts": ("exact_match",), "ours": "exact_match", "filter": "leading-integer"},
 }
-SAMPLE_KEYS = ("eval_set", "id", "prompt", "generation", "gold", "extracted")
+# Not verdicts of a kind: the sample's fields, and reasoning tasks' `accuracy` (a copy of the set's
+# configured primary verdict, bench/tasks/reasoning.py).
+SAMPLE_KEYS = ("eval_set", "id", "prompt", "generation", "gold", "extracted", "accuracy")
 
 
 def eval_set_kind(sample: dict) -> str:

@@ -188,6 +188,7 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
                 if not hasattr(config, key):
                     raise ValueError(f"model.dims.{key}: {type(config).__name__} has no such field")
                 setattr(config, key, value)
+            shrink_layer_types(config)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
         elif init == "pretrained":
             model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local,
@@ -203,6 +204,15 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def shrink_layer_types(config) -> None:
+    """A `dims.num_hidden_layers` below the real depth keeps the first layers' `layer_types` (the
+    entries those layers read at forward time); transformers refuses to save a config whose list
+    is longer than its depth (configuration_utils.py validate_layer_type)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and len(layer_types) > config.num_hidden_layers:
+        config.layer_types = list(layer_types[: config.num_hidden_layers])
 
 
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
