@@ -28,6 +28,7 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
         run.setup(wandb_group)
         with run.measured():
             run.train()
+            run.keep_model()
             run.evaluate()
         return run.finish()
     except BaseException as err:

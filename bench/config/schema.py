@@ -48,6 +48,7 @@ class TrainConfig(OptimConfig):
     fast_path: str = MISSING
     compile: bool = MISSING
     log_every: int = MISSING
+    save_model: bool = MISSING
 
 
 @dataclass

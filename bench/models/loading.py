@@ -1,6 +1,8 @@
-"""Tokenizer + model: tiny (built from config), hub id, local dir, random-init real shape, GGUF."""
+"""Tokenizer + model: tiny (built from config), hub id, local dir, random-init real shape, GGUF, and a
+saved model (`model.path=<run dir>/model`: bench/models/saving.py wrote it)."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,17 +36,73 @@ SOURCES = ("tiny", "hub", "local", "gguf")
 SPECIAL_ROLES = ("bos", "eos", "pad")  # pinned per model in conf/model/*.yaml `special_tokens`
 SPECIALS_MISMATCH = ("fix", "error")  # model.specials_mismatch: what a pinned/loaded difference does
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # peft's: an adapter dir, loaded onto the base it names
+SAVED_MODEL_FILE = "saved_model.json"  # bench/models/saving.py's marker of a saved model dir
+
+
+def saved_model_kind(path: Path | str | None) -> str | None:
+    """"adapter" (a peft adapter dir: adapter_config.json), "full" (a dir save_model wrote), or None."""
+    if not path or not Path(path).is_dir():
+        return None
+    if (Path(path) / ADAPTER_CONFIG_FILE).is_file():
+        return "adapter"
+    return "full" if (Path(path) / SAVED_MODEL_FILE).is_file() else None
+
+
+def saved_model_dir(model_cfg) -> Path | None:
+    """`model.path` when it is a saved model or adapter dir: then it wins over the yaml's source,
+    base and tokenizer (`slmbench method=none model.path=<run dir>/model` evaluates a kept model).
+    A tiny model's `model.path` must be such a dir: tiny models read no other path."""
+    path = model_cfg.get("path")
+    if not path:
+        return None
+    location = existing_path(path, "model.path")
+    if saved_model_kind(location) is not None:
+        return location
+    if model_cfg.source == "tiny":
+        raise ValueError(f"model.path={path}: not a saved model dir (no {SAVED_MODEL_FILE} or {ADAPTER_CONFIG_FILE}); "
+                         f"a tiny model ({model_cfg.name}) reads model.path only to load a model "
+                         "that train.save_model=true kept in <run dir>/model")
+    return None
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The base an adapter loads onto: peft's `base_model_name_or_path` (a local dir or a hub id)."""
+    base = json.loads((adapter_dir / ADAPTER_CONFIG_FILE).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir / ADAPTER_CONFIG_FILE}: no base_model_name_or_path, so no base to load onto")
+    return base
+
+
+def load_saved_model(directory: Path, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
+    """A full saved model as it is, or an adapter on its base (peft's PeftModel, frozen, eval mode)."""
+    if saved_model_kind(directory) == "adapter":
+        from peft import PeftModel
+
+        base = adapter_base(directory)
+        local = Path(base).is_dir()
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=local,
+                                                     trust_remote_code=trust_remote_code)
+        return PeftModel.from_pretrained(model, directory)
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True,
+                                                trust_remote_code=trust_remote_code)
 
 
 def load_tokenizer(model_cfg, cache_dir: Path | str | None = None) -> Any:
     """`tokenizer: arithmetic` -> the synthetic task's; a local dir; null -> the weights' location.
 
-    A local path never falls back to the hub (`local_files_only`); a missing one is an error.
+    A local path never falls back to the hub (`local_files_only`); a missing one is an error. A saved
+    model dir brings its own tokenizer (the one its run used), or an adapter without one its base's.
     """
     name = model_cfg.get("tokenizer")
-    if name == "arithmetic":
+    saved = saved_model_dir(model_cfg)
+    if saved is not None:
+        has_tokenizer = (saved / "tokenizer_config.json").is_file()
+        location = str(saved) if has_tokenizer else adapter_base(saved)
+        local = Path(location).is_dir()
+    elif name == "arithmetic":
         return build_arithmetic_tokenizer()
-    if name:
+    elif name:
         location, local = str(existing_path(name, "model.tokenizer")), True
     else:
         location, local = weights_location(model_cfg, cache_dir)
@@ -138,7 +196,10 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
     torch.manual_seed(seed)
     source = model_cfg.source
     dtype = DTYPES[model_cfg.get("dtype", "float32")]
-    if source == "tiny":
+    saved = saved_model_dir(model_cfg)
+    if saved is not None:
+        model = load_saved_model(saved, dtype, bool(model_cfg.get("trust_remote_code", False)))
+    elif source == "tiny":
         model = build_tiny(model_cfg, tokenizer)
     else:
         location, local = weights_location(model_cfg, cache_dir)
@@ -152,6 +213,7 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
                 if not hasattr(config, key):
                     raise ValueError(f"model.dims.{key}: {type(config).__name__} has no such field")
                 setattr(config, key, value)
+            shrink_layer_types(config)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
             # from_config ignores the folder's generation_config.json: its stop tokens (eos_token_id
             # lists, e.g. Phi-4-mini's <|end|>) must still reach the eval engines (bench/eval/stop_tokens.py).
@@ -171,6 +233,15 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def shrink_layer_types(config) -> None:
+    """A `dims.num_hidden_layers` below the real depth keeps the first layers' `layer_types` (the
+    entries those layers read at forward time); transformers refuses to save a config whose list
+    is longer than its depth (configuration_utils.py validate_layer_type)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and len(layer_types) > config.num_hidden_layers:
+        config.layer_types = list(layer_types[: config.num_hidden_layers])
 
 
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:

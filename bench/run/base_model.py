@@ -27,7 +27,9 @@ OPTIM_KEYS = ("batch_size", "grad_accum", "lr", "betas", "schedule", "warmup_ste
 
 def base_model_key(model_cfg, pretrain_cfg) -> str:
     """Hash of the model shape + tokenizer + pretraining recipe (not of the model's display name)."""
-    shape = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "name"}
+    # Not `path` either: it only names a kept model to evaluate instead (bench/models/loading.py
+    # saved_model_dir), which never reaches the base; so existing cache entries keep their keys.
+    shape = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in ("name", "path")}
     recipe = OmegaConf.to_container(pretrain_cfg, resolve=True)
     blob = json.dumps({"model": shape, "pretrain": recipe, "v": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -23,7 +23,9 @@ from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examp
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
 from bench.loss import compile_decoder_layers
-from bench.models.loading import enable_gradient_checkpointing, load_model, load_tokenizer, unique_parameters
+from bench.models import saving
+from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
+                                  unique_parameters)
 from bench.records.recorder import RunRecorder, environment, write_json_atomic
 from bench.records.schema import METRICS_FILE, METRIC_KEYS, RESULT_FILE, SAMPLES_FILE
 from bench.records.stats import with_intervals
@@ -108,10 +110,13 @@ class Run:
     def setup_model(self) -> None:
         model_cfg = self.cfg.model
         self.tokenizer = load_tokenizer(model_cfg, cache_dir=self.cfg.cache_dir)  # cache_dir: GGUF conversions
-        if model_cfg.source == "tiny" and model_cfg.get("base") == "synthetic":
+        saved = saved_model_dir(model_cfg)  # model.path=<run dir>/model: a kept model wins over the yaml
+        if model_cfg.source == "tiny" and model_cfg.get("base") == "synthetic" and saved is None:
             model = load_or_build_base(self.cfg, self.tokenizer)
         else:
             model = load_model(model_cfg, self.tokenizer, seed=self.cfg.seed, cache_dir=self.cfg.cache_dir)
+        self.weights_from = str(saved) if saved is not None else saving.weights_origin(model)
+        self.record["weights"] = saving.weights_provenance(model_cfg, self.weights_from)
         self.model = model.to(self.device)
 
     def setup_data(self) -> None:
@@ -214,6 +219,15 @@ class Run:
             self.checkpoints.save(step, self.state_dict())
         if received:
             raise Preempted(received, step)
+
+    def keep_model(self) -> dict | None:
+        """`train.save_model`: the trained model to <run dir>/model/ (bench/models/saving.py), before
+        evaluation, so the model kept is the model evaluated; its path, size and kind go to the record."""
+        if self.run_dir is None or not self.cfg.train.save_model:
+            return None
+        self.record["saved_model"] = saving.save_model(self.model, self.tokenizer, self.run_dir / "model",
+                                                       self.weights_from)
+        return self.record["saved_model"]
 
     def evaluate(self) -> dict:
         memory = PhaseMemory(self.device)
