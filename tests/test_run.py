@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.records.schema import METRIC_KEYS
+from bench.records.schema import METRIC_KEYS, RECORD_KEYS
 from conftest import run_cli
 
-SCHEMA_TOP = ("status", "method", "model", "task", "seed", "metrics", "config", "env")
 ENV_KEYS = ("git_sha", "dirty", "torch", "transformers", "peft", "device_name", "cuda")
 
 
@@ -16,8 +15,9 @@ def test_single_run_writes_every_record(tmp_path, cache_dir):
     (result_path,) = list((tmp_path / "outputs" / "runs").rglob("result.json"))
     run_dir = result_path.parent
     result = json.loads(result_path.read_text())
-    assert all(key in result for key in SCHEMA_TOP)
-    assert all(key in result["metrics"] for key in METRIC_KEYS)
+    # The record schema module's key lists are complete: an ok record holds exactly these keys.
+    assert set(result) == set(RECORD_KEYS), set(result) ^ set(RECORD_KEYS)
+    assert tuple(result["metrics"]) == METRIC_KEYS
     assert all(key in result["env"] for key in ENV_KEYS)
     assert result["status"] == "ok" and result["method"] == "full" and result["model"] == "tiny-llama"
     assert result["metrics"]["peak_gpu_memory_gib"] is None  # CPU run: no GPU figure, not a zero

@@ -13,10 +13,11 @@ RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "sampl
 # left behind by a killed run (analysis/collect.py shows it as `died` once its process is gone).
 STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 
-# The top level of result.json.
+# The top level of an `ok` result.json (a failed one adds `error`; a resumed one `resumed_from_step`;
+# a reused one `reused_from`; `train.save_model=true` adds `saved_model`).
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
-               "pid", "host", "data_files",
-               "metrics", "eval_protocol", "config", "env")
+               "pid", "host", "data_files", "weights",
+               "metrics", "eval_protocol", "final_params_sha256", "config", "env")
 
 METRIC_KEYS = (
     # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per
