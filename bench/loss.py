@@ -149,8 +149,7 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_it
     """The loss one micro-batch contributes to the token-weighted window loss. `batch` may be on
     the host: it is moved to `device` here, after the chunked path has read its loss positions.
     Every key of `batch` reaches the model (`position_ids` of packed rows included)."""
-    if fast_path not in FAST_PATHS:
-        raise ValueError(f"train.fast_path={fast_path!r}; allowed: {', '.join(FAST_PATHS)}")
+    # train.fast_path's values are checked once, at start (bench/config/checks.py): none, else chunked_ce.
     device = device or batch["input_ids"].device
     on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if fast_path == "none":

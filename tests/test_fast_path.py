@@ -61,12 +61,6 @@ def test_chunked_loss_equals_the_unfused_path_under_bf16_autocast():
     assert torch.allclose(got, ref.float(), rtol=2e-2)  # bf16 tolerance
 
 
-def test_unknown_fast_path_is_refused():
-    model, b = tiny("qwen2"), batch()
-    with pytest.raises(ValueError, match="train.fast_path='fused'; allowed: none, chunked_ce"):
-        training_loss(model, b, 10, "fused")
-
-
 def test_loss_positions_are_the_masked_gather_of_shifted_labels():
     b = batch()
     positions, targets = loss_positions(b["labels"])

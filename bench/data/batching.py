@@ -128,15 +128,12 @@ class LengthGroupedBatches(BatchStream):
 def make_batch_stream(examples: list[TokenizedExample], train_cfg, pad_token_id: int, seed: int) -> EpochStream:
     """The training batches as `train.batching` asks: an endless stream with `batches_per_epoch`,
     `state_dict` and `load_state_dict`."""
-    batching = train_cfg.batching
-    if batching == "random":
-        return BatchStream(examples, train_cfg.batch_size, pad_token_id, seed)
-    if batching == "length_grouped":
-        return LengthGroupedBatches(examples, train_cfg.batch_size, pad_token_id, seed)
+    batching = train_cfg.batching  # its values are checked once, at start (bench/config/checks.py)
     if batching == "packed":
         return PackedBatches(examples, pad_token_id, seed, train_cfg.batch_size, train_cfg.pack_len,
                              train_cfg.pack_tokens)
-    raise ValueError(f"train.batching={batching!r}; allowed: {', '.join(BATCHINGS)}")
+    stream = LengthGroupedBatches if batching == "length_grouped" else BatchStream
+    return stream(examples, train_cfg.batch_size, pad_token_id, seed)
 
 
 class RandomBatches:

@@ -91,16 +91,13 @@ def generate_with_engine(model, tokenizer, prompts: list[str], eval_cfg, device:
 
     The texts run at least to the first stop string (`cut_at_stop_strings` then cuts them): the static
     engine with `eval.refill` ends a row a little after its stop string to refill its slot."""
-    engine = eval_cfg.get("engine", "hf")
-    if engine == "hf":
+    # eval.engine's values are checked once, at start (bench/config/checks.py): hf, else static.
+    if eval_cfg.engine == "hf":
         return generate_hf(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
                            precision, desc=desc, stop_ids=stop_ids)
-    if engine == "static":
-        return generate_static(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
-                               precision, cuda_graphs=bool(eval_cfg.get("cuda_graphs", True)), desc=desc,
-                               stop_ids=stop_ids, stop_strings=stop_strings, refill=bool(eval_cfg.get("refill", True)),
-                               check_every=int(eval_cfg.get("check_every", 16)))
-    raise ValueError(f"eval.engine={engine!r}; allowed: {', '.join(ENGINES)}")
+    return generate_static(model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device,
+                           precision, cuda_graphs=eval_cfg.cuda_graphs, desc=desc, stop_ids=stop_ids,
+                           stop_strings=stop_strings, refill=eval_cfg.refill, check_every=eval_cfg.check_every)
 
 
 def limit_examples(examples: list[Example], limit, sample: str = "first", seed: int = 0) -> list[Example]:
@@ -111,11 +108,9 @@ def limit_examples(examples: list[Example], limit, sample: str = "first", seed: 
         return examples
     if int(limit) <= 0:
         raise ValueError(f"eval.limit must be positive or null, got {limit}")
-    if sample == "first":
+    if sample == "first":  # eval.sample's values are checked once, at start: first, else random
         return examples[: int(limit)]
-    if sample == "random":
-        if int(limit) >= len(examples):
-            return examples
-        chosen = sorted(random.Random(seed).sample(range(len(examples)), int(limit)))
-        return [examples[i] for i in chosen]
-    raise ValueError(f"eval.sample={sample!r}; allowed: first, random")
+    if int(limit) >= len(examples):
+        return examples
+    chosen = sorted(random.Random(seed).sample(range(len(examples)), int(limit)))
+    return [examples[i] for i in chosen]

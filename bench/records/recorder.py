@@ -118,8 +118,6 @@ class RunRecorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / METRICS_FILE, "a")
         self.wandb_run = None
-        if wandb_cfg.mode not in WANDB_MODES:
-            raise ValueError(f"wandb.mode={wandb_cfg.mode!r}; allowed: {', '.join(WANDB_MODES)}")
         if wandb_cfg.mode != "disabled":
             import wandb
 
