@@ -1,6 +1,7 @@
 """Paths in configs: absolute, or relative to the repository root (never to Hydra's run dir)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,3 +20,12 @@ def existing_path(path: str | Path, key: str) -> Path:
         raise FileNotFoundError(f"{key}={path!r}: {resolved} does not exist "
                                 f"(relative paths are resolved against the repository root {REPO_ROOT})")
     return resolved
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (data files, checkpoints, weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.config.checks import ConfigError, check
-from bench.eval.evaluate import evaluate, generate_with_engine, limit_examples
+from bench.eval.evaluate import evaluate, limit_examples
 from bench.models.loading import build_tiny
 from bench.tasks.arithmetic import ArithmeticTask
 from bench.tasks.base import Example

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bench.models.loading import ADAPTER_CONFIG_FILE, SAVED_MODEL_FILE, causal_lm
+from bench.paths import file_sha256
 
 # Weight files at most this large also get a sha256 of their full contents (our choice): tiny
 # models and adapters, where a fine-tune keeps the header listing identical and only the content
@@ -66,14 +67,6 @@ def save_model(model: torch.nn.Module, tokenizer, out_dir: Path | str, base_path
     (out_dir / SAVED_MODEL_FILE).write_text(json.dumps(marker, indent=2) + "\n")
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
     return {"path": str(out_dir.resolve()), "bytes": size, "kind": kind}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def safetensors_header(path: Path) -> bytes:

@@ -173,7 +173,7 @@ def run_evaluation(args) -> list[dict]:
         for engine in args.eval_engines:
             batch = args.static_batch_size if engine == "static" else args.hf_batch_size
 
-            def figures(engine=engine, batch=batch):
+            def figures(engine=engine, batch=batch, run=run):
                 result, texts = run_eval(run, engine, batch, args.eval_max_new_tokens)
                 outputs[engine] = texts
                 return result

@@ -21,14 +21,13 @@ import argparse
 import datetime
 import json
 import sys
-from itertools import cycle
 from pathlib import Path
 
 import torch
 
 from bench.loss import FAST_PATHS
 from bench.models.loading import causal_lm
-from bench.perf.lab import STATIC, build_method, row_config
+from bench.perf.lab import build_method, row_config
 from bench.perf.loops import build_run, release
 from bench.runtime import synchronize
 

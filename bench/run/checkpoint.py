@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.paths import file_sha256
+
 log = logging.getLogger(__name__)
 STATE_FILE, MANIFEST_FILE = "state.pt", "manifest.json"
 
@@ -41,14 +43,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def trainable_state(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> dict[str, torch.Tensor]:
@@ -91,7 +85,7 @@ class CheckpointDir:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         torch.save(state, tmp / STATE_FILE)
-        manifest = {"step": step, "sha256": _sha256(tmp / STATE_FILE)}
+        manifest = {"step": step, "sha256": file_sha256(tmp / STATE_FILE)}
         with open(tmp / MANIFEST_FILE, "w") as f:
             json.dump(manifest, f)
             f.flush()
@@ -109,7 +103,7 @@ class CheckpointDir:
         for path in reversed(candidates):
             try:
                 manifest = json.loads((path / MANIFEST_FILE).read_text())
-                if _sha256(path / STATE_FILE) != manifest["sha256"]:
+                if file_sha256(path / STATE_FILE) != manifest["sha256"]:
                     raise ValueError("sha256 of state.pt does not match manifest.json")
                 state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bench.paths import existing_path
+from bench.paths import existing_path, file_sha256
 from bench.tasks.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,7 @@ def data_file_hashes(task: dict[str, Any]) -> dict[str, str]:
         resolved = existing_path(path, key)
         if resolved.is_dir():
             raise DataError(f"{key}={path!r}: {resolved} is a directory; give a jsonl file")
-        digest = hashlib.sha256()
-        with open(resolved, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        hashes[str(resolved)] = digest.hexdigest()
+        hashes[str(resolved)] = file_sha256(resolved)
     return hashes
 
 
