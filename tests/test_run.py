@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.records.recorder import METRIC_KEYS
+from bench.records.schema import METRIC_KEYS
 from conftest import run_cli
 
 SCHEMA_TOP = ("status", "method", "model", "task", "seed", "metrics", "config", "env")
