@@ -228,16 +228,12 @@ def is_store_copy(source: str, record: dict) -> bool:
 
 def drop_duplicate_runs(pairs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """Two files that record the same run dir are one run: the one in that dir is kept."""
-    kept: dict[str, int] = {}
-    out: list[tuple[str, dict] | None] = []
+    kept: dict[str, tuple[str, dict]] = {}  # run dir -> its pair, in first-seen order
     for source, record in pairs:
         run = str(Path(record.get("run_dir") or source).resolve())
-        if run not in kept:
-            kept[run] = len(out)
-            out.append((source, record))
-        elif _same_dir(source, run):
-            out[kept[run]] = (source, record)
-    return [pair for pair in out if pair is not None]
+        if run not in kept or _same_dir(source, run):
+            kept[run] = (source, record)
+    return list(kept.values())
 
 
 def _same_dir(a: str | None, b: str | None) -> bool:

@@ -75,7 +75,10 @@ def test_relaunching_a_finished_sweep_runs_nothing_new(tmp_path, cache_dir):
     second = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "second").rglob("result.json")]
     assert len(second) == 2 and all(r["reused_from"].endswith(("-none-tiny-llama", "-full-tiny-llama")) for r in second)
     assert "already finished" in again.stderr + again.stdout
-    assert not list((tmp_path / "outputs" / "second").rglob("metrics.jsonl"))  # no step was trained
+    for record in second:  # no step was trained: the reused dirs hold copies of the first sweep's logs
+        assert not record.get("resumed_from_step")
+        copied, original = Path(record["run_dir"]) / "metrics.jsonl", Path(record["reused_from"]) / "metrics.jsonl"
+        assert copied != original and copied.read_text() == original.read_text()
     run_cli(tmp_path, *sweep, "hydra.sweep.dir=outputs/third", "sweep.rerun=true")
     third = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "third").rglob("result.json")]
     assert len(third) == 2 and not any("reused_from" in r for r in third)

@@ -1,4 +1,4 @@
-"""Surviving sweeps: a run's identity, its finished record, and preemption signals.
+"""Surviving sweeps: a run's identity and preemption signals (its store: bench/run/store.py).
 
 A run is identified by a hash of its resolved config, minus the keys that only say *how* it is
 run (logging, checkpoint cadence, where caches live), plus the sha256 of every local data file
@@ -14,11 +14,10 @@ import json
 import logging
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
-from bench.paths import existing_path, file_sha256
-from bench.tasks.sources import DataError
+from bench.paths import file_sha256
+from bench.tasks.sources import existing_file
 
 log = logging.getLogger(__name__)
 # Keys that do not change what a run computes.
@@ -54,19 +53,9 @@ def data_file_hashes(task: dict[str, Any]) -> dict[str, str]:
     `data_files`); a missing file or a directory is named with its config key."""
     hashes: dict[str, str] = {}
     for key, path in data_file_paths(task).items():
-        resolved = existing_path(path, key)
-        if resolved.is_dir():
-            raise DataError(f"{key}={path!r}: {resolved} is a directory; give a jsonl file")
+        resolved = existing_file(path, key)
         hashes[str(resolved)] = file_sha256(resolved)
     return hashes
-
-
-def finished_record(store: Path) -> dict[str, Any] | None:
-    path = store / "result.json"
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    return record if record.get("status") == "ok" else None
 
 
 class Preempted(Exception):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.paths import existing_path
@@ -39,10 +40,7 @@ def load_rows(source: Mapping, key: str) -> list[Row]:
     if limit is not None and int(limit) <= 0:
         raise ValueError(f"{key}.limit must be positive or null, got {limit}")
     if source.get("path"):
-        path = existing_path(source["path"], f"{key}.path")
-        if path.is_dir():
-            raise DataError(f"{key}.path={source['path']!r}: {path} is a directory; give a jsonl file")
-        rows = read_jsonl(path, limit)
+        rows = read_jsonl(existing_file(source["path"], f"{key}.path"), limit)
     elif source.get("hub"):
         rows = read_hub(source, key, limit)
     else:
@@ -50,6 +48,14 @@ def load_rows(source: Mapping, key: str) -> list[Row]:
     if not rows:
         raise DataError(f"{key}: the source has no rows")
     return rows
+
+
+def existing_file(path, key: str) -> Path:
+    """The resolved data file; a missing path or a directory is named with its config key."""
+    resolved = existing_path(path, key)
+    if resolved.is_dir():
+        raise DataError(f"{key}={str(path)!r}: {resolved} is a directory; give a jsonl file")
+    return resolved
 
 
 def read_jsonl(path, limit: int | None = None) -> list[Row]:
