@@ -41,7 +41,7 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     assert [m["method"] for m in report["methods"]] == ["none", "lora"]
     assert all(METHOD_KEYS <= set(m) and m["status"] == "ok" for m in report["methods"]), report["methods"]
     assert [(r["shape"], r["method"]) for r in report["paper_config"]] == [
-        ("tiny-qwen2.5", "full"), ("tiny-qwen2.5", "topk"), ("tiny-qwen2.5", "adagradselect")]
+        ("tiny-qwen2.5", "full"), ("tiny-qwen2.5", "adagradselect")]
     assert all(PAPER_KEYS <= set(r) and r["status"] == "ok" for r in report["paper_config"])
     assert report["paper_config"][0]["time_ratio_vs_full"] == 1.0
     assert all("+experiment=adagradselect_paper" in r["overrides"] for r in report["paper_config"])
@@ -55,7 +55,7 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     perf_report.main(["--real-workload", str(out), "--out", str(page)])
     text = page.read_text()
     assert again["parts_run"]["train"]["command"] in text
-    assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | topk | ok |" in text
+    assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | adagradselect | ok |" in text
 
 
 def test_real_tokens_of_packed_rows_are_the_examples_tokens():

@@ -63,7 +63,7 @@ GPU_ONLY = {"train.compile=true": "torch.compile left out: GPU only here (Induct
 # --quick: a CPU smoke run on a tiny model (tests/test_real_workload.py); its figures mean nothing.
 QUICK = {"steps": 1, "warmup": 1, "batch_size": 2, "eval_limit": 4, "identical_n": 2, "static_batch_size": 4,
          "hf_batch_size": 4, "methods_eval_limit": 2, "methods": ["none", "lora"],
-         "paper_shapes": ["tiny-qwen2.5"], "paper_steps": 1, "paper_warmup": 1, "harness_window_only": True,
+         "paper_shapes": ["tiny-qwen2.5"], "paper_methods": ["full", "adagradselect"], "paper_steps": 1, "paper_warmup": 1, "harness_window_only": True,
          "paper_set": ["train.batch_size=1", "train.grad_accum=2"]}
 QUICK_SET = ("task.train.limit=8", "train.max_seq_len=256", "eval.max_new_tokens=4")
 
