@@ -105,7 +105,7 @@ def guarded(run, row: dict, args) -> dict:
     except torch.OutOfMemoryError as err:
         row.update(status="oom", error=str(err).splitlines()[0])
     except Exception as err:  # noqa: BLE001 - recorded in the row and logged, the other rows still run
-        log.exception("%s %s %s failed", row["shape"], row["loop"], row["method"])
+        log.exception("%s %s %s failed", row.get("shape"), row.get("loop"), row.get("method"))
         row.update(status="failed", error=f"{type(err).__name__}: {err}")
     release(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if row.get("compile"):

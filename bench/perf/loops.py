@@ -6,8 +6,11 @@
   `lora` (peft, the knobs of conf/method/lora.yaml). It is fed the very batches the harness row
   trains on (bench/perf/workload.py draw_batches).
 - `run_harness`: the run object (bench/run/recipe.py) of the same config, as `slmbench` runs it;
-  timing, memory and profiling attach as observers.
-Both time each step between device synchronizations and report the median after warm-up.
+  timing, memory and profiling attach as observers; `run_harness_window` trains it to the end
+  (e.g. one epoch) and reports a timed window of it beside the whole.
+- `run_hf_trainer`: HF `Trainer` on the run's tokenized examples (what users would pick instead).
+- `timed_generation`: an eval engine on given prompts, as `Run.evaluate` calls it (stop tokens, stop strings).
+All time each step between device synchronizations and report the median after warm-up.
 """
 from __future__ import annotations
 
@@ -18,10 +21,14 @@ import time
 import torch
 from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from bench.eval.evaluate import generate_with_engine
+from bench.data.batching import collate
+from bench.data.examples import TokenizedExample
+from bench.eval.evaluate import cut_at_stop_strings, generate_with_engine
+from bench.eval.stop_tokens import stop_token_ids
 from bench.models.loading import decoder_layers
-from bench.perf.workload import compose, draw_batches, real_tokens
+from bench.perf.workload import compose, draw_batches, padding_fraction, real_tokens
 from bench.run.observers import PhaseMemory
 from bench.run.recipe import Run
 from bench.runtime import autocast, synchronize
@@ -208,3 +215,93 @@ def run_eval(run: Run, engine: str, batch_size: int, max_new_tokens: int) -> tup
             "generated_tokens_per_s": len(prompts) * max_new_tokens / wall, "precision": run.precision,
             "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens), "max_prompt_tokens": max(prompt_tokens),
             **_memory(memory)}, texts
+
+
+def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = None) -> dict:
+    """Train the built `run` to `until` (default: its end, e.g. the whole epoch). Per-step figures
+    come from the timed window (steps `warmup .. warmup + steps`, the steps a plain loop fed the
+    same batches is timed on); `epoch_s` is the whole training, its first step (compilation, graph
+    capture, allocator warm-up) also reported alone. Tokens count real (non-padding) tokens."""
+    until = run.total_steps if until is None else until
+    accum = run.cfg.train.grad_accum
+    batches = draw_batches(run, until * accum)
+    run.train(until=until)
+    tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
+    seconds = run.timer.step_seconds
+    whole = sum(seconds[warmup:])
+    return {**_timing(seconds[:warmup + steps], tokens[:warmup + steps], warmup),
+            "peak_gpu_gib": run.train_peaks["allocated_gib"], "steps_trained": len(seconds),
+            "epoch_s": sum(seconds) if until == run.total_steps else None,
+            "tokens_per_s_after_warmup": sum(tokens[warmup:]) / whole if whole else None,
+            "real_tokens_per_step": sum(tokens) / len(tokens) if tokens else None,
+            "padding_fraction": padding_fraction(batches), "final_loss": run.final_loss,
+            "losses": [h["loss"] for h in run.history]}
+
+
+def timed_generation(run: Run, prompts: list[str], engine: str, batch_size: int, precision: str) -> tuple[float, list[str]]:
+    """Greedy generation as `Run.evaluate` runs it (the run's stop tokens and the task's stop
+    strings, texts cut at them), timed end to end; `precision` may differ from the run's."""
+    eval_cfg = OmegaConf.merge(run.cfg.eval, {"engine": engine, "batch_size": batch_size})
+    stop_ids = stop_token_ids(run.model, run.tokenizer)
+    synchronize(run.device)
+    start = time.perf_counter()
+    texts = generate_with_engine(run.model, run.tokenizer, prompts, eval_cfg, run.device, precision,
+                                 desc=f"eval {engine} {precision}", stop_ids=stop_ids,
+                                 stop_strings=run.task.stop_strings)
+    synchronize(run.device)
+    return time.perf_counter() - start, [cut_at_stop_strings(t, run.task.stop_strings) for t in texts]
+
+
+class StepClock(TrainerCallback):
+    """HF Trainer callback: wall-clock of each optimizer step between device syncs."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self._t0 = device, [], 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        synchronize(self.device)
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    """The run's tokenized examples as HF Trainer reads them (`input_ids` gives group_by_length its lengths)."""
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        example = self.examples[index]
+        return {"input_ids": example.input_ids, "labels": example.labels}
+
+
+def run_hf_trainer(model, examples, pad_token_id: int, settings: dict, warmup: int, device: torch.device) -> dict:
+    """HF `Trainer` on the run's tokenized examples with `settings` (TrainingArguments), batches
+    right-padded by the harness's own `collate`; real tokens counted as the collator makes them."""
+    import tempfile
+
+    memory = PhaseMemory(device)
+    memory.start()
+    step_tokens: list[int] = []
+
+    def collator(items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate([TokenizedExample(i["input_ids"], i["labels"]) for i in items], pad_token_id)
+        step_tokens.append(real_tokens(batch))
+        return batch
+
+    clock = StepClock(device)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model=model, args=TrainingArguments(output_dir=out, **settings), data_collator=collator,
+                          train_dataset=ExampleDataset(examples), callbacks=[clock])
+        trainer.train()
+    # The dataloader may collate a batch ahead of the step that trains on it: the first steps' counts hold.
+    result = {**_timing(clock.seconds, step_tokens[:len(clock.seconds)], warmup),
+              "peak_gpu_gib": memory.peaks()["allocated_gib"], "steps_trained": len(clock.seconds)}
+    del trainer
+    return result

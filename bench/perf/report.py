@@ -150,14 +150,138 @@ and `docs/performance-memory.md`.
 """
 
 
+# -- the reference workload (bench/perf/real_workload.py's JSON) ------------------------------------
+
+def _ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _ok(part: dict | None, key: str):
+    """`part[key]` of a measured (status ok) row, else None."""
+    return part.get(key) if part and part.get("status") == "ok" else None
+
+
+def real_workload_ratios(report: dict) -> dict:
+    """The comparisons the targets speak of, computed from the rows (None where a row is missing)."""
+    train, ev = report.get("train", {}), report.get("eval") or {}
+    tok = {name: _ok(row, "tokens_per_s") for name, row in train.items()}
+    step = {name: _ok(row, "median_step_s") for name, row in train.items()}
+    hf, static = ev.get("hf") or {}, ev.get("static") or {}
+    same = static.get("identical_fp32") if ev.get("status") == "ok" else None
+    return {"fast_over_plain_eager_tokens": _ratio(tok.get("harness_fast"), tok.get("plain_eager")),
+            "fast_over_hf_trainer_tokens": _ratio(tok.get("harness_fast"), tok.get("hf_trainer")),
+            "default_over_plain_step_padded": _ratio(step.get("harness_default"), step.get("plain_eager")),
+            "fast_over_plain_step_fast_batches": _ratio(step.get("harness_fast"), step.get("plain_same_batches_as_fast")),
+            "fast_epoch_s": _ok(train.get("harness_fast"), "epoch_s"),
+            "eval_static_speedup": _ratio(hf.get("seconds"), static.get("seconds")) if ev.get("status") == "ok" else None,
+            "eval_identical_fp32": _ratio(*same) if same else None}
+
+
+def _f(value, spec: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def real_workload_summary(report: dict) -> str:
+    r = real_workload_ratios(report)
+    return "\n".join([
+        f"reference workload ({report.get('workload', {}).get('model')}, {report.get('device')}):",
+        f"  harness_fast / plain_eager real tokens/s: x{_f(r['fast_over_plain_eager_tokens'])} (target >= 10)",
+        f"  harness_fast / hf_trainer real tokens/s:  x{_f(r['fast_over_hf_trainer_tokens'])} (target >= 3)",
+        f"  harness_fast epoch: {_f(r['fast_epoch_s'])} s (target <= 12)",
+        f"  step, harness/plain, padded batches: x{_f(r['default_over_plain_step_padded'])} (target <= 1.05)",
+        f"  step, harness_fast/plain, the fast batches: x{_f(r['fast_over_plain_step_fast_batches'])}",
+        f"  eval, static engine speed-up over HF generate: x{_f(r['eval_static_speedup'])} (target >= 10); "
+        f"identical in fp32: {_f(r['eval_identical_fp32'], '.1%')} (target >= 99.5%)"])
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)])
+
+
+def _train_table(train: dict) -> str:
+    rows = [[name, row.get("status"), _f(_ok(row, "tokens_per_s"), ",.0f"), _f(_ok(row, "median_step_s"), ".4f"),
+             _f(_ok(row, "peak_gpu_gib"), ".2f"), _f(_ok(row, "first_step_s"), ".2f"), _f(_ok(row, "epoch_s"), ".1f"),
+             _f(_ok(row, "padding_fraction"), ".1%")] for name, row in train.items()]
+    table = _md_table(["row", "status", "real tokens/s", "median step s", "peak GiB", "first step s", "epoch s",
+                       "padding"], rows)
+    details = [f"- `{name}`: `slmbench {' '.join(row.get('overrides', []))}`"
+               + "".join(f"; {key}: `{json.dumps(row[key])}`" for key in ("settings", "notes", "error") if row.get(key))
+               for name, row in train.items()]
+    return "\n".join([table, "", *details])
+
+
+def _eval_lines(ev: dict) -> str:
+    if ev.get("status") != "ok":
+        return f"Evaluation: {ev.get('status')} {ev.get('error', '')}"
+    hf, st = ev["hf"], ev["static"]
+    bf16 = st.get("identical_bf16")
+    return "\n".join([
+        f"Evaluation, {ev['model_weights']}; {ev['prompts']} prompts, {ev['max_new_tokens']} new tokens at most, "
+        f"{ev['precision']}:", "",
+        _md_table(["engine", "seconds", "batch", "accuracy", "identical to HF, fp32", "identical to HF, bf16"],
+                  [["HF generate", _f(hf["seconds"], ".1f"), hf["batch_size"], _f(hf["accuracy"], ".2%"), "", ""],
+                   [f"static (refill {st['refill']}, CUDA graphs {st['cuda_graphs']})", _f(st["seconds"], ".1f"),
+                    st["batch_size"], _f(st["accuracy"], ".2%"), "{}/{}".format(*st["identical_fp32"]),
+                    "{}/{}".format(*bf16) if bf16 else "n/a"]]), "", *(f"- {note}" for note in ev.get("notes", []))])
+
+
+def _methods_table(rows: list[dict]) -> str:
+    body = [[r["method"], r.get("status"), _f(r.get("settings", {}).get("lr")), _f(_ok(r, "accuracy"), ".2%"),
+             "[{}, {}]".format(*(_f(v, ".2%") for v in r["ci95"])) if _ok(r, "ci95") else "n/a",
+             _f(_ok(r, "peak_gpu_memory_gib"), ".2f"), _f(_ok(r, "train_s"), ".1f"), _f(_ok(r, "tokens_per_s"), ",.0f"),
+             _f(_ok(r, "eval_s"), ".1f")] for r in rows]
+    return _md_table(["method", "status", "lr", "accuracy", "95% CI", "peak GiB", "train s", "real tokens/s", "eval s"], body)
+
+
+def _paper_table(rows: list[dict]) -> str:
+    body = [[r["shape"], r["method"], r.get("status"), _f(_ok(r, "peak_gpu_gib"), ".2f"),
+             _f(_ok(r, "median_step_s"), ".3f"), _f(r.get("memory_ratio_vs_full"), ".3f"),
+             _f(r.get("time_ratio_vs_full"), ".3f")] for r in rows]
+    return _md_table(["shape", "method", "status", "peak GiB", "median step s", "memory / full", "time / full"], body)
+
+
+def render_real_workload(report: dict) -> str:
+    """The page's section for the reference workload, from `python -m bench.perf.real_workload`'s JSON."""
+    work = report.get("workload", {})
+    runs = "\n".join(f"- {part}: `{run['command']}` ({run['date']}, {run['device']}, code "
+                     f"{_code(run['commit'])})" for part, run in report.get("parts_run", {}).items())
+    sections = [f"## The reference workload: {work.get('model')} on {work.get('task')}", "",
+                "Generated by `python -m bench.perf.report --real-workload` from the JSON that "
+                "`python -m bench.perf.real_workload` wrote; do not edit the numbers by hand.", "", runs, "",
+                "Workload: " + ", ".join(f"{k} {_f(v) if isinstance(v, float) else v}" for k, v in work.items()
+                                         if not isinstance(v, dict)), "",
+                "Training (tokens/s counts real, non-padding tokens; step figures over the same window of "
+                "steps after warm-up; epoch s: the harness run's whole epoch, first step included):", "",
+                _train_table(report.get("train", {})), ""]
+    sections += ["Comparisons (targets in parentheses):", "", "```", real_workload_summary(report), "```"]
+    if report.get("eval"):
+        sections += ["", _eval_lines(report["eval"])]
+    if report.get("methods"):
+        first = report["methods"][0]
+        settings = {k: v for k, v in (first.get("settings") or {}).items() if k != "lr"}
+        sections += ["", f"Every method, one epoch, then the test set (settings: `{json.dumps(settings)}`; "
+                     f"{'; '.join(first.get('notes') or []) or 'nothing left out'}):", "", _methods_table(report["methods"])]
+    if report.get("paper_config"):
+        sections += ["", "The AdaGradSelect paper config's training settings (`+experiment=adagradselect_paper`), "
+                     "random weights of the real shapes:", "", _paper_table(report["paper_config"])]
+    return "\n".join(sections) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.perf.report", description=__doc__.split("\n")[0])
-    parser.add_argument("json", type=Path, nargs="+", help="the files `python -m bench.perf.lab --out` wrote")
+    parser.add_argument("json", type=Path, nargs="*", help="the files `python -m bench.perf.lab --out` wrote")
+    parser.add_argument("--real-workload", type=Path, default=None, metavar="FILE",
+                        help="the file `python -m bench.perf.real_workload` wrote: its section ends the page")
     parser.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     args = parser.parse_args(argv)
-    report = merge([json.loads(path.read_text()) for path in args.json])
+    if not args.json and args.real_workload is None:
+        parser.error("give the lab's JSON files, --real-workload FILE, or both")
+    page = render(merge([json.loads(path.read_text()) for path in args.json])) if args.json else ""
+    if args.real_workload is not None:
+        page += ("\n" if page else "") + render_real_workload(json.loads(args.real_workload.read_text()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(report))
+    args.out.write_text(page)
     print(f"wrote {args.out}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from bench.data.examples import IGNORE_INDEX
 from bench.paths import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
@@ -73,5 +74,29 @@ def draw_batches(run, n: int) -> list[dict[str, torch.Tensor]]:
 
 
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Non-padding tokens of a batch (what tokens/s counts in the lab)."""
-    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    """Non-padding tokens of a batch (what tokens/s counts in the lab). Padded batches: the
+    attention mask. Packed rows (bench/data/packing.py, no attention mask): a row's real tokens end
+    at its last labelled position, since every example ends with a labelled token (its eos, or its
+    last target token when truncated) and the row's padding tail carries no label."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    if "position_ids" not in batch:
+        return batch["input_ids"].numel()
+    labelled = batch["labels"] != IGNORE_INDEX
+    columns = torch.arange(1, labelled.shape[1] + 1).expand_as(labelled)
+    return int((columns * labelled).amax(dim=1).sum())
+
+
+def padding_fraction(batches: list[dict[str, torch.Tensor]]) -> float | None:
+    """Share of the batches' positions that hold no real token."""
+    total = sum(b["input_ids"].numel() for b in batches)
+    return 1 - sum(real_tokens(b) for b in batches) / total if total else None
+
+
+def reference_overrides(model: str, data_dir: Path | None, batch_size: int, lr: float, seed: int, device: str,
+                        method: str = "full", extra: list[str] = ()) -> list[str]:
+    """The reference workload as users run it: `model` fine-tuned by `method` on GSM8K train for
+    one epoch at `batch_size`, evaluated on the GSM8K test set; everything else the config's defaults."""
+    return [*model_overrides(model, data_dir), *task_overrides(data_dir), f"method={method}", "train.epochs=1",
+            "train.max_steps=null", f"train.batch_size={batch_size}", f"train.lr={lr}", f"seed={seed}",
+            f"device={device}", "wandb.mode=disabled", *extra]

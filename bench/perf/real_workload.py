@@ -1,0 +1,409 @@
+"""`python -m bench.perf.real_workload`: the reference workload, measured as users run it.
+
+SmolLM2-135M-Instruct (`model=smollm2-135m`, really pretrained) fine-tuned on GSM8K train from
+local files for one epoch at batch 16, evaluated on the full GSM8K test set (1,319 prompts), bf16
+autocast on a GPU. Every harness figure comes from the run object (bench/run/recipe.py) of a config
+composed as `slmbench <overrides>` composes it; each row records those overrides. Parts (`--parts`):
+
+- train: a plain eager loop fed the default run's padded batches (`plain_eager`) and the fast
+  path's batches (`plain_same_batches_as_fast`), HF `Trainer` on the run's tokenized examples
+  (`hf_trainer`), the default run (`harness_default`) and the fastest settings (`harness_fast`).
+  Tokens/s counts real (non-padding) tokens; per-step figures come from the same window of steps.
+- eval: HF `generate` against the static engine (with refill) on the same prompts, and how many
+  texts are identical in fp32 and in bf16.
+- methods: every method for one epoch through the run, then evaluated (accuracy, 95% CI).
+- paper_config: `+experiment=adagradselect_paper`'s training settings on the three real shapes
+  (random weights), full against topk and AdaGradSelect.
+
+Each part writes its key of `--out` as soon as it is measured, into the file an earlier call wrote
+(unless `--fresh`): the parts can be split over device calls, and a run cut short keeps what it
+measured. `python -m bench.perf.report --real-workload FILE` renders it. Figures are measurements,
+never asserted.
+
+Example (one H200):
+    python -m bench.perf.real_workload --data-dir .devdata --parts train eval --out docs/perf/real_workload.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from bench.data.prompts import build_prompt
+from bench.eval.evaluate import limit_examples
+from bench.perf.lab import guarded
+from bench.perf.loops import (build_run, release, run_harness, run_harness_window, run_hf_trainer, run_plain,
+                              timed_generation)
+from bench.perf.report import real_workload_summary
+from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
+                                 reference_overrides)
+from bench.records.recorder import environment, write_json_atomic
+from bench.run.recipe import Run
+from bench.runtime import resolve_device
+
+log = logging.getLogger("bench.perf.real_workload")
+PARTS = ("train", "eval", "methods", "paper_config")
+TRAIN_ROWS = ("plain_eager", "plain_same_batches_as_fast", "hf_trainer", "harness_default", "harness_fast")
+METHODS = ("none", "full", "lora", "topk", "adagradselect", "ist", "lisa", "badam")
+PAPER_SHAPES = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")  # the paper's three models (conf/experiment)
+PAPER_METHODS = ("full", "topk", "adagradselect")
+# The harness's fastest settings (README "Batching", "Performance"): packed rows of the default
+# token budget (about batch_size examples per step, so the default learning rate carries over),
+# the chunked loss (no full-vocabulary logits), compiled decoder layers (one graph, static shapes).
+FAST_SETTINGS = ("train.batching=packed", "train.fast_path=chunked_ce", "train.compile=true")
+# Methods: packed rows and the chunked loss, not compile: its compile time (tens of seconds,
+# per run) would be paid 8 times; harness_fast measures what compile adds.
+METHOD_SETTINGS = ("train.batching=packed", "train.fast_path=chunked_ce")
+GPU_ONLY = {"train.compile=true": "torch.compile left out: GPU only here (Inductor on CPU needs a C++ toolchain and minutes)"}
+# --quick: a CPU smoke run on a tiny model (tests/test_real_workload.py); its figures mean nothing.
+QUICK = {"steps": 1, "warmup": 1, "batch_size": 2, "eval_limit": 4, "identical_n": 2, "static_batch_size": 4,
+         "hf_batch_size": 4, "methods_eval_limit": 2, "methods": ["none", "lora"],
+         "paper_shapes": ["tiny-qwen2.5"], "paper_methods": ["full", "adagradselect"], "paper_steps": 1, "paper_warmup": 1, "harness_window_only": True,
+         "paper_set": ["train.batch_size=1", "train.grad_accum=2"]}
+QUICK_SET = ("task.train.limit=8", "train.max_seq_len=256", "eval.max_new_tokens=4")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.perf.real_workload", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with gsm8k/{train,test}.jsonl and models/<org>__<name>/ (paper shapes)")
+    p.add_argument("--model", default="smollm2-135m", help="conf/model/<name>.yaml (tests: tiny-llama3.2)")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--train-rows", nargs="+", default=list(TRAIN_ROWS), choices=TRAIN_ROWS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="conf/method/<name>.yaml names")
+    p.add_argument("--paper-shapes", nargs="+", default=list(PAPER_SHAPES))
+    p.add_argument("--paper-methods", nargs="+", default=list(PAPER_METHODS))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-5,
+                   help="full-parameter methods (conf/experiment/adagradselect_paper.yaml lr_by_method: full)")
+    p.add_argument("--lora-lr", type=float, default=2e-4, help="LoRA (the same file's lr_by_method: lora)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=60, help="timed steps of every train row, after --warmup")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--full-epoch", action="store_true", help="plain and HF Trainer rows train the whole epoch too")
+    p.add_argument("--harness-window-only", action="store_true",
+                   help="harness rows train only warm-up + timed steps (no epoch_s)")
+    p.add_argument("--fast-set", nargs="*", default=list(FAST_SETTINGS), metavar="KEY=VALUE",
+                   help="the overrides of harness_fast (and the batches of plain_same_batches_as_fast)")
+    p.add_argument("--methods-set", nargs="*", default=list(METHOD_SETTINGS), metavar="KEY=VALUE",
+                   help="the overrides every method row trains with")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every row")
+    p.add_argument("--eval-limit", type=int, default=None, help="eval part: first N test prompts (default all)")
+    p.add_argument("--identical-n", type=int, default=256, help="eval part: prompts compared in fp32")
+    p.add_argument("--static-batch-size", type=int, default=512)
+    p.add_argument("--hf-batch-size", type=int, default=256)
+    p.add_argument("--methods-eval-limit", type=int, default=None, help="methods part: first N test prompts")
+    p.add_argument("--paper-set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for paper_config rows")
+    p.add_argument("--paper-steps", type=int, default=6)
+    p.add_argument("--paper-warmup", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="CPU smoke run: a few steps and prompts, 4 methods, one tiny shape")
+    p.add_argument("--fresh", action="store_true", help="start --out afresh instead of adding to it")
+    p.add_argument("--out", type=Path, default=Path("docs/perf/real_workload.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+        args.set = [*QUICK_SET, *args.set]
+    return args
+
+
+# -- configs -------------------------------------------------------------------------------------
+
+def on_device(settings, device: torch.device) -> tuple[list[str], list[str]]:
+    """The settings this device runs, and a note for each GPU-only one left out."""
+    if device.type == "cuda":
+        return list(settings), []
+    return [s for s in settings if s not in GPU_ONLY], [GPU_ONLY[s] for s in settings if s in GPU_ONLY]
+
+
+def config(args, method: str = "full", extra=()):
+    """The composed config of a reference-workload row, and its `slmbench` overrides."""
+    lr = args.lora_lr if method.startswith("lora") else args.lr
+    overrides = reference_overrides(args.model, args.data_dir, args.batch_size, lr, args.seed, args.device, method,
+                                    [f"train.throughput_warmup_steps={args.warmup}", *extra, *args.set])
+    return compose(overrides), overrides
+
+
+def settings_of(cfg) -> dict:
+    t = cfg.train
+    return {"batching": t.batching, "fast_path": t.fast_path, "compile": bool(t.compile), "batch_size": t.batch_size,
+            "pack_len": t.pack_len if t.batching == "packed" else None,
+            "pack_tokens": t.pack_tokens if t.batching == "packed" else None, "lr": t.lr,
+            "grad_accum": t.grad_accum, "gradient_checkpointing": bool(t.gradient_checkpointing),
+            "max_seq_len": t.max_seq_len, "precision": t.precision}
+
+
+def describe_workload(report: dict, args, run: Run) -> None:
+    """The workload's figures, once per file (the first part that builds the default run)."""
+    if report.get("workload", {}).get("model") == run.cfg.model.name:
+        return
+    epoch = draw_batches(run, run.steps_per_epoch)
+    report["workload"] = {
+        "model": run.cfg.model.name, "task": run.cfg.task.name, "train_examples": len(run.examples),
+        "epoch_steps": run.steps_per_epoch, "batch": run.cfg.train.batch_size, "precision": run.precision,
+        "lr": args.lr, "lora_lr": args.lora_lr, "seed": args.seed, "max_seq_len": run.cfg.train.max_seq_len,
+        "test_prompts": sum(len(exs) for exs in run.task.eval_sets().values()),
+        "mean_real_tokens_per_batch": sum(real_tokens(b) for b in epoch) / len(epoch),
+        "padding_fraction": padding_fraction(epoch), "timed_window": {"warmup": args.warmup, "steps": args.steps}}
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+def plain_row(args, report: dict, extra) -> dict:
+    """The plain eager loop on a fresh model of the row's config, fed the batches that run trains on."""
+    cfg, overrides = config(args, extra=extra)
+    row = {"loop": "plain eager (bench/perf/loops.py run_plain)", "overrides": overrides,
+           "batching": cfg.train.batching}
+
+    def measure():
+        run = Run.build(cfg)
+        if cfg.train.batching == "random":  # the default run's batches: the workload's own figures
+            describe_workload(report, args, run)
+        steps = run.total_steps if args.full_epoch else min(args.warmup + args.steps, run.total_steps)
+        batches = draw_batches(run, steps)
+        result = run_plain(run.model, "full", batches, args.warmup, cfg.train.lr, cfg.train.grad_clip, run.device,
+                           run.precision, [])
+        return {"tokens_per_s": result["tokens_per_s"], "median_step_s": result["median_step_s"],
+                "peak_gpu_gib": result["peak_allocated_gib"], "first_step_s": result["first_step_s"],
+                "steps_trained": len(batches), "padding_fraction": padding_fraction(batches),
+                "final_loss": result["final_loss"]}
+    return guarded(measure, row, args)
+
+
+def hf_settings(args, cfg, run: Run) -> dict:
+    """TrainingArguments as a user would set them for this workload: the run's batch, lr, schedule,
+    clipping and seed; bf16; length-grouped batches; no eval, no saving, no reporting."""
+    import inspect
+    from transformers import TrainingArguments
+
+    t, gpu = cfg.train, run.device.type == "cuda"
+    steps = -1 if args.full_epoch else min(args.warmup + args.steps, run.total_steps)
+    grouping = ({"group_by_length": True} if "group_by_length" in inspect.signature(TrainingArguments).parameters
+                else {"train_sampling_strategy": "group_by_length"})  # transformers 5 renamed it
+    return {"per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
+            "learning_rate": t.lr, "num_train_epochs": 1, "max_steps": steps, "lr_scheduler_type": t.schedule,
+            "warmup_steps": t.warmup_steps, "weight_decay": t.weight_decay, "max_grad_norm": t.grad_clip or 0.0,
+            "seed": args.seed, "bf16": gpu, "use_cpu": not gpu, **grouping, "report_to": "none",
+            "save_strategy": "no", "eval_strategy": "no", "logging_strategy": "no", "disable_tqdm": True,
+            "remove_unused_columns": False, "dataloader_num_workers": 0}
+
+
+def hf_trainer_row(args, report: dict) -> dict:
+    cfg, overrides = config(args)
+    row = {"loop": "HF transformers.Trainer on the run's tokenized examples (run.examples)", "overrides": overrides}
+    if run_device(args).type != "cuda":
+        row["notes"] = ["bf16 left out: GPU only here (CPU runs fp32)"]
+
+    def measure():
+        run = Run.build(cfg)
+        row["settings"] = hf_settings(args, cfg, run)
+        return run_hf_trainer(run.model, run.examples, run.tokenizer.pad_token_id, row["settings"], args.warmup,
+                              run.device)
+    return guarded(measure, row, args)
+
+
+def harness_row(args, extra, notes) -> dict:
+    """The run of the config, trained to the end of its epoch (or the timed window only)."""
+    cfg, overrides = config(args, extra=extra)
+    row = {"loop": "harness (bench/run/recipe.py Run)", "overrides": overrides, "settings": settings_of(cfg),
+           "compile": bool(cfg.train.compile), "notes": notes}
+
+    def measure():
+        run = Run.build(cfg)
+        until = min(args.warmup + args.steps, run.total_steps) if args.harness_window_only else run.total_steps
+        row["settings"]["epoch_steps"] = run.steps_per_epoch
+        return run_harness_window(run, args.warmup, args.steps, until)
+    return guarded(measure, row, args)
+
+
+def run_device(args) -> torch.device:
+    return resolve_device(args.device)
+
+
+def train_part(args, report: dict, save) -> None:
+    fast, notes = on_device(args.fast_set, run_device(args))
+    eager_fast = [s for s in fast if not s.startswith("train.compile=")]  # the plain loop stays eager
+    measures = {"plain_eager": lambda: plain_row(args, report, []),
+                "plain_same_batches_as_fast": lambda: plain_row(args, report, eager_fast),
+                "hf_trainer": lambda: hf_trainer_row(args, report),
+                "harness_default": lambda: harness_row(args, [], []),
+                "harness_fast": lambda: harness_row(args, fast, notes)}
+    report.setdefault("train", {})
+    for name in args.train_rows:
+        report["train"][name] = measures[name]()
+        save()
+
+
+# -- eval ------------------------------------------------------------------------------------------
+
+def eval_prompts(run: Run, limit: int | None) -> tuple[list, list[str]]:
+    examples = [ex for exs in run.task.eval_sets().values() for ex in limit_examples(exs, limit)]
+    return examples, [build_prompt(run.tokenizer, ex.prompt, run.task.use_chat_template) for ex in examples]
+
+
+def accuracy(run: Run, examples, texts: list[str]) -> float:
+    primary = run.task.primary_metric
+    return sum(bool(run.task.score(text, ex)[primary]) for ex, text in zip(examples, texts)) / max(1, len(texts))
+
+
+def same(a: list[str], b: list[str]) -> list[int]:
+    return [sum(x == y for x, y in zip(a, b)), len(a)]
+
+
+def measure_engines(args, run: Run) -> dict:
+    """Both engines on every prompt at the run's precision, then both in fp32 on the first N."""
+    examples, prompts = eval_prompts(run, args.eval_limit)
+    hf_s, hf_texts = timed_generation(run, prompts, "hf", args.hf_batch_size, run.precision)
+    static_s, static_texts = timed_generation(run, prompts, "static", args.static_batch_size, run.precision)
+    n = min(args.identical_n, len(prompts))
+    _, hf_fp32 = timed_generation(run, prompts[:n], "hf", args.hf_batch_size, "fp32")
+    _, static_fp32 = timed_generation(run, prompts[:n], "static", args.static_batch_size, "fp32")
+    gpu, eval_cfg = run.device.type == "cuda", run.cfg.eval
+    return {"prompts": len(prompts), "precision": run.precision, "max_new_tokens": eval_cfg.max_new_tokens,
+            "hf": {"seconds": hf_s, "batch_size": args.hf_batch_size, "accuracy": accuracy(run, examples, hf_texts)},
+            "static": {"seconds": static_s, "batch_size": args.static_batch_size, "refill": bool(eval_cfg.refill),
+                       "check_every": eval_cfg.check_every, "cuda_graphs": bool(eval_cfg.cuda_graphs) and gpu,
+                       "accuracy": accuracy(run, examples, static_texts), "identical_fp32": same(static_fp32, hf_fp32),
+                       "identical_bf16": same(static_texts, hf_texts) if run.precision == "bf16" else None},
+            "notes": [] if gpu else ["bf16 and CUDA graphs left out: GPU only here (CPU runs fp32, eagerly)"]}
+
+
+def eval_part(args, report: dict, save) -> None:
+    cfg, overrides = config(args, method="none")
+    row = {"model_weights": "pretrained (method=none: the engines are compared, not a fine-tuned model)",
+           "overrides": overrides}
+
+    def measure():
+        run = Run.build(cfg)
+        describe_workload(report, args, run)
+        return measure_engines(args, run)
+    report["eval"] = guarded(measure, row, args)
+    save()
+
+
+# -- methods ---------------------------------------------------------------------------------------
+
+def method_row(args, method: str) -> dict:
+    """One epoch and the evaluation, in `slmbench`'s order (bench/cli.py run_job)."""
+    settings, notes = on_device(args.methods_set, run_device(args))
+    limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
+    extra = [*settings, "eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
+    cfg, overrides = config(args, method=method, extra=extra)
+    row = {"method": method, "overrides": overrides, "settings": settings_of(cfg), "notes": notes}
+
+    def measure():
+        run = Run.build(cfg)
+        accum = cfg.train.grad_accum
+        batches = draw_batches(run, run.total_steps * accum)
+        with run.measured():
+            run.train()
+            run.evaluate()
+        metrics, seconds, warmup = run.metrics(), run.timer.step_seconds, args.warmup
+        tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
+        timed = sum(seconds[warmup:])
+        return {"accuracy": metrics["accuracy"], "ci95": metrics["accuracy_ci95"],
+                "peak_gpu_memory_gib": metrics["peak_gpu_memory_gib"], "train_s": metrics["train_wall_clock_s"],
+                "tokens_per_s": sum(tokens[warmup:]) / timed if timed else None,
+                "median_step_s": metrics["median_step_s"], "train_steps": metrics["train_steps"],
+                "eval_s": metrics["eval_wall_clock_s"], "final_train_loss": metrics["final_train_loss"],
+                "eval_prompts": sum(s["n"] for s in run.accuracy_by_task.values())}
+    return guarded(measure, row, args)
+
+
+def methods_part(args, report: dict, save) -> None:
+    rows = {row["method"]: row for row in report.get("methods", [])}
+    for method in args.methods:
+        rows[method] = method_row(args, method)
+        report["methods"] = list(rows.values())
+        save()
+
+
+# -- paper config ----------------------------------------------------------------------------------
+
+def paper_row(args, shape: str, method: str) -> dict:
+    """`+experiment=adagradselect_paper`'s training settings (grad_accum, checkpointing, max_seq_len,
+    batch, precision) on GSM8K (its MetaMathQA is not among the local data), a few steps."""
+    precision = [] if run_device(args).type == "cuda" else ["train.precision=auto"]  # bf16: GPU only here
+    extra = ["+experiment=adagradselect_paper", f"seed={args.seed}", f"device={args.device}",
+             f"train.throughput_warmup_steps={args.paper_warmup}", *precision, *args.set, *args.paper_set]
+    overrides = lab_overrides(shape, method, args.paper_warmup + args.paper_steps, args.data_dir, extra)
+    # The experiment's lr interpolates Hydra's runtime choice, which a plain compose lacks: its value here.
+    overrides.append(f"train.lr={compose(overrides).lr_by_method[method]}")
+    cfg = compose(overrides)
+    row = {"shape": shape, "method": method, "overrides": overrides, "settings": settings_of(cfg),
+           "task": "gsm8k (the experiment's metamathqa is not among the local data)",
+           "notes": [] if not precision else ["bf16 left out: GPU only here (CPU runs fp32)"]}
+
+    def measure():
+        result = run_harness(build_run(cfg, steps=args.paper_warmup + args.paper_steps), args.paper_warmup,
+                             args.paper_steps)
+        return {"median_step_s": result["median_step_s"], "peak_gpu_gib": result["peak_allocated_gib"],
+                "tokens_per_s": result["tokens_per_s"], "first_step_s": result["first_step_s"]}
+    return guarded(measure, row, args)
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's memory and step time over full fine-tuning's on the same shape."""
+    full = {r["shape"]: r for r in rows if r["method"] == "full" and r.get("status") == "ok"}
+    for row in rows:
+        base = full.get(row["shape"])
+        ok = base is not None and row.get("status") == "ok"
+        mem = ok and row["peak_gpu_gib"] is not None and base["peak_gpu_gib"]
+        row["memory_ratio_vs_full"] = row["peak_gpu_gib"] / base["peak_gpu_gib"] if mem else None
+        row["time_ratio_vs_full"] = row["median_step_s"] / base["median_step_s"] if ok else None
+    return rows
+
+
+def paper_part(args, report: dict, save) -> None:
+    rows = [r for r in report.get("paper_config", []) if r["shape"] not in args.paper_shapes]
+    for shape in args.paper_shapes:
+        for method in args.paper_methods:
+            rows.append(paper_row(args, shape, method))
+            report["paper_config"] = with_ratios(rows)
+            save()
+
+
+# -- the file --------------------------------------------------------------------------------------
+
+def start_report(args, argv) -> dict:
+    """The file an earlier call wrote (its other parts kept), or a fresh one; this call's header."""
+    device = run_device(args)
+    env = environment(device)
+    command = "python -m bench.perf.real_workload " + " ".join(sys.argv[1:] if argv is None else argv)
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
+    report.update(device=env["device_name"], date=date, commit={"git_sha": env["git_sha"], "dirty": env["dirty"]},
+                  command=command, env=env)
+    report.setdefault("parts_run", {})
+    return report
+
+
+PART_RUNNERS = {"train": train_part, "eval": eval_part, "methods": methods_part, "paper_config": paper_part}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    report = start_report(args, argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        write_json_atomic(args.out, report)
+
+    for part in args.parts:
+        report["parts_run"][part] = {"command": report["command"], "date": report["date"], "commit": report["commit"],
+                                     "device": report["device"]}
+        PART_RUNNERS[part](args, report, save)
+        release(run_device(args))
+        save()
+    print(real_workload_summary(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""`python -m bench.perf.real_workload --quick` on a tiny model (CPU): every part writes its key of the
+JSON in the issue's shape, each row an `slmbench` config; a later call adds to the file; the report
+renders it. Figures are never asserted."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from bench.data.examples import TokenizedExample
+from bench.data.packing import PackedBatches
+from bench.perf import real_workload, report as perf_report
+from bench.perf.workload import real_tokens
+from conftest import SHARED_DATA
+
+QUICK = ["--quick", "--model", "tiny-llama3.2", "--device", "cpu", "--data-dir", str(SHARED_DATA)]
+TRAIN_KEYS = {"tokens_per_s", "median_step_s", "peak_gpu_gib", "overrides", "status"}
+METHOD_KEYS = {"method", "status", "accuracy", "ci95", "peak_gpu_memory_gib", "train_s", "tokens_per_s"}
+PAPER_KEYS = {"shape", "method", "memory_ratio_vs_full", "time_ratio_vs_full", "peak_gpu_gib", "median_step_s"}
+
+
+def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_path):
+    out = tmp_path / "real_workload.json"
+    real_workload.main([*QUICK, "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert {"device", "date", "commit", "command", "workload", "train", "eval", "methods", "paper_config"} <= set(report)
+    assert set(report["commit"]) == {"git_sha", "dirty"}
+    assert {"model", "task", "epoch_steps", "batch", "precision", "train_examples"} <= set(report["workload"])
+    train = report["train"]
+    assert list(train) == list(real_workload.TRAIN_ROWS)
+    for name, row in train.items():
+        assert TRAIN_KEYS <= set(row) and row["status"] == "ok", (name, row)
+    assert {"settings"} <= set(train["hf_trainer"]) and {"settings", "epoch_s"} <= set(train["harness_fast"])
+    # Each row is the slmbench run of its overrides: the fast row packs, the default row does not.
+    assert "train.batching=packed" in train["harness_fast"]["overrides"]
+    assert train["harness_default"]["settings"]["batching"] == "random"
+    assert train["harness_fast"]["notes"], "compile is GPU only: the CPU row must say it was left out"
+    ev = report["eval"]
+    assert ev["status"] == "ok" and ev["hf"]["seconds"] > 0 and ev["static"]["seconds"] > 0
+    assert ev["static"]["identical_fp32"][1] == 2 and "identical_bf16" in ev["static"]
+    assert [m["method"] for m in report["methods"]] == ["none", "lora"]
+    assert all(METHOD_KEYS <= set(m) and m["status"] == "ok" for m in report["methods"]), report["methods"]
+    assert [(r["shape"], r["method"]) for r in report["paper_config"]] == [
+        ("tiny-qwen2.5", "full"), ("tiny-qwen2.5", "adagradselect")]
+    assert all(PAPER_KEYS <= set(r) and r["status"] == "ok" for r in report["paper_config"])
+    assert report["paper_config"][0]["time_ratio_vs_full"] == 1.0
+    assert all("+experiment=adagradselect_paper" in r["overrides"] for r in report["paper_config"])
+
+    # A later call measures one part and keeps the others (a split over device calls).
+    real_workload.main([*QUICK, "--parts", "eval", "--out", str(out)])
+    again = json.loads(out.read_text())
+    assert again["train"] == report["train"] and set(again["parts_run"]) == set(real_workload.PARTS)
+
+    page = tmp_path / "performance.md"
+    perf_report.main(["--real-workload", str(out), "--out", str(page)])
+    text = page.read_text()
+    assert again["parts_run"]["train"]["command"] in text
+    assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | adagradselect | ok |" in text
+
+
+def test_real_tokens_of_packed_rows_are_the_examples_tokens():
+    """Packed rows carry no attention mask: their real tokens are the examples laid in them, not the tail."""
+    examples = [TokenizedExample(list(range(1, n + 1)), [-100] * 2 + list(range(3, n + 1))) for n in (5, 9, 4, 7, 6)]
+    stream = PackedBatches(examples, pad_token_id=0, seed=0, batch_size=2, pack_len=12)
+    batches = [next(stream) for _ in range(stream.batches_per_epoch)]
+    assert all("attention_mask" not in b for b in batches)
+    assert sum(real_tokens(b) for b in batches) == 5 + 9 + 4 + 7 + 6
+    assert sum(real_tokens(b) for b in batches) < sum(b["input_ids"].numel() for b in batches)
+    padded = {"input_ids": torch.zeros(2, 4), "attention_mask": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])}
+    assert real_tokens(padded) == 5
