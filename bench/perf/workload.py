@@ -83,7 +83,7 @@ def real_tokens(batch: dict[str, torch.Tensor]) -> int:
     if "position_ids" not in batch:
         return batch["input_ids"].numel()
     labelled = batch["labels"] != IGNORE_INDEX
-    columns = torch.arange(1, labelled.shape[1] + 1).expand_as(labelled)
+    columns = torch.arange(1, labelled.shape[1] + 1, device=labelled.device).expand_as(labelled)
     return int((columns * labelled).amax(dim=1).sum())
 
 
