@@ -42,7 +42,9 @@ def find_records(dirs: Iterable[Path]) -> list[Path]:
         elif not directory.exists():
             raise FileNotFoundError(f"{directory}: no such directory (searched for {RESULT_FILE})")
         else:
-            paths += sorted(directory.rglob(RESULT_FILE), key=natural_key)
+            # A run's W&B dir keeps copies of its record (artifacts): never a run of its own.
+            paths += sorted((p for p in directory.rglob(RESULT_FILE) if "wandb" not in p.relative_to(directory).parts),
+                            key=natural_key)
     return paths
 
 

@@ -50,3 +50,8 @@ def run_cli(cwd: Path, *args: str, check: bool = True, env: dict | None = None,
     if check and proc.returncode != 0:
         raise AssertionError(f"slmbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def result_files(root: Path) -> list[Path]:
+    """The run records below `root`, not the copies a run's W&B dir keeps of them (artifacts)."""
+    return sorted(p for p in Path(root).rglob("result.json") if "wandb" not in p.relative_to(root).parts)

@@ -47,7 +47,8 @@ def test_paper_experiment_axes_and_sources(name):
     text = (CONF / "experiment" / f"{name}.yaml").read_text()
     axes = {k: v.split("#")[0].strip().split(",") for k, v in re.findall(r"^      (\w+): (.+)$", text, re.M)}
     assert set(axes["method"]) == PAPER[name] and set(axes["model"]) == PAPER_MODELS and len(axes["seed"]) == 3
-    lrs = set(re.findall(r"^  ([\w-]+): [\d.e+-]+$", text.split("lr_by_method:")[1].split("\ntrain:")[0], re.M))
+    lr_block = re.search(r"^lr_by_method:\n((?:  .*\n|\s*#.*\n)+)", text, re.M).group(1)
+    lrs = set(re.findall(r"^  ([\w-]+): [\d.e+-]+$", lr_block, re.M))
     assert lrs == PAPER[name]
     # Every training and evaluation hyperparameter says where it comes from (a comment on its line).
     for section in ("train", "eval"):

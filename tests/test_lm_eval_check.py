@@ -74,7 +74,7 @@ def test_gsm8k_cross_check_sends_lm_eval_our_chat_prompts(tmp_path):
     filters: lm-eval sees the very prompts the run scored (a random-init tiny model: every verdict
     is false, so this checks the format, not the agreement)."""
     data = REPO.parent / "shared" / "data" / "gsm8k"
-    cfg = compose_config("model=tiny-qwen2.5", "task=gsm8k", f"task.train.path={data / 'train.jsonl'}",
+    cfg = compose_config("model=tiny-qwen2.5", "task=gsm8k", "task.prompt_format=chat", f"task.train.path={data / 'train.jsonl'}",
                          "task.train.limit=8", f"task.eval.gsm8k_test.path={data / 'test.jsonl'}", "eval.limit=3",
                          "eval.max_new_tokens=8")
     tokenizer = load_tokenizer(cfg.model)

@@ -27,7 +27,8 @@ def test_short_run_per_real_architecture(model, method, tmp_path, cache_dir, mon
     assert metrics["train_steps"] == 2 and metrics["final_train_loss"] > 0
     assert metrics["eval_limit"] == 3 and metrics["eval_sample"] == "random"
     scores = metrics["accuracy_by_task"]["gsm8k_test"]
-    assert scores["n"] == 3 and set(scores) == {"strict", "flexible", "math_verify", "accuracy", "n"}
+    metric_names = {"strict", "flexible", "math_verify", "accuracy"}
+    assert scores["n"] == 3 and set(scores) == metric_names | {f"{m}_ci95" for m in metric_names} | {"n"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 3

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from bench.run.resume import run_key
-from conftest import REPO, run_cli
+from conftest import REPO, result_files, run_cli
 
 RESUME_ARGS = ("train.max_steps=160", "eval.limit=40", "wandb.mode=disabled", "seed=3")
 
 
 def _result(root: Path) -> dict:
-    (path,) = list((root / "outputs" / "runs").rglob("result.json")) if (root / "outputs" / "runs").exists() else [None]
+    (path,) = list(result_files(root / "outputs" / "runs")) if (root / "outputs" / "runs").exists() else [None]
     return json.loads(path.read_text())
 
 
@@ -58,7 +58,7 @@ def test_sigterm_then_relaunch_equals_an_unbroken_run(tmp_path, cache_dir, metho
     preempted = _result(broken)
     assert preempted["status"] == "preempted" and 5 <= preempted["error"]["step"] < 160
     run_cli(broken, *args)  # the relaunch: same config, so same store key -> resume
-    results = sorted((broken / "outputs" / "runs").rglob("result.json"))
+    results = sorted(result_files(broken / "outputs" / "runs"))
     resumed = json.loads(results[-1].read_text())
     assert resumed["status"] == "ok" and resumed["resumed_from_step"] == preempted["error"]["step"]
     assert resumed["final_params_sha256"] == expected["final_params_sha256"]
@@ -72,7 +72,7 @@ def test_relaunching_a_finished_sweep_runs_nothing_new(tmp_path, cache_dir):
              "wandb.mode=disabled"]
     run_cli(tmp_path, *sweep, "hydra.sweep.dir=outputs/first")
     again = run_cli(tmp_path, *sweep, "hydra.sweep.dir=outputs/second")
-    second = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "second").rglob("result.json")]
+    second = [json.loads(p.read_text()) for p in result_files(tmp_path / "outputs" / "second")]
     assert len(second) == 2 and all(r["reused_from"].endswith(("-none-tiny-llama", "-full-tiny-llama")) for r in second)
     assert "already finished" in again.stderr + again.stdout
     for record in second:  # no step was trained: the reused dirs hold copies of the first sweep's logs
@@ -80,7 +80,7 @@ def test_relaunching_a_finished_sweep_runs_nothing_new(tmp_path, cache_dir):
         copied, original = Path(record["run_dir"]) / "metrics.jsonl", Path(record["reused_from"]) / "metrics.jsonl"
         assert copied != original and copied.read_text() == original.read_text()
     run_cli(tmp_path, *sweep, "hydra.sweep.dir=outputs/third", "sweep.rerun=true")
-    third = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "third").rglob("result.json")]
+    third = [json.loads(p.read_text()) for p in result_files(tmp_path / "outputs" / "third")]
     assert len(third) == 2 and not any("reused_from" in r for r in third)
 
 

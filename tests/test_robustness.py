@@ -19,7 +19,7 @@ import pytest
 from analysis.collect import collect
 from analysis.report import main as report_main
 from bench.records.recorder import write_json_atomic
-from conftest import REPO, SHARED_DATA, run_cli
+from conftest import REPO, SHARED_DATA, result_files, run_cli
 
 QUICK = ("train.max_steps=3", "eval.limit=4", "wandb.mode=disabled")
 LONG = ("train.max_steps=5000", "eval.limit=4")  # stopped by a signal long before the end
@@ -30,7 +30,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
 def _records(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((root / "outputs" / "runs").rglob("result.json"))]
+    return [json.loads(p.read_text()) for p in sorted(result_files(root / "outputs" / "runs"))]
 
 
 def _start(cwd: Path, *args: str) -> subprocess.Popen:

@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 from bench.records.schema import METRIC_KEYS, RECORD_KEYS
-from conftest import run_cli
+from conftest import result_files, run_cli
 
 ENV_KEYS = ("git_sha", "dirty", "torch", "transformers", "peft", "device_name", "cuda")
 
 
 def test_single_run_writes_every_record(tmp_path, cache_dir):
     run_cli(tmp_path, f"cache_dir={cache_dir}", "train.max_steps=20")
-    (result_path,) = list((tmp_path / "outputs" / "runs").rglob("result.json"))
+    (result_path,) = list(result_files(tmp_path / "outputs" / "runs"))
     run_dir = result_path.parent
     result = json.loads(result_path.read_text())
     # The record schema module's key lists are complete: an ok record holds exactly these keys.
@@ -34,7 +34,7 @@ def test_single_run_writes_every_record(tmp_path, cache_dir):
 
 def test_default_sweep_one_record_and_wandb_run_per_method(tmp_path, cache_dir):
     proc = run_cli(tmp_path, "-m", f"cache_dir={cache_dir}", "train.max_steps=5", "eval.limit=20")
-    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs" / "multirun").rglob("result.json"))]
+    results = [json.loads(p.read_text()) for p in sorted(result_files(tmp_path / "outputs" / "multirun"))]
     methods = [r["method"] for r in results]
     swept = _swept_methods()
     assert sorted(methods) == sorted(swept)
@@ -71,7 +71,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
     proc = run_cli(tmp_path, "-m", "method=full", "train.batch_size=100000,8", f"cache_dir={cache_dir}",
                    "train.max_steps=3", "eval.limit=8", "wandb.mode=disabled")
     records = {r["config"]["train"]["batch_size"]: r for r in
-               (json.loads(p.read_text()) for p in (tmp_path / "outputs" / "multirun").rglob("result.json"))}
+               (json.loads(p.read_text()) for p in result_files(tmp_path / "outputs" / "multirun"))}
     assert records[8]["status"] == "ok"  # the job after the failure ran
     failed = records[100000]
     assert failed["status"] == "failed" and failed["error"]["type"] == "ValueError"

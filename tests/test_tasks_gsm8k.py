@@ -38,13 +38,13 @@ def test_gsm8k_scores_and_states_its_primary_accuracy(no_hub):
 
 
 def test_gsm8k_prompt_build_with_real_tokenizers(no_hub):
-    """Chat template for Qwen (ChatML) and Phi-4-mini; the plain template for Llama-3.2 base; the
-    target is the only loss-bearing part."""
+    """prompt_format=auto: the chat template for Qwen (ChatML) and Phi-4-mini, the plain prompt for
+    Llama-3.2 base (no template); the target is the only loss-bearing part."""
     task, _ = build_task("gsm8k", *GSM8K_LOCAL, "task.train.limit=4", "task.eval.gsm8k_test.limit=1")
     for model, marker in (("tiny-qwen2.5", "<|im_start|>assistant\n"), ("tiny-phi4-mini", "<|assistant|>"),
                           ("tiny-llama3.2", None)):
         tokenizer = load_tokenizer(compose_config(f"model={model}").model)
-        tokenized = tokenize_examples(tokenizer, task.train_examples(), max_seq_len=1024)
+        tokenized = tokenize_examples(tokenizer, task.train_examples(), max_seq_len=1024, use_chat_template="auto")
         assert len(tokenized) == 4
         ex, tok_ex = task.train_examples()[0], tokenized[0]
         n_target = sum(label != IGNORE_INDEX for label in tok_ex.labels)

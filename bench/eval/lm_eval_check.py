@@ -129,6 +129,10 @@ def cross_check(run_dir: Path | str, model_dir: Path | str | None = None) -> dic
     tokenizer = load_tokenizer(model_cfg, cache_dir=cfg.cache_dir)
     device = resolve_device(cfg.device)
     model = load_model(model_cfg, tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir).to(device).eval()
+    # A model's own generation_config may carry a max_new_tokens (Qwen2.5's: 2048) that transformers
+    # prefers over the max_length lm-eval passes; our engines always pass the run's budget, so lm-eval
+    # must generate under the same one (its task yaml's max_gen_toks).
+    model.generation_config.max_new_tokens = None
     work_dir = run_dir / "lm_eval_check"
     work_dir.mkdir(exist_ok=True)
     kinds = {name: eval_set_kind(set_samples[0]) for name, set_samples in samples.items()}

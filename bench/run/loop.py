@@ -71,6 +71,6 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         for observer in observers:
             observer.step_end(state.step, metrics)
         if synced:
-            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics['tokens_per_s']:,.0f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics.get('tokens_per_s', 0):,.0f}", refresh=False)
     bar.close()
     return loss_value
