@@ -360,7 +360,10 @@ def with_ratios(rows: list[dict]) -> list[dict]:
 
 
 def paper_part(args, report: dict, save) -> None:
-    rows = [r for r in report.get("paper_config", []) if r["shape"] not in args.paper_shapes]
+    # A call replaces only the (shape, method) rows it measures: a later call with fewer methods
+    # keeps an earlier call's full row, which its ratios need.
+    measured = {(shape, method) for shape in args.paper_shapes for method in args.paper_methods}
+    rows = [r for r in report.get("paper_config", []) if (r["shape"], r["method"]) not in measured]
     for shape in args.paper_shapes:
         for method in args.paper_methods:
             rows.append(paper_row(args, shape, method))
