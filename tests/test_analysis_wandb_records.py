@@ -3,6 +3,7 @@ a real offline W&B run whose directory must hold them."""
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 
 from bench.records.recorder import RunRecorder, write_json_atomic
@@ -29,7 +30,18 @@ def test_samples_table_and_artifact_land_in_the_offline_run(tmp_path):
     assert (copied / "samples.jsonl").read_text() == (tmp_path / "samples.jsonl").read_text()
     # The artifact itself is in the run's log, ready for `wandb sync`.
     (log,) = run_dir.glob("run-*.wandb")
-    assert b"record-full-tiny-llama-s0" in log.read_bytes() and b"run-record" in log.read_bytes()
+    assert wait_for(lambda: b"record-full-tiny-llama-s0" in log.read_bytes() and b"run-record" in log.read_bytes())
+
+
+def wait_for(condition, seconds: float = 60.0) -> bool:
+    """W&B's writer process may still be flushing the run's log when `finish` returns on a busy
+    machine (seen in CI): wait for the content, never for a fixed time."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_without_wandb_nothing_is_logged(tmp_path):
