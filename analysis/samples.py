@@ -2,10 +2,10 @@
 extracted, gold and a verdict per metric), read for intervals and paired tests."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-SAMPLES_FILE = "samples.jsonl"  # bench/records/recorder.py's name for it
+from bench.records.schema import SAMPLES_FILE
+from bench.tasks.sources import read_jsonl
 
 
 class SamplesError(ValueError):
@@ -22,16 +22,8 @@ def read_samples(run_dir: str | Path) -> list[dict] | None:
     path = samples_path(run_dir)
     if not path.is_file():
         return None
-    samples = []
-    with open(path) as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SamplesError(f"{path}:{line_number}: not valid JSON: {err.msg}") from err
-            if not isinstance(sample, dict) or "eval_set" not in sample:
-                raise SamplesError(f"{path}:{line_number}: a sample is an object with an 'eval_set' key")
-            samples.append(sample)
-    return samples
+    rows = read_jsonl(path)  # bad JSON: a DataError naming file:line (bench/tasks/sources.py)
+    for row in rows:
+        if "eval_set" not in row.data:
+            raise SamplesError(f"{row.where}: a sample is an object with an 'eval_set' key")
+    return [row.data for row in rows]

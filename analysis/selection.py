@@ -8,7 +8,6 @@ blocks sits at log2(k); one that spreads its k picks evenly over all n blocks re
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,7 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-METRICS_FILE = "metrics.jsonl"  # bench/records/recorder.py's name for it
+from bench.records.schema import METRICS_FILE
+from bench.tasks.sources import read_jsonl
+
 TRACE_KEY = "active_block_ids"
 # The methods that train a subset of blocks (methods/*.py); a run of another method is drawn too
 # when its metrics.jsonl has the trace.
@@ -30,17 +31,8 @@ def read_trace(run_dir: str | Path) -> dict[int, list[int]] | None:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return None
-    trace: dict[int, list[int]] = {}
-    with open(path) as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_number}: not valid JSON: {err.msg}") from err
-            if entry.get(TRACE_KEY) is not None:
-                trace[int(entry["step"])] = [int(b) for b in entry[TRACE_KEY]]
+    trace = {int(row.data["step"]): [int(b) for b in row.data[TRACE_KEY]]
+             for row in read_jsonl(path) if row.data.get(TRACE_KEY) is not None}
     return dict(sorted(trace.items())) or None
 
 

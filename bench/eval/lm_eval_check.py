@@ -23,8 +23,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from bench.models.loading import load_model, load_tokenizer
-from bench.records.recorder import RESULT_FILE, write_json_atomic
+from bench.records.recorder import write_json_atomic
+from bench.records.schema import RESULT_FILE, SAMPLES_FILE
 from bench.runtime import resolve_device, resolve_precision
+from bench.tasks.sources import read_jsonl
 
 CHECK_FILE = "lm_eval_check.json"
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
@@ -50,13 +52,12 @@ def eval_set_kind(sample: dict) -> str:
 
 
 def read_samples(run_dir: Path) -> dict[str, list[dict]]:
-    path = run_dir / "samples.jsonl"
+    path = run_dir / SAMPLES_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no samples.jsonl (is {run_dir} a finished slmbench run dir?)")
     by_set: dict[str, list[dict]] = defaultdict(list)
-    for line in path.read_text().splitlines():
-        sample = json.loads(line)
-        by_set[sample["eval_set"]].append(sample)
+    for row in read_jsonl(path):  # bad JSON: a DataError naming file:line
+        by_set[row.data["eval_set"]].append(row.data)
     return dict(by_set)
 
 
