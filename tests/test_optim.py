@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.run.optim import build_optimizer, clip_gradients
+from bench.run.optim import build_optimizer, clip_gradients, scaled_schedule
 
 
 def _cfg(**over):
@@ -52,3 +52,43 @@ def test_clip_with_an_unfused_optimizer_rescales_the_gradients():
     after = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
     assert float(after) == pytest.approx(1.0, rel=1e-4)
     assert not hasattr(optimizer, "grad_scale")
+
+
+# -- train.lr_scaling: lr and warm-up follow packed's token budget ------------------------------
+
+@pytest.mark.parametrize("scaling, lr, warmup", [("none", 1e-3, 10), ("sqrt", 2e-3, 3), ("linear", 4e-3, 3)])
+def test_scaled_schedule_follows_the_token_budget_ratio(scaling, lr, warmup):
+    """Four times the tokens per step: sqrt doubles lr, linear quadruples it, and either spans the
+    same warm-up tokens in a quarter of the steps (12 -> 3); none changes neither."""
+    cfg = OmegaConf.create({"lr": 1e-3, "warmup_steps": 12 if scaling != "none" else 10, "lr_scaling": scaling})
+    schedule = scaled_schedule(cfg, tokens_ratio=4.0)
+    assert schedule["lr"] == pytest.approx(lr) and schedule["warmup_steps"] == warmup
+    assert schedule["lr_scaling"] == scaling and schedule["tokens_ratio"] == 4.0
+
+
+def test_a_scaled_run_trains_at_the_scaled_lr_and_records_it():
+    """A packed run with twice the default budget and lr_scaling=sqrt: its optimizer's peak lr is
+    train.lr x sqrt(budget / default budget), and the record says so."""
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    base = ["model=tiny-llama", "train.max_steps=2", "train.batching=packed", "device=cpu", "wandb.mode=disabled",
+            "train.warmup_steps=0", "train.schedule=constant"]
+    default = Run.build(compose_config(*base))
+    budget = 2 * default.batches.default_budget
+    run = Run.build(compose_config(*base, f"train.pack_tokens={budget}", "train.lr_scaling=sqrt"))
+    ratio = budget / run.batches.default_budget
+    assert run.record["schedule"]["tokens_ratio"] == pytest.approx(ratio)
+    assert run.state.optimizer.param_groups[0]["lr"] == pytest.approx(run.cfg.train.lr * ratio ** 0.5)
+    assert default.record["schedule"]["lr"] == default.cfg.train.lr  # lr_scaling=none: unchanged
+
+
+def test_lr_scaling_without_a_packed_budget_is_refused():
+    from bench.config.checks import check
+    from bench.config.errors import ConfigError
+    from conftest import compose_config
+
+    with pytest.raises(ConfigError, match="train.lr_scaling=sqrt .* needs train.batching=packed and train.pack_tokens"):
+        check(compose_config("train.lr_scaling=sqrt"))
+    with pytest.raises(ConfigError, match="train.lr_scaling='cubic'; allowed: none, sqrt, linear"):
+        check(compose_config("train.batching=packed", "train.pack_tokens=64", "train.lr_scaling=cubic"))

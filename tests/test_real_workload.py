@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from bench.data.examples import TokenizedExample
 from bench.data.packing import PackedBatches
-from bench.perf import real_workload, report as perf_report
+from bench.perf import loss_curves, real_workload, report as perf_report
 from bench.perf.workload import real_tokens
 from conftest import SHARED_DATA
 
@@ -24,7 +25,7 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     real_workload.main([*QUICK, "--out", str(out)])
     report = json.loads(out.read_text())
     assert {"device", "date", "commit", "command", "workload", "train", "eval", "methods", "paper_config"} <= set(report)
-    assert set(report["commit"]) == {"git_sha", "dirty"}
+    assert set(report["commit"]) == {"git_sha", "dirty", "worktree_tree_sha"}
     assert {"model", "task", "epoch_steps", "batch", "precision", "train_examples"} <= set(report["workload"])
     train = report["train"]
     assert list(train) == list(real_workload.TRAIN_ROWS)
@@ -35,6 +36,16 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     assert "train.batching=packed" in train["harness_fast"]["overrides"]
     assert train["harness_default"]["settings"]["batching"] == "random"
     assert train["harness_fast"]["notes"], "compile is GPU only: the CPU row must say it was left out"
+    # The fast row trains at the square-root-scaled lr of its token budget, and both evaluated rows
+    # carry accuracy, its interval and a loss curve (the optimisation comparison).
+    schedule = train["harness_fast"]["settings"]["schedule"]
+    assert schedule["lr_scaling"] == "sqrt" and schedule["tokens_ratio"] > 1
+    assert schedule["lr"] == pytest.approx(train["harness_fast"]["settings"]["lr"] * schedule["tokens_ratio"] ** 0.5)
+    for name in ("harness_default", "harness_fast"):
+        row = train[name]
+        assert 0 <= row["accuracy"] <= 1 and row["ci95"][0] <= row["accuracy"] <= row["ci95"][1], row
+        assert len(row["loss_curve"]["tokens"]) == len(row["loss_curve"]["loss"]) >= 1
+    assert "accuracy" not in train["harness_fast_eager"], "an overhead pair's harness side is not evaluated"
     ev = report["eval"]
     assert ev["status"] == "ok" and ev["hf"]["seconds"] > 0 and ev["static"]["seconds"] > 0
     assert ev["static"]["identical_fp32"][1] == 2 and "identical_bf16" in ev["static"]
@@ -56,6 +67,10 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     text = page.read_text()
     assert again["parts_run"]["train"]["command"] in text
     assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | adagradselect | ok |" in text
+    assert "![loss curves](perf/loss_curves.png)" in text and "| harness_fast | " in text
+    png = tmp_path / "loss_curves.png"
+    loss_curves.main([str(out), "--out", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_real_tokens_of_packed_rows_are_the_examples_tokens():

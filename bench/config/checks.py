@@ -15,7 +15,7 @@ from bench.data.batching import BATCHINGS, OVERLONG
 from bench.eval.evaluate import ENGINES, SAMPLES
 from bench.loss import FAST_PATHS
 from bench.records.recorder import WANDB_MODES
-from bench.run.optim import SCHEDULES
+from bench.run.optim import LR_SCALINGS, SCHEDULES
 from bench.runtime import PRECISIONS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
@@ -33,7 +33,8 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
     t, e = cfg.train, cfg.eval
     return {"train.precision": (t.precision, PRECISIONS), "train.fast_path": (t.fast_path, FAST_PATHS),
             "train.schedule": (t.schedule, SCHEDULES), "train.overlong": (t.overlong, OVERLONG),
-            "train.batching": (t.batching, BATCHINGS), "eval.engine": (e.engine, ENGINES),
+            "train.batching": (t.batching, BATCHINGS),
+            "train.lr_scaling": (t.lr_scaling, tuple(LR_SCALINGS)), "eval.engine": (e.engine, ENGINES),
             "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
             "model.specials_mismatch": (cfg.model.get("specials_mismatch") if cfg.model is not None else None,
                                         SPECIALS_MISMATCH)}
@@ -96,6 +97,10 @@ def check_values(cfg) -> None:
 
 
 def _check_packing(t) -> None:
+    if t.lr_scaling != "none" and (t.batching != "packed" or t.pack_tokens is None):
+        raise ConfigError(f"train.lr_scaling={t.lr_scaling} scales lr by train.pack_tokens over the default token "
+                          f"budget: it needs train.batching=packed and train.pack_tokens set (got "
+                          f"train.batching={t.batching}, train.pack_tokens={t.pack_tokens})")
     if t.batching != "packed":
         return
     if t.pack_len < t.max_seq_len:

@@ -41,6 +41,7 @@ class TrainConfig(OptimConfig):
     batching: str = MISSING
     pack_len: int = MISSING
     pack_tokens: Optional[int] = MISSING
+    lr_scaling: str = MISSING
     throughput_warmup_steps: int = MISSING
     checkpoint_every: Optional[int] = MISSING
     keep_checkpoints: int = MISSING

@@ -15,6 +15,10 @@ class EpochStream:
     becomes tensors (`collate`).
     """
 
+    # Real tokens per micro-batch over what the default batch holds on average: 1 except for
+    # `packed` with `train.pack_tokens` (what `train.lr_scaling` scales by).
+    tokens_ratio = 1.0
+
     def __init__(self, examples: list[TokenizedExample], pad_token_id: int, seed: int):
         self.examples, self.pad_token_id, self.seed = examples, pad_token_id, seed
         self.epoch, self.position = 0, 0

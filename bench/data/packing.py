@@ -108,6 +108,7 @@ class PackedBatches(EpochStream):
                              f"({longest} tokens): every example must fit one row")
         default_budget = round(batch_size * sum(self.lengths) / len(self.lengths))
         self.budget = pack_tokens if pack_tokens is not None else default_budget
+        self.default_budget, self.tokens_ratio = default_budget, self.budget / default_budget
         if self.budget <= 0:
             raise ValueError(f"train.pack_tokens must be positive, got {pack_tokens}")
         self.pack_len = pack_len

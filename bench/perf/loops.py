@@ -15,6 +15,7 @@ All time each step between device synchronizations and report the median after w
 from __future__ import annotations
 
 import gc
+import itertools
 import random
 import time
 
@@ -96,8 +97,9 @@ def _timing(step_seconds: list[float], step_tokens: list[int], warmup: int) -> d
 
 
 def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, grad_clip: float | None,
-              device: torch.device, precision: str, blocks: list[int]) -> dict:
-    """`batches`: one per step (warm-up steps first), already what the harness row trains on."""
+              device: torch.device, precision: str, blocks: list[int], profile_steps: int = 0) -> dict:
+    """`batches`: one per step (warm-up steps first), already what the harness row trains on. The
+    last `profile_steps` of them run under torch.profiler and are left out of the timing."""
     if variant not in PLAIN_VARIANTS:
         raise ValueError(f"--plain: unknown variant {variant!r}; allowed: {', '.join(PLAIN_VARIANTS)}")
     memory = PhaseMemory(device)
@@ -110,7 +112,10 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
     optimizer = torch.optim.AdamW(params, lr=lr, fused=device.type in ("cuda", "cpu"))
     model.train()
     seconds, tokens, losses = [], [], []
-    for batch in batches:
+    profiler = Profiler(len(batches) - profile_steps, device, profile_steps)
+    for index, batch in enumerate(batches):
+        if profile_steps:
+            profiler.step_start(index)
         synchronize(device)
         start = time.perf_counter()
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -125,46 +130,67 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
         synchronize(device)
         seconds.append(time.perf_counter() - start)
         tokens.append(real_tokens(batch))
+        if profile_steps:
+            profiler.step_end(index + 1, {"step_s": seconds[-1]})
+    timed = len(batches) - profile_steps
+    seconds, tokens = seconds[:timed], tokens[:timed]
     result = {**_timing(seconds, tokens, warmup), **_memory(memory), "losses": losses, "final_loss": losses[-1],
+              **profiler.summary(),
               "trainable_params": sum(p.numel() for p in params), "blocks": blocks if variant == "static25" else None}
     del optimizer, params, model
     return result
 
 
 class Profiler:
-    """A loop observer: runs torch.profiler over the steps from `start` on. GPU busy = summed kernel
-    time over wall time; far below 1 means the step waits on the host (launches, Python)."""
+    """A loop observer: runs torch.profiler over the steps from `start` on (`steps` of them, or to
+    the end). GPU busy = summed kernel time over wall time; far below 1 means the step waits on the
+    host (launches, Python)."""
 
-    def __init__(self, start: int, device: torch.device):
-        self.start, self.device, self.profile, self.seconds = start, device, None, 0.0
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self.activities = activities
+    def __init__(self, start: int, device: torch.device, steps: int | None = None):
+        self.start, self.device, self.profile, self.events, self.seconds = start, device, None, None, 0.0
+        self.stop = None if steps is None else start + steps  # step_end's count once the last profiled step is done
 
     def step_start(self, step: int) -> None:
         if step == self.start:
-            self.profile = torch.profiler.profile(activities=self.activities)
+            self.profile = torch.profiler.profile(activities=profiler_activities(self.device))
             self.profile.__enter__()
+            synchronize(self.device)  # its own clock: with train.log_every > 1 a step's step_s comes later
+            self._t0 = time.perf_counter()
 
     def step_end(self, step: int, metrics: dict) -> None:
-        if self.profile is not None:
-            self.seconds += metrics["step_s"]
+        if step == self.stop:
+            self.close()
+
+    def close(self) -> None:
+        if self.profile is not None and self.events is None:
+            synchronize(self.device)
+            self.seconds = time.perf_counter() - self._t0
+            self.profile.__exit__(None, None, None)
+            self.events = self.profile.key_averages()
 
     def summary(self) -> dict:
         if self.profile is None:
             return {}
-        self.profile.__exit__(None, None, None)
-        events = self.profile.key_averages()
-        cuda = self.device.type == "cuda"
-        # Kernels only: an aten op's row repeats the time of the kernels it launched, and a user
-        # annotation's GPU row (e.g. "Optimizer.step#AdamW.step") spans the kernels inside it.
-        kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA
-                        and not getattr(e, "is_user_annotation", False)) if cuda else 0.0
-        return {"profiled_wall_s": self.seconds,
-                "gpu_busy_fraction": kernel_us / 1e6 / self.seconds if kernel_us else None,
-                "profile_table": events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
-                                              row_limit=25, max_name_column_width=60)}
+        self.close()
+        return profile_figures(self.events, self.seconds, self.device)
+
+
+def profiler_activities(device: torch.device) -> list:
+    cuda = [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+    return [torch.profiler.ProfilerActivity.CPU, *cuda]
+
+
+def profile_figures(events, wall_s: float, device: torch.device) -> dict:
+    """A profile's wall time, GPU busy fraction and top-25 table (torch.profiler key_averages)."""
+    cuda = device.type == "cuda"
+    # Kernels only: an aten op's row repeats the time of the kernels it launched, and a user
+    # annotation's GPU row (e.g. "Optimizer.step#AdamW.step") spans the kernels inside it.
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                    and not getattr(e, "is_user_annotation", False)) if cuda else 0.0
+    return {"profiled_wall_s": wall_s,
+            "gpu_busy_fraction": kernel_us / 1e6 / wall_s if kernel_us else None,
+            "profile_table": events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                          row_limit=25, max_name_column_width=60)}
 
 
 def run_harness(run: Run, warmup: int, steps: int, profile_steps: int = 0) -> dict:
@@ -229,13 +255,16 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
     tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
     seconds = run.timer.step_seconds
     whole = sum(seconds[warmup:])
+    seen = [0, *itertools.accumulate(tokens)]  # real tokens trained on before each step
     return {**_timing(seconds[:warmup + steps], tokens[:warmup + steps], warmup),
             "peak_gpu_gib": run.train_peaks["allocated_gib"], "steps_trained": len(seconds),
             "epoch_s": sum(seconds) if until == run.total_steps else None,
             "tokens_per_s_after_warmup": sum(tokens[warmup:]) / whole if whole else None,
             "real_tokens_per_step": sum(tokens) / len(tokens) if tokens else None,
             "padding_fraction": padding_fraction(batches), "final_loss": run.final_loss,
-            "losses": [h["loss"] for h in run.history]}
+            "losses": [h["loss"] for h in run.history],
+            # Each logged step's loss against the real tokens trained on once it is done (train.log_every).
+            "loss_curve": {"tokens": [seen[h["step"]] for h in run.history], "loss": [h["loss"] for h in run.history]}}
 
 
 def timed_generation(run: Run, prompts: list[str], engine: str, batch_size: int, precision: str) -> tuple[float, list[str]]:

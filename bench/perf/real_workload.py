@@ -37,8 +37,8 @@ import torch
 from bench.data.prompts import build_prompt
 from bench.eval.evaluate import limit_examples
 from bench.perf.lab import guarded
-from bench.perf.loops import (build_run, release, run_harness, run_harness_window, run_hf_trainer, run_plain,
-                              timed_generation)
+from bench.perf.loops import (Profiler, build_run, profile_figures, profiler_activities, release, run_harness, run_harness_window, run_hf_trainer,
+                              run_plain, timed_generation)
 from bench.perf.report import real_workload_summary
 from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
                                  reference_overrides)
@@ -48,24 +48,35 @@ from bench.runtime import resolve_device
 
 log = logging.getLogger("bench.perf.real_workload")
 PARTS = ("train", "eval", "methods", "paper_config")
-TRAIN_ROWS = ("plain_eager", "plain_same_batches_as_fast", "hf_trainer", "harness_default", "harness_fast")
+# Pairs fed the same batches (harness overhead per batching): plain_eager / harness_default (padded),
+# plain_length_grouped / harness_length_grouped, plain_same_batches_as_fast / harness_fast_eager
+# (the fast settings without compile; the plain loop is eager).
+TRAIN_ROWS = ("plain_eager", "plain_length_grouped", "plain_same_batches_as_fast", "hf_trainer", "harness_default",
+              "harness_length_grouped", "harness_fast_eager", "harness_fast")
+LENGTH_GROUPED = ("train.batching=length_grouped",)
 METHODS = ("none", "full", "lora", "topk", "adagradselect", "ist", "lisa", "badam")
 PAPER_SHAPES = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")  # the paper's three models (conf/experiment)
 PAPER_METHODS = ("full", "topk", "adagradselect")
-# The harness's fastest settings (README "Batching", "Performance"): packed rows of the default
-# token budget (about batch_size examples per step, so the default learning rate carries over),
-# the chunked loss (no full-vocabulary logits), compiled decoder layers (one graph, static shapes).
-FAST_SETTINGS = ("train.batching=packed", "train.fast_path=chunked_ce", "train.compile=true", "train.log_every=10")
-# Methods: packed rows and the chunked loss, not compile: its compile time (tens of seconds,
-# per run) would be paid 8 times; harness_fast measures what compile adds.
-METHOD_SETTINGS = ("train.batching=packed", "train.fast_path=chunked_ce")
+# The harness's fastest settings (README "Batching", "Performance"): packed rows of 16,384 real
+# tokens per step (about 5.4 default batches: a step of ~3k tokens is launch-bound on an H200,
+# one of 16k is not), lr and warm-up scaled by the square-root rule for Adam (train.lr_scaling,
+# bench/run/optim.py), the chunked loss (no full-vocabulary logits), compiled decoder layers (one
+# graph, static shapes), the loss read every 10 steps. harness_default and harness_fast are both
+# evaluated and their loss curves kept: the comparison of optimisation the budget change needs.
+PACKED_FAST = ("train.batching=packed", "train.pack_tokens=16384", "train.lr_scaling=sqrt", "train.fast_path=chunked_ce")
+FAST_SETTINGS = (*PACKED_FAST, "train.compile=true", "train.log_every=10")
+# Methods: the fast batches and loss, not compile: its compile time (tens of seconds, per run)
+# would be paid 8 times; harness_fast measures what compile adds.
+METHOD_SETTINGS = PACKED_FAST
 GPU_ONLY = {"train.compile=true": "torch.compile left out: GPU only here (Inductor on CPU needs a C++ toolchain and minutes)"}
 # --quick: a CPU smoke run on a tiny model (tests/test_real_workload.py); its figures mean nothing.
 QUICK = {"steps": 1, "warmup": 1, "batch_size": 2, "eval_limit": 4, "identical_n": 2, "static_batch_size": 4,
          "hf_batch_size": 4, "methods_eval_limit": 2, "methods": ["none", "lora"],
          "paper_shapes": ["tiny-qwen2.5"], "paper_methods": ["full", "adagradselect"], "paper_steps": 1, "paper_warmup": 1, "harness_window_only": True,
          "paper_set": ["train.batch_size=1", "train.grad_accum=2"]}
-QUICK_SET = ("task.train.limit=8", "train.max_seq_len=256", "eval.max_new_tokens=4")
+# pack_tokens: twice the quick batch's tokens (16,384 would make 65 rows of 256, and the plain loop's
+# full-vocabulary logits of a 128k vocabulary over them 8.5 GB).
+QUICK_SET = ("task.train.limit=8", "train.max_seq_len=256", "eval.max_new_tokens=4", "train.pack_tokens=480")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,6 +113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--paper-set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for paper_config rows")
     p.add_argument("--paper-steps", type=int, default=6)
     p.add_argument("--paper-warmup", type=int, default=3)
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="train rows: profile this many more steps (torch.profiler) after all else is measured; "
+                        "eval part: profile the static engine on the first --profile-prompts prompts")
+    p.add_argument("--profile-prompts", type=int, default=512)
     p.add_argument("--quick", action="store_true", help="CPU smoke run: a few steps and prompts, 4 methods, one tiny shape")
     p.add_argument("--fresh", action="store_true", help="start --out afresh instead of adding to it")
     p.add_argument("--out", type=Path, default=Path("docs/perf/real_workload.json"))
@@ -165,13 +180,14 @@ def plain_row(args, report: dict, extra) -> dict:
         if cfg.train.batching == "random":  # the default run's batches: the workload's own figures
             describe_workload(report, args, run)
         steps = run.total_steps if args.full_epoch else min(args.warmup + args.steps, run.total_steps)
-        batches = draw_batches(run, steps)
-        result = run_plain(run.model, "full", batches, args.warmup, cfg.train.lr, cfg.train.grad_clip, run.device,
-                           run.precision, [])
+        batches = draw_batches(run, steps + args.profile)  # profiled steps last, left out of the timing
+        lr = run.record["schedule"]["lr"]  # train.lr_scaling: the lr the harness row trains at
+        result = run_plain(run.model, "full", batches, args.warmup, lr, cfg.train.grad_clip, run.device,
+                           run.precision, [], profile_steps=args.profile)
         return {"tokens_per_s": result["tokens_per_s"], "median_step_s": result["median_step_s"],
                 "peak_gpu_gib": result["peak_allocated_gib"], "first_step_s": result["first_step_s"],
-                "steps_trained": len(batches), "padding_fraction": padding_fraction(batches),
-                "final_loss": result["final_loss"]}
+                "steps_trained": steps, "padding_fraction": padding_fraction(batches[:steps]),
+                "final_loss": result["final_loss"], **profiled(result)}
     return guarded(measure, row, args)
 
 
@@ -207,18 +223,47 @@ def hf_trainer_row(args, report: dict) -> dict:
     return guarded(measure, row, args)
 
 
-def harness_row(args, extra, notes) -> dict:
-    """The run of the config, trained to the end of its epoch (or the timed window only)."""
-    cfg, overrides = config(args, extra=extra)
+def harness_row(args, extra, notes, whole: bool = True) -> dict:
+    """The run of the config, trained to the end of its epoch, then evaluated on the test set by
+    the static engine: accuracy with its 95% CI, and the loss curve against real tokens seen
+    (bench/perf/loss_curves.py draws the default and fast rows together). `whole=False` (or
+    --harness-window-only): the timed window only, no evaluation (an overhead pair's harness side)."""
+    limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
+    evaluation = ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
+    cfg, overrides = config(args, extra=[*extra, *evaluation])
     row = {"loop": "harness (bench/run/recipe.py Run)", "overrides": overrides, "settings": settings_of(cfg),
            "compile": bool(cfg.train.compile), "notes": notes}
 
     def measure():
         run = Run.build(cfg)
-        until = min(args.warmup + args.steps, run.total_steps) if args.harness_window_only else run.total_steps
-        row["settings"]["epoch_steps"] = run.steps_per_epoch
-        return run_harness_window(run, args.warmup, args.steps, until)
+        window_only = args.harness_window_only or not whole
+        until = min(args.warmup + args.steps, run.total_steps) if window_only else run.total_steps
+        row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.record["schedule"])
+        result = run_harness_window(run, args.warmup, args.steps, until)
+        if whole:
+            with run.measured():
+                run.evaluate()
+            metrics = run.metrics()
+            result.update(accuracy=metrics["accuracy"], ci95=metrics["accuracy_ci95"],
+                          eval_s=metrics["eval_wall_clock_s"], final_train_loss=metrics["final_train_loss"])
+        return {**result, **profile_more_steps(args, run)}
     return guarded(measure, row, args)
+
+
+def profile_more_steps(args, run: Run) -> dict:
+    """--profile: that many more steps of the run under torch.profiler, once everything else of the
+    row is measured (its figures, evaluation included, are untouched by the profiler)."""
+    if not args.profile or run.state is None:
+        return {}
+    profiler = Profiler(run.state.step, run.device, args.profile)
+    run.train(until=run.state.step + args.profile, observers=[profiler])
+    return profiled(profiler.summary())
+
+
+def profiled(result: dict) -> dict:
+    """The profile's figures of a measurement, under one key."""
+    keys = ("profiled_wall_s", "gpu_busy_fraction", "profile_table")
+    return {"profile": {k: result[k] for k in keys}} if result.get("profile_table") else {}
 
 
 def run_device(args) -> torch.device:
@@ -229,9 +274,12 @@ def train_part(args, report: dict, save) -> None:
     fast, notes = on_device(args.fast_set, run_device(args))
     eager_fast = [s for s in fast if not s.startswith("train.compile=")]  # the plain loop stays eager
     measures = {"plain_eager": lambda: plain_row(args, report, []),
+                "plain_length_grouped": lambda: plain_row(args, report, LENGTH_GROUPED),
                 "plain_same_batches_as_fast": lambda: plain_row(args, report, eager_fast),
                 "hf_trainer": lambda: hf_trainer_row(args, report),
                 "harness_default": lambda: harness_row(args, [], []),
+                "harness_length_grouped": lambda: harness_row(args, LENGTH_GROUPED, [], whole=False),
+                "harness_fast_eager": lambda: harness_row(args, eager_fast, [], whole=False),
                 "harness_fast": lambda: harness_row(args, fast, notes)}
     report.setdefault("train", {})
     for name in args.train_rows:
@@ -264,13 +312,22 @@ def measure_engines(args, run: Run) -> dict:
     _, hf_fp32 = timed_generation(run, prompts[:n], "hf", args.hf_batch_size, "fp32")
     _, static_fp32 = timed_generation(run, prompts[:n], "static", args.static_batch_size, "fp32")
     gpu, eval_cfg = run.device.type == "cuda", run.cfg.eval
-    return {"prompts": len(prompts), "precision": run.precision, "max_new_tokens": eval_cfg.max_new_tokens,
+    profile = profile_generation(run, prompts[:args.profile_prompts], args.static_batch_size) if args.profile else {}
+    return {**profile,"prompts": len(prompts), "precision": run.precision, "max_new_tokens": eval_cfg.max_new_tokens,
             "hf": {"seconds": hf_s, "batch_size": args.hf_batch_size, "accuracy": accuracy(run, examples, hf_texts)},
             "static": {"seconds": static_s, "batch_size": args.static_batch_size, "refill": bool(eval_cfg.refill),
                        "check_every": eval_cfg.check_every, "cuda_graphs": bool(eval_cfg.cuda_graphs) and gpu,
                        "accuracy": accuracy(run, examples, static_texts), "identical_fp32": same(static_fp32, hf_fp32),
                        "identical_bf16": same(static_texts, hf_texts) if run.precision == "bf16" else None},
             "notes": [] if gpu else ["bf16 and CUDA graphs left out: GPU only here (CPU runs fp32, eagerly)"]}
+
+
+def profile_generation(run: Run, prompts: list[str], batch_size: int) -> dict:
+    """The static engine on `prompts` under torch.profiler (after the timed runs: CUDA graphs
+    captured, kernels compiled). GPU busy = summed kernel time over the wall time."""
+    with torch.profiler.profile(activities=profiler_activities(run.device)) as prof:
+        seconds, _ = timed_generation(run, prompts, "static", batch_size, run.precision)
+    return {"profile": {"prompts": len(prompts), **profile_figures(prof.key_averages(), seconds, run.device)}}
 
 
 def eval_part(args, report: dict, save) -> None:
@@ -380,7 +437,8 @@ def start_report(args, argv) -> dict:
     command = "python -m bench.perf.real_workload " + " ".join(sys.argv[1:] if argv is None else argv)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
-    report.update(device=env["device_name"], date=date, commit={"git_sha": env["git_sha"], "dirty": env["dirty"]},
+    report.update(device=env["device_name"], date=date, commit={"git_sha": env["git_sha"], "dirty": env["dirty"],
+                                                                  "worktree_tree_sha": env["worktree_tree_sha"]},
                   command=command, env=env)
     report.setdefault("parts_run", {})
     return report

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bench.perf.loss_curves import quarter_table
 from bench.perf.table import format_table
 
 TARGETS = """## Targets (the performance targets set for the lab; figures, not tests)
@@ -27,7 +28,9 @@ def _code(env: dict) -> str:
     if env.get("dirty") is False:
         return sha[:12]
     if env.get("dirty"):
-        return f"{sha[:12]} plus uncommitted changes"
+        tree = env.get("worktree_tree_sha")
+        return (f"{sha[:12]} plus uncommitted changes" + (f"; the files that ran are git tree {tree[:12]} (the tree of "
+                f"the commit that holds them: `git log --format='%h %T'` finds it)" if tree else ""))
     return (f"recorded as {sha}, unverified (no `dirty` flag in this JSON: a device copy's .git can be older "
             f"than its files; docs/performance-analysis.md lists the commit each run came from)")
 
@@ -171,10 +174,22 @@ def real_workload_ratios(report: dict) -> dict:
     return {"fast_over_plain_eager_tokens": _ratio(tok.get("harness_fast"), tok.get("plain_eager")),
             "fast_over_hf_trainer_tokens": _ratio(tok.get("harness_fast"), tok.get("hf_trainer")),
             "default_over_plain_step_padded": _ratio(step.get("harness_default"), step.get("plain_eager")),
+            "length_grouped_over_plain_step": _ratio(step.get("harness_length_grouped"), step.get("plain_length_grouped")),
+            "fast_eager_over_plain_step_fast_batches": _ratio(step.get("harness_fast_eager"),
+                                                              step.get("plain_same_batches_as_fast")),
             "fast_over_plain_step_fast_batches": _ratio(step.get("harness_fast"), step.get("plain_same_batches_as_fast")),
+            "accuracy_default": _ok(train.get("harness_default"), "accuracy"),
+            "ci95_default": _ok(train.get("harness_default"), "ci95"),
+            "accuracy_fast": _ok(train.get("harness_fast"), "accuracy"),
             "fast_epoch_s": _ok(train.get("harness_fast"), "epoch_s"),
             "eval_static_speedup": _ratio(hf.get("seconds"), static.get("seconds")) if ev.get("status") == "ok" else None,
             "eval_identical_fp32": _ratio(*same) if same else None}
+
+
+def _inside(value, interval) -> str:
+    if value is None or not interval:
+        return "n/a"
+    return "inside" if interval[0] <= value <= interval[1] else "outside"
 
 
 def _f(value, spec: str = ".3g") -> str:
@@ -189,7 +204,13 @@ def real_workload_summary(report: dict) -> str:
         f"  harness_fast / hf_trainer real tokens/s:  x{_f(r['fast_over_hf_trainer_tokens'])} (target >= 3)",
         f"  harness_fast epoch: {_f(r['fast_epoch_s'])} s (target <= 12)",
         f"  step, harness/plain, padded batches: x{_f(r['default_over_plain_step_padded'])} (target <= 1.05)",
-        f"  step, harness_fast/plain, the fast batches: x{_f(r['fast_over_plain_step_fast_batches'])}",
+        f"  step, harness/plain, length-grouped batches: x{_f(r['length_grouped_over_plain_step'])} (target <= 1.05)",
+        f"  step, harness/plain, the fast path's packed batches, both eager: "
+        f"x{_f(r['fast_eager_over_plain_step_fast_batches'])} (target <= 1.05)",
+        f"  step, harness_fast (compiled)/plain (eager), the fast batches: x{_f(r['fast_over_plain_step_fast_batches'])}",
+        f"  accuracy, harness_fast {_f(r['accuracy_fast'], '.2%')} against harness_default "
+        f"{_f(r['accuracy_default'], '.2%')}, 95% CI [{', '.join(_f(v, '.2%') for v in r['ci95_default'] or (None, None))}]"
+        f" (target: inside; {_inside(r['accuracy_fast'], r['ci95_default'])})",
         f"  eval, static engine speed-up over HF generate: x{_f(r['eval_static_speedup'])} (target >= 10); "
         f"identical in fp32: {_f(r['eval_identical_fp32'], '.1%')} (target >= 99.5%)"])
 
@@ -202,9 +223,11 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 def _train_table(train: dict) -> str:
     rows = [[name, row.get("status"), _f(_ok(row, "tokens_per_s"), ",.0f"), _f(_ok(row, "median_step_s"), ".4f"),
              _f(_ok(row, "peak_gpu_gib"), ".2f"), _f(_ok(row, "first_step_s"), ".2f"), _f(_ok(row, "epoch_s"), ".1f"),
-             _f(_ok(row, "padding_fraction"), ".1%")] for name, row in train.items()]
+             _f(_ok(row, "padding_fraction"), ".1%"), _f(_ok(row, "accuracy"), ".2%"),
+             "[{}, {}]".format(*(_f(v, ".2%") for v in row["ci95"])) if _ok(row, "ci95") else ""]
+            for name, row in train.items()]
     table = _md_table(["row", "status", "real tokens/s", "median step s", "peak GiB", "first step s", "epoch s",
-                       "padding"], rows)
+                       "padding", "accuracy", "95% CI"], rows)
     details = [f"- `{name}`: `slmbench {' '.join(row.get('overrides', []))}`"
                + "".join(f"; {key}: `{json.dumps(row[key])}`" for key in ("settings", "notes", "error") if row.get(key))
                for name, row in train.items()]
@@ -255,6 +278,10 @@ def render_real_workload(report: dict) -> str:
                 "steps after warm-up; epoch s: the harness run's whole epoch, first step included):", "",
                 _train_table(report.get("train", {})), ""]
     sections += ["Comparisons (targets in parentheses):", "", "```", real_workload_summary(report), "```"]
+    if quarter_table(report):
+        sections += ["", "The loss, default against fast, by the real tokens each had trained on "
+                     "(`python -m bench.perf.loss_curves`; the same examples, the fast path in fewer, larger steps):",
+                     "", "![loss curves](perf/loss_curves.png)", "", quarter_table(report)]
     if report.get("eval"):
         sections += ["", _eval_lines(report["eval"])]
     if report.get("methods"):

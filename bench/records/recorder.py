@@ -46,6 +46,23 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def worktree_tree_sha(root: Path) -> str | None:
+    """The git tree id of the working tree as it is (tracked and untracked-not-ignored files), via a
+    throwaway index: equal to `git rev-parse <commit>^{tree}` of the commit holding exactly these
+    files. It names the code a run used where `.git` is older than the files (a copied tree: the
+    device machine's copy keeps the `.git` of its session's start, so `git_sha` and `dirty` there
+    describe that older commit)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env)  # noqa: E731
+        if run("add", "-A").returncode != 0:
+            return None
+        tree = run("write-tree")
+        return tree.stdout.strip() if tree.returncode == 0 else None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     import peft
     import transformers
@@ -56,6 +73,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {
         "git_sha": sha.stdout.strip() if sha.returncode == 0 else None,
         "dirty": bool(git("status", "--porcelain").stdout.strip()) if sha.returncode == 0 else None,
+        "worktree_tree_sha": worktree_tree_sha(root) if sha.returncode == 0 else None,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,

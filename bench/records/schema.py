@@ -17,7 +17,7 @@ STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 # a reused one `reused_from`; `train.save_model=true` adds `saved_model`).
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
                "pid", "host", "data_files", "weights",
-               "metrics", "eval_protocol", "final_params_sha256", "config", "env")
+               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule")
 
 METRIC_KEYS = (
     # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per

@@ -6,9 +6,27 @@ import math
 import torch
 
 SCHEDULES = ("constant", "linear", "cosine")
+# train.lr_scaling: the exponent p of lr x r^p, r = tokens per step over the default budget's.
+# sqrt: the square-root rule for Adam (Malladi et al. 2022, "On the SDEs and Scaling Rules for
+# Adaptive Gradient Algorithms", arXiv 2205.10287); linear: Goyal et al. 2017's rule for SGD.
+LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
-def build_optimizer(params: list[torch.nn.Parameter], train_cfg, device: torch.device) -> torch.optim.AdamW:
+def scaled_schedule(train_cfg, tokens_ratio: float) -> dict:
+    """The lr and warm-up steps a run uses: `train.lr` and `train.warmup_steps` unless
+    `train.lr_scaling` scales them by `tokens_ratio` (tokens per step over the default's). A scaled
+    warm-up spans the same number of tokens as the default one (at least one step)."""
+    scaling = train_cfg.lr_scaling
+    scaled = scaling != "none"
+    return {"lr_scaling": scaling, "tokens_ratio": tokens_ratio,
+            "lr": train_cfg.lr * tokens_ratio ** LR_SCALINGS[scaling],
+            "warmup_steps": max(1, round(train_cfg.warmup_steps / tokens_ratio)) if scaled and train_cfg.warmup_steps
+            else train_cfg.warmup_steps}
+
+
+def build_optimizer(params: list[torch.nn.Parameter], train_cfg, device: torch.device,
+                    lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW over `params` at `lr` (default `train.lr`; a scaled run passes scaled_schedule's)."""
     # No weight decay on norms and biases (1-D tensors), as nanoGPT and torchtune do.
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -16,7 +34,7 @@ def build_optimizer(params: list[torch.nn.Parameter], train_cfg, device: torch.d
               {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel exists for CUDA and CPU tensors in torch >= 2.4: one launch per step.
     fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=fused)
+    return torch.optim.AdamW(groups, lr=train_cfg.lr if lr is None else lr, betas=tuple(train_cfg.betas), fused=fused)
 
 
 def clip_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -38,8 +56,9 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Param
     return norm
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg, total_steps: int):
-    schedule, warmup = train_cfg.schedule, train_cfg.warmup_steps
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg, total_steps: int, warmup_steps: int | None = None):
+    schedule = train_cfg.schedule
+    warmup = train_cfg.warmup_steps if warmup_steps is None else warmup_steps
     floor = train_cfg.min_lr_ratio
 
     def factor(step: int) -> float:

@@ -34,7 +34,7 @@ from bench.run.checkpoint import (CheckpointDir, load_trainable_state, params_di
                                   trainable_state)
 from bench.run.loop import TrainState, train
 from bench.run.observers import PhaseMemory, RssSampler, StepTimer
-from bench.run.optim import build_optimizer, build_scheduler
+from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
 from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
 from bench.run.store import RunStore, this_process
 from bench.runtime import resolve_device, resolve_precision, synchronize
@@ -60,7 +60,8 @@ class Run:
         self.record = {"status": "running", **self.names, "seed": cfg.get("seed"), "run_key": self.key,
                        "run_dir": str(run_dir), "started_at": time.time(),  # with finished_at: overlap of jobs
                        **this_process(), "data_files": self.data_files,  # pid, host: is a `running` record alive?
-                       "metrics": {k: None for k in METRIC_KEYS}, "config": self.config, "env": None}
+                       "metrics": {k: None for k in METRIC_KEYS}, "config": self.config, "env": None,
+                       "schedule": None}  # the lr and warm-up used (train.lr_scaling), once the optimizer is built
         self.recorder, self.state, self.checkpoints, self.final_loss = None, None, None, None
         self.history: list[dict] = []  # every logged step: a resumed run's metrics.jsonl holds them all
         self.signals = PreemptionSignals()
@@ -146,9 +147,11 @@ class Run:
         self.timer = StepTimer(self.device, self.cfg.train.throughput_warmup_steps)
         if not self.total_steps:
             return
-        optimizer = build_optimizer(self.params, self.cfg.train, self.device)
+        # train.lr_scaling: lr and warm-up follow packed's token budget; what the run uses is recorded.
+        self.record["schedule"] = schedule = scaled_schedule(self.cfg.train, self.batches.tokens_ratio)
+        optimizer = build_optimizer(self.params, self.cfg.train, self.device, lr=schedule["lr"])
         self.method.attach_optimizer(optimizer)
-        scheduler = build_scheduler(optimizer, self.cfg.train, self.total_steps)
+        scheduler = build_scheduler(optimizer, self.cfg.train, self.total_steps, schedule["warmup_steps"])
         self.state = TrainState(self.model, self.method, optimizer, scheduler, self.batches, self.device,
                                 self.precision)
 

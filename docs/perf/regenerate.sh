@@ -11,4 +11,5 @@ python -m bench.perf.report \
   docs/perf/perf_blocks_phi4-mini.json docs/perf/perf_policy_qwen2.5-0.5b.json docs/perf/perf_fast_llama3.2-1b.json \
   docs/perf/perf_eval.json docs/perf/perf_eval_agreement.json docs/perf/profile_blocks_qwen2.5-0.5b.json \
   $REAL_WORKLOAD --out docs/performance.md
+[ -f docs/perf/real_workload.json ] && python -m bench.perf.loss_curves docs/perf/real_workload.json --out docs/perf/loss_curves.png
 python -m bench.perf.memory --render docs/perf/memory.json --md docs/performance-memory.md
