@@ -65,3 +65,13 @@ def test_one_set_the_primary_interval_is_wilsons():
                           "accuracy_by_task": {"arithmetic": {"exact_match": 0.7, "n": 10}}}, samples)
     assert out["accuracy_ci95"] == pytest.approx(wilson_interval(7, 10), abs=1e-12)
     assert mean_of_proportions_interval([0.7], [wilson_interval(7, 10)]) == pytest.approx(wilson_interval(7, 10), abs=1e-12)
+
+
+def test_the_interval_of_an_all_wrong_or_all_right_set_stays_in_0_1():
+    """With 0 of 3 right, Wilson's lower bound is a hair above 0 in floating point; the mean's
+    interval rebuilt from it must not dip below 0 (a GPU run printed -5.6e-17)."""
+    from bench.records.stats import mean_of_proportions_interval, wilson_interval
+
+    for right in (0, 3):
+        lo, hi = mean_of_proportions_interval([right / 3], [wilson_interval(right, 3)])
+        assert 0.0 <= lo <= right / 3 <= hi <= 1.0

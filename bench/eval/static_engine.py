@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache
 
+from bench.eval.decode_attention import decode_attention
 from bench.eval.graph_step import capture_cuda_graph, graph_autocast
 from bench.eval.refill_engine import generate_refill
 from bench.eval.stop_tokens import stop_token_ids
@@ -161,9 +162,19 @@ def generate_static(model, tokenizer, prompts: list[str], max_new_tokens: int, b
     copies of its last prompt so every batch has the same shape.
     """
     stop_ids = stop_token_ids(model, tokenizer) if stop_ids is None else list(stop_ids)
-    if refill:
-        return generate_refill(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, stop_ids,
-                               stop_strings, cuda_graphs=cuda_graphs, check_every=check_every, desc=desc)
+    # Decode steps attend to the cache without repeating its key/value heads (bench/eval/decode_attention.py).
+    with decode_attention(model):
+        if refill:
+            return generate_refill(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision, stop_ids,
+                                   stop_strings, cuda_graphs=cuda_graphs, check_every=check_every, desc=desc)
+        return _generate_batches(model, tokenizer, prompts, max_new_tokens, batch_size, device, precision,
+                                 cuda_graphs, desc, stop_ids)
+
+
+def _generate_batches(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+                      device: torch.device, precision: str, cuda_graphs: bool, desc: str,
+                      stop_ids: list[int]) -> list[str]:
+    """`refill=False`: sorted, fixed-shape batches, each decoded until all its rows end."""
     model.eval()
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)

@@ -55,7 +55,8 @@ def mean_of_proportions_interval(points: list[float], intervals: list[list[float
     mean = sum(points) / k
     below = math.sqrt(sum((p - lo) ** 2 for p, (lo, _) in zip(points, intervals))) / k
     above = math.sqrt(sum((hi - p) ** 2 for p, (_, hi) in zip(points, intervals))) / k
-    return [mean - below, mean + above]
+    # A mean of proportions lies in [0, 1]: rounding (p - lo with lo a hair above 0) must not leave it.
+    return [max(0.0, mean - below), min(1.0, mean + above)]
 
 
 def with_intervals(metrics: dict, samples: list[dict]) -> dict:
