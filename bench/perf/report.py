@@ -224,10 +224,11 @@ def _train_table(train: dict) -> str:
     rows = [[name, row.get("status"), _f(_ok(row, "tokens_per_s"), ",.0f"), _f(_ok(row, "median_step_s"), ".4f"),
              _f(_ok(row, "peak_gpu_gib"), ".2f"), _f(_ok(row, "first_step_s"), ".2f"), _f(_ok(row, "epoch_s"), ".1f"),
              _f(_ok(row, "padding_fraction"), ".1%"), _f(_ok(row, "accuracy"), ".2%"),
-             "[{}, {}]".format(*(_f(v, ".2%") for v in row["ci95"])) if _ok(row, "ci95") else ""]
+             "[{}, {}]".format(*(_f(v, ".2%") for v in row["ci95"])) if _ok(row, "ci95") else "",
+             _f((row.get("profile") or {}).get("gpu_busy_fraction"), ".0%") if row.get("profile") else ""]
             for name, row in train.items()]
     table = _md_table(["row", "status", "real tokens/s", "median step s", "peak GiB", "first step s", "epoch s",
-                       "padding", "accuracy", "95% CI"], rows)
+                       "padding", "accuracy", "95% CI", "GPU busy (profile)"], rows)
     details = [f"- `{name}`: `slmbench {' '.join(row.get('overrides', []))}`"
                + "".join(f"; {key}: `{json.dumps(row[key])}`" for key in ("settings", "notes", "error") if row.get(key))
                for name, row in train.items()]
@@ -246,7 +247,10 @@ def _eval_lines(ev: dict) -> str:
                   [["HF generate", _f(hf["seconds"], ".1f"), hf["batch_size"], _f(hf["accuracy"], ".2%"), "", ""],
                    [f"static (refill {st['refill']}, CUDA graphs {st['cuda_graphs']})", _f(st["seconds"], ".1f"),
                     st["batch_size"], _f(st["accuracy"], ".2%"), "{}/{}".format(*st["identical_fp32"]),
-                    "{}/{}".format(*bf16) if bf16 else "n/a"]]), "", *(f"- {note}" for note in ev.get("notes", []))])
+                    "{}/{}".format(*bf16) if bf16 else "n/a"]]), "", *(f"- {note}" for note in ev.get("notes", [])),
+        *([f"- profile of the static engine on {ev['profile']['prompts']} prompts (`eval.profile` in the JSON): "
+           f"GPU busy {_f(ev['profile']['gpu_busy_fraction'], '.0%')} of {_f(ev['profile']['profiled_wall_s'], '.1f')} s"]
+          if ev.get("profile") else [])])
 
 
 def _methods_table(rows: list[dict]) -> str:
@@ -254,7 +258,7 @@ def _methods_table(rows: list[dict]) -> str:
              "[{}, {}]".format(*(_f(v, ".2%") for v in r["ci95"])) if _ok(r, "ci95") else "n/a",
              _f(_ok(r, "peak_gpu_memory_gib"), ".2f"), _f(_ok(r, "train_s"), ".1f"), _f(_ok(r, "tokens_per_s"), ",.0f"),
              _f(_ok(r, "eval_s"), ".1f")] for r in rows]
-    return _md_table(["method", "status", "lr", "accuracy", "95% CI", "peak GiB", "train s", "real tokens/s", "eval s"], body)
+    return _md_table(["method", "status", "train.lr", "accuracy", "95% CI", "peak GiB", "train s", "real tokens/s", "eval s"], body)
 
 
 def _paper_table(rows: list[dict]) -> str:
