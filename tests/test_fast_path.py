@@ -127,3 +127,31 @@ def test_compiled_layers_share_one_graph(fast_path):
     assert counters["stats"]["unique_graphs"] == 1
     assert counters["frames"]["ok"] == 1
     torch._dynamo.reset()
+
+
+def test_evaluation_after_train_compile_runs_the_plain_layers(monkeypatch, cache_dir):
+    """A run with train.compile=true evaluates through the layers' plain forward (no recompiles for
+    the generation's cache and shapes), and its layers are compiled again afterwards."""
+    import bench.run.recipe as recipe
+    from bench.loss import compile_decoder_layers
+    from bench.models.loading import decoder_layers
+    from conftest import compose_config
+
+    # Inductor would need a C++ compiler here: the same compile, with dynamo's eager backend.
+    monkeypatch.setattr(recipe, "compile_decoder_layers", lambda model: compile_decoder_layers(model, backend="eager"))
+    seen = []
+    evaluate = recipe.evaluate
+
+    def watched(model, *args, **kwargs):
+        seen.append([layer._compiled_call_impl for layer in decoder_layers(model)])
+        return evaluate(model, *args, **kwargs)
+    monkeypatch.setattr(recipe, "evaluate", watched)
+    run = recipe.Run.build(compose_config("train.max_steps=1", "train.compile=true", "device=cpu", "eval.limit=4",
+                                          "wandb.mode=disabled", f"cache_dir={cache_dir}"))
+    compiled = [layer._compiled_call_impl for layer in decoder_layers(run.model)]
+    assert all(call is not None for call in compiled)
+    run.train()
+    run.evaluate()
+    assert seen == [[None] * len(compiled)]
+    assert [layer._compiled_call_impl for layer in decoder_layers(run.model)] == compiled
+    torch._dynamo.reset()

@@ -66,14 +66,14 @@ def test_scaled_schedule_follows_the_token_budget_ratio(scaling, lr, warmup):
     assert schedule["lr_scaling"] == scaling and schedule["tokens_ratio"] == 4.0
 
 
-def test_a_scaled_run_trains_at_the_scaled_lr_and_records_it():
+def test_a_scaled_run_trains_at_the_scaled_lr_and_records_it(cache_dir):
     """A packed run with twice the default budget and lr_scaling=sqrt: its optimizer's peak lr is
     train.lr x sqrt(budget / default budget), and the record says so."""
     from bench.run.recipe import Run
     from conftest import compose_config
 
     base = ["model=tiny-llama", "train.max_steps=2", "train.batching=packed", "device=cpu", "wandb.mode=disabled",
-            "train.warmup_steps=0", "train.schedule=constant"]
+            "train.warmup_steps=0", "train.schedule=constant", f"cache_dir={cache_dir}"]
     default = Run.build(compose_config(*base))
     budget = 2 * default.batches.default_budget
     run = Run.build(compose_config(*base, f"train.pack_tokens={budget}", "train.lr_scaling=sqrt"))

@@ -46,6 +46,9 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
         assert 0 <= row["accuracy"] <= 1 and row["ci95"][0] <= row["accuracy"] <= row["ci95"][1], row
         assert len(row["loss_curve"]["tokens"]) == len(row["loss_curve"]["loss"]) >= 1
     assert "accuracy" not in train["harness_fast_eager"], "an overhead pair's harness side is not evaluated"
+    # The overhead pair on the fast batches computes what the plain loop computes: HF's loss, eager.
+    pair = train["harness_same_batches_as_fast"]["settings"]
+    assert (pair["batching"], pair["fast_path"], pair["compile"]) == ("packed", "none", False)
     ev = report["eval"]
     assert ev["status"] == "ok" and ev["hf"]["seconds"] > 0 and ev["static"]["seconds"] > 0
     assert ev["static"]["identical_fp32"][1] == 2 and "identical_bf16" in ev["static"]

@@ -22,7 +22,7 @@ from bench.config.checks import check
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
-from bench.loss import compile_decoder_layers
+from bench.loss import compile_decoder_layers, eager_decoder_layers
 from bench.models import saving
 from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
                                   unique_parameters)
@@ -239,9 +239,10 @@ class Run:
         start = time.perf_counter()
         # What generation used, for result.json: the prompt format (bench/data/prompts.py), stop tokens.
         self.eval_protocol: dict = prompt_record(self.task, self.tokenizer)
-        self.accuracy_by_task, self.samples = evaluate(self.model, self.tokenizer, self.task, self.cfg.eval,
-                                                       self.device, self.precision, self.task.use_chat_template,
-                                                       info=self.eval_protocol)
+        with eager_decoder_layers(self.model):  # train.compile: generation runs the plain layers
+            self.accuracy_by_task, self.samples = evaluate(self.model, self.tokenizer, self.task, self.cfg.eval,
+                                                           self.device, self.precision, self.task.use_chat_template,
+                                                           info=self.eval_protocol)
         synchronize(self.device)
         self.eval_seconds, self.eval_peaks = time.perf_counter() - start, memory.peaks()
         return self.accuracy_by_task
