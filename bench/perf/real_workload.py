@@ -37,12 +37,12 @@ import torch
 from bench.data.prompts import build_prompt
 from bench.eval.evaluate import limit_examples
 from bench.perf.lab import guarded
-from bench.perf.loops import (Profiler, build_run, profile_figures, profiler_activities, release, run_harness, run_harness_window, run_hf_trainer,
-                              run_plain, timed_generation)
+from bench.perf.loops import (Profiler, build_run, profile_figures, profiler_activities, release, run_harness,
+                              run_harness_window, run_hf_trainer, run_plain, timed_generation)
 from bench.perf.report import real_workload_summary
 from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
                                  reference_overrides)
-from bench.records.recorder import environment, write_json_atomic
+from bench.records.recorder import environment, worktree_tree_sha, write_json_atomic
 from bench.run.recipe import Run
 from bench.runtime import resolve_device
 
@@ -60,8 +60,8 @@ METHODS = ("none", "full", "lora", "topk", "adagradselect", "ist", "lisa", "bada
 PAPER_SHAPES = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")  # the paper's three models (conf/experiment)
 PAPER_METHODS = ("full", "topk", "adagradselect")
 # The harness's fastest settings (README "Batching", "Performance"): packed rows of 16,384 real
-# tokens per step (about 5.4 default batches: a step of ~3k tokens is launch-bound on an H200,
-# one of 16k is not), lr and warm-up scaled by the square-root rule for Adam (train.lr_scaling,
+# tokens per step (about 6.4 default batches of 2,543 real tokens: a step of those is launch-bound
+# on an H200, one of 16k is much less so, docs/performance-analysis.md), lr and warm-up scaled by the square-root rule for Adam (train.lr_scaling,
 # bench/run/optim.py), the chunked loss (no full-vocabulary logits), compiled decoder layers (one
 # graph, static shapes), the loss read every 10 steps. harness_default and harness_fast are both
 # evaluated and their loss curves kept: the comparison of optimisation the budget change needs.
@@ -318,7 +318,7 @@ def measure_engines(args, run: Run) -> dict:
     _, static_fp32 = timed_generation(run, prompts[:n], "static", args.static_batch_size, "fp32")
     gpu, eval_cfg = run.device.type == "cuda", run.cfg.eval
     profile = profile_generation(run, prompts[:args.profile_prompts], args.static_batch_size) if args.profile else {}
-    return {**profile,"prompts": len(prompts), "precision": run.precision, "max_new_tokens": eval_cfg.max_new_tokens,
+    return {**profile, "prompts": len(prompts), "precision": run.precision, "max_new_tokens": eval_cfg.max_new_tokens,
             "hf": {"seconds": hf_s, "batch_size": args.hf_batch_size, "accuracy": accuracy(run, examples, hf_texts)},
             "static": {"seconds": static_s, "batch_size": args.static_batch_size, "refill": bool(eval_cfg.refill),
                        "check_every": eval_cfg.check_every, "cuda_graphs": bool(eval_cfg.cuda_graphs) and gpu,
@@ -442,8 +442,8 @@ def start_report(args, argv) -> dict:
     command = "python -m bench.perf.real_workload " + " ".join(sys.argv[1:] if argv is None else argv)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
-    report.update(device=env["device_name"], date=date, commit={"git_sha": env["git_sha"], "dirty": env["dirty"],
-                                                                  "worktree_tree_sha": env["worktree_tree_sha"]},
+    commit = {"git_sha": env["git_sha"], "dirty": env["dirty"], "worktree_tree_sha": worktree_tree_sha()}
+    report.update(device=env["device_name"], date=date, commit=commit,
                   command=command, env=env)
     report.setdefault("parts_run", {})
     return report

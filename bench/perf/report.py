@@ -29,8 +29,9 @@ def _code(env: dict) -> str:
         return sha[:12]
     if env.get("dirty"):
         tree = env.get("worktree_tree_sha")
-        return (f"{sha[:12]} plus uncommitted changes" + (f"; the files that ran are git tree {tree[:12]} (the tree of "
-                f"the commit that holds them: `git log --format='%h %T'` finds it)" if tree else ""))
+        return (f"{sha[:12]} plus uncommitted changes" + (f"; the files that ran are git tree {tree[:12]} (a commit's "
+                f"tree, `git log --format='%h %T'`, when no untracked file rode along; else rebuild it from the "
+                f"commit, docs/performance-analysis.md)" if tree else ""))
     return (f"recorded as {sha}, unverified (no `dirty` flag in this JSON: a device copy's .git can be older "
             f"than its files; docs/performance-analysis.md lists the commit each run came from)")
 

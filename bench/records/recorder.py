@@ -46,14 +46,16 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def worktree_tree_sha(root: Path) -> str | None:
-    """The git tree id of the working tree as it is (tracked and untracked-not-ignored files), via a
-    throwaway index: equal to `git rev-parse <commit>^{tree}` of the commit holding exactly these
-    files. It names the code a run used where `.git` is older than the files (a copied tree: the
-    device machine's copy keeps the `.git` of its session's start, so `git_sha` and `dirty` there
-    describe that older commit)."""
-    import tempfile
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
+
+def worktree_tree_sha(root: Path = REPO_ROOT) -> str | None:
+    """The git tree id of the working tree as it is (tracked and untracked-not-ignored files), via a
+    throwaway index: equal to `git rev-parse <commit>^{tree}` of a commit holding exactly these
+    files. It names the code a benchmark ran where `.git` is older than the files (the device
+    machine's copy keeps the `.git` of its session's start, so `git_sha` and `dirty` there describe
+    that older commit). It hashes every file, so the benchmarks record it once per call
+    (bench/perf/real_workload.py), not every run."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env)  # noqa: E731
@@ -67,13 +69,11 @@ def environment(device: torch.device) -> dict[str, Any]:
     import peft
     import transformers
 
-    root = Path(__file__).resolve().parents[2]
-    git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)  # noqa: E731
+    git = lambda *args: subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)  # noqa: E731
     sha = git("rev-parse", "HEAD")
     return {
         "git_sha": sha.stdout.strip() if sha.returncode == 0 else None,
         "dirty": bool(git("status", "--porcelain").stdout.strip()) if sha.returncode == 0 else None,
-        "worktree_tree_sha": worktree_tree_sha(root) if sha.returncode == 0 else None,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
