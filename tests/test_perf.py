@@ -83,3 +83,28 @@ def test_method_rows_take_knobs():
     assert (cfg.method.policy, cfg.method.k_percent) == ("keep", 10)
     assert cfg.model.init == "random" and cfg.model.path.endswith("models/meta-llama__Llama-3.2-1B")
     assert compose(overrides).method.policy == "keep"
+
+
+def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
+    """The plain loop's untimed pass: one forward/backward per distinct batch shape, no gradient
+    kept, no weight changed (the plain and harness rows still start from the same weights)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.perf.loops import warm_shapes
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    forwards = []
+    model.register_forward_hook(lambda module, args, output: forwards.append(1))
+
+    def batch(width):
+        ids = torch.randint(0, 64, (2, width))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+    assert warm_shapes(model, [batch(5), batch(7), batch(5), batch(7), batch(9)], torch.device("cpu"), "fp32") == 3
+    assert len(forwards) == 3
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
