@@ -85,3 +85,20 @@ def test_dims_need_random_init_and_known_fields():
     cfg = compose_config("model=tiny-qwen2.5", "+model.dims.hidden_sise=8").model
     with pytest.raises(ValueError, match=r"model.dims.hidden_sise: Qwen2Config has no such field"):
         load_model(cfg, load_tokenizer(cfg), seed=0)
+
+
+def test_random_init_builds_on_the_given_device():
+    """`init=random` draws the weights where the run trains (`device`): here the meta device, so
+    Phi-4-mini's real shape is built with no memory; without `device`, on the host."""
+    cfg = compose_config("model=phi4-mini", f"model.path={SHARED_DATA}/models/microsoft__Phi-4-mini-instruct",
+                         "model.init=random").model
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, seed=0, device=torch.device("meta"))
+    params = list(unique_parameters(model.parameters()))
+    assert {p.device.type for p in params} == {"meta"}
+    assert sum(p.numel() for p in params) == 3_836_021_760 and model.config.num_hidden_layers == 32
+    tiny = compose_config("model=qwen2.5-0.5b", f"model.path={SHARED_DATA}/models/Qwen__Qwen2.5-0.5B",
+                          "model.init=random", "+model.dims.num_hidden_layers=1", "+model.dims.hidden_size=64",
+                          "+model.dims.intermediate_size=64", "+model.dims.num_attention_heads=2",
+                          "+model.dims.num_key_value_heads=1").model
+    assert {p.device.type for p in load_model(tiny, load_tokenizer(tiny), seed=0).parameters()} == {"cpu"}

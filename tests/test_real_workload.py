@@ -60,15 +60,23 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     assert report["paper_config"][0]["time_ratio_vs_full"] == 1.0
     assert all("+experiment=adagradselect_paper" in r["overrides"] for r in report["paper_config"])
 
-    # A later call measures one part and keeps the others (a split over device calls).
+    # The plain loop's untimed pass saw each shape once; pairs keep their timed window's step times.
+    assert train["plain_eager"]["warmed_shapes"] >= 1
+    assert len(train["plain_eager"]["step_seconds"]) == len(train["harness_default"]["step_seconds"])
+
+    # A later call measures one part and keeps the others (a split over device calls); every row
+    # names the call that measured it, and the part lists both calls.
     real_workload.main([*QUICK, "--parts", "eval", "--out", str(out)])
     again = json.loads(out.read_text())
     assert again["train"] == report["train"] and set(again["parts_run"]) == set(real_workload.PARTS)
+    first, second = again["parts_run"]["eval"]
+    assert again["eval"]["measured_by"] == second["date"] != first["date"] == report["eval"]["measured_by"]
+    assert [call["date"] for call in again["parts_run"]["train"]] == [train["plain_eager"]["measured_by"]]
 
     page = tmp_path / "performance.md"
     perf_report.main(["--real-workload", str(out), "--out", str(page)])
     text = page.read_text()
-    assert again["parts_run"]["train"]["command"] in text
+    assert again["parts_run"]["train"][0]["command"] in text and second["command"] in text
     assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | adagradselect | ok |" in text
     assert "![loss curves](perf/loss_curves.png)" in text and "| harness_fast | " in text
     png = tmp_path / "loss_curves.png"

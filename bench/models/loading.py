@@ -2,6 +2,8 @@
 saved model (`model.path=<run dir>/model`: bench/models/saving.py wrote it)."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 from pathlib import Path
@@ -186,12 +188,17 @@ def build_tiny(model_cfg, tokenizer) -> torch.nn.Module:
     return model_cls(config)
 
 
-def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = None) -> torch.nn.Module:
+def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = None,
+               device: torch.device | None = None) -> torch.nn.Module:
     """Build or load the model in `model.dtype` (fp32 by default; autocast supplies bf16 compute on GPU).
 
     `init=random` builds the real shape from its config (hub id or local dir) with no weights
     downloaded: real memory and time without the checkpoint. With `dims` set as well, those config
     fields are overridden: a tiny model of the real architecture (its rope, norms, tying, vocab).
+    `device`: where `init=random` builds the model (its weights are drawn there: the same seed gives
+    other weights on a GPU than on the host). Our choice: the run's device. Built on the host,
+    a Phi-4-mini paper_config row took 168 s on a 16-core H200 machine, 21 s of it training
+    (bench.perf.real_workload log, 2026-12-02); every other source loads on the host.
     """
     torch.manual_seed(seed)
     source = model_cfg.source
@@ -214,7 +221,8 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
                     raise ValueError(f"model.dims.{key}: {type(config).__name__} has no such field")
                 setattr(config, key, value)
             shrink_layer_types(config)
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
+            with torch.device(device) if device is not None else contextlib.nullcontext():
+                model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
             # from_config ignores the folder's generation_config.json: its stop tokens (eos_token_id
             # lists, e.g. Phi-4-mini's <|end|>) must still reach the eval engines (bench/eval/stop_tokens.py).
             if local and (Path(location) / "generation_config.json").exists():

@@ -138,7 +138,7 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
     result = {**_timing(seconds, tokens, warmup), **_memory(memory), "losses": losses, "final_loss": losses[-1],
               **profiler.summary(),
               "trainable_params": sum(p.numel() for p in params), "blocks": blocks if variant == "static25" else None,
-              "warmed_shapes": warmed}
+              "warmed_shapes": warmed, "step_seconds": seconds}
     del optimizer, params, model
     return result
 
@@ -288,6 +288,7 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
             "tokens_per_s_after_warmup": sum(tokens[warmup:]) / whole if whole else None,
             "real_tokens_per_step": sum(tokens) / len(tokens) if tokens else None,
             "padding_fraction": padding_fraction(batches), "final_loss": run.final_loss,
+            "step_seconds": seconds[:warmup + steps],  # the timed window, warm-up first
             "losses": [h["loss"] for h in run.history],
             # Each logged step's loss against the real tokens trained on once it is done (train.log_every).
             "loss_curve": {"tokens": [seen[h["step"]] for h in run.history], "loss": [h["loss"] for h in run.history]}}

@@ -53,8 +53,11 @@ PARTS = ("train", "eval", "methods", "paper_config")
 # plain_same_batches_as_fast / harness_same_batches_as_fast (the fast path's packed batches, HF's
 # loss, eager, as the plain loop runs them). harness_fast_eager: the fast settings without compile
 # (the chunked loss, eager), what compile adds to the fast path.
-TRAIN_ROWS = ("plain_eager", "plain_length_grouped", "plain_same_batches_as_fast", "hf_trainer", "harness_default",
-              "harness_length_grouped", "harness_same_batches_as_fast", "harness_fast_eager", "harness_fast")
+# Each pair is measured back to back (plain, then harness), so that what drifts over a call (clocks,
+# caches, the allocator) drifts least between the two sides of a ratio.
+TRAIN_ROWS = ("plain_eager", "harness_default", "plain_length_grouped", "harness_length_grouped",
+              "plain_same_batches_as_fast", "harness_same_batches_as_fast", "hf_trainer", "harness_fast_eager",
+              "harness_fast")
 LENGTH_GROUPED = ("train.batching=length_grouped",)
 METHODS = ("none", "full", "lora", "topk", "adagradselect", "ist", "lisa", "badam")
 PAPER_SHAPES = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")  # the paper's three models (conf/experiment)
@@ -189,7 +192,8 @@ def plain_row(args, report: dict, extra) -> dict:
         return {"tokens_per_s": result["tokens_per_s"], "median_step_s": result["median_step_s"],
                 "peak_gpu_gib": result["peak_allocated_gib"], "first_step_s": result["first_step_s"],
                 "steps_trained": steps, "padding_fraction": padding_fraction(batches[:steps]),
-                "final_loss": result["final_loss"], **profiled(result)}
+                "final_loss": result["final_loss"], "warmed_shapes": result["warmed_shapes"],
+                "step_seconds": result["step_seconds"], **profiled(result)}
     return guarded(measure, row, args)
 
 
@@ -288,7 +292,7 @@ def train_part(args, report: dict, save) -> None:
                 "harness_fast": lambda: harness_row(args, fast, notes)}
     report.setdefault("train", {})
     for name in args.train_rows:
-        report["train"][name] = measures[name]()
+        report["train"][name] = stamped(measures[name](), report)
         save()
 
 
@@ -344,7 +348,7 @@ def eval_part(args, report: dict, save) -> None:
         run = Run.build(cfg)
         describe_workload(report, args, run)
         return measure_engines(args, run)
-    report["eval"] = guarded(measure, row, args)
+    report["eval"] = stamped(guarded(measure, row, args), report)
     save()
 
 
@@ -380,7 +384,7 @@ def method_row(args, method: str) -> dict:
 def methods_part(args, report: dict, save) -> None:
     rows = {row["method"]: row for row in report.get("methods", [])}
     for method in args.methods:
-        rows[method] = method_row(args, method)
+        rows[method] = stamped(method_row(args, method), report)
         report["methods"] = list(rows.values())
         save()
 
@@ -428,7 +432,7 @@ def paper_part(args, report: dict, save) -> None:
     rows = [r for r in report.get("paper_config", []) if (r["shape"], r["method"]) not in measured]
     for shape in args.paper_shapes:
         for method in args.paper_methods:
-            rows.append(paper_row(args, shape, method))
+            rows.append(stamped(paper_row(args, shape, method), report))
             report["paper_config"] = with_ratios(rows)
             save()
 
@@ -449,6 +453,21 @@ def start_report(args, argv) -> dict:
     return report
 
 
+def stamped(row: dict, report: dict) -> dict:
+    """A row records the call that measured it (its `date`, a key of `parts_run`): a file filled
+    over several calls says which command, commit and device wrote each row."""
+    return {**row, "measured_by": report["date"]}
+
+
+def record_call(report: dict, part: str) -> None:
+    """`parts_run[part]`: every call that measured some of the part, oldest first (one dict per
+    call in files written before rows were stamped)."""
+    calls = report["parts_run"].get(part, [])
+    calls = [calls] if isinstance(calls, dict) else calls
+    call = {"command": report["command"], "date": report["date"], "commit": report["commit"], "device": report["device"]}
+    report["parts_run"][part] = [c for c in calls if c["date"] != call["date"]] + [call]
+
+
 PART_RUNNERS = {"train": train_part, "eval": eval_part, "methods": methods_part, "paper_config": paper_part}
 
 
@@ -462,8 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_json_atomic(args.out, report)
 
     for part in args.parts:
-        report["parts_run"][part] = {"command": report["command"], "date": report["date"], "commit": report["commit"],
-                                     "device": report["device"]}
+        record_call(report, part)
         PART_RUNNERS[part](args, report, save)
         release(run_device(args))
         save()

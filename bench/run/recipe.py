@@ -115,7 +115,8 @@ class Run:
         if model_cfg.source == "tiny" and model_cfg.get("base") == "synthetic" and saved is None:
             model = load_or_build_base(self.cfg, self.tokenizer)
         else:
-            model = load_model(model_cfg, self.tokenizer, seed=self.cfg.seed, cache_dir=self.cfg.cache_dir)
+            model = load_model(model_cfg, self.tokenizer, seed=self.cfg.seed, cache_dir=self.cfg.cache_dir,
+                               device=self.device)
         self.weights_from = str(saved) if saved is not None else saving.weights_origin(model)
         self.record["weights"] = saving.weights_provenance(model_cfg, self.weights_from)
         self.model = model.to(self.device)
