@@ -84,7 +84,7 @@ def release(device: torch.device) -> None:
 def _memory(memory: PhaseMemory) -> dict:
     peaks = memory.peaks()
     return {"peak_allocated_gib": peaks["allocated_gib"], "peak_reserved_gib": peaks["reserved_gib"],
-            "alloc_retries": peaks["alloc_retries"]}
+            "alloc_retries": peaks["alloc_retries"], "device_mallocs": peaks["device_mallocs"]}
 
 
 def _timing(step_seconds: list[float], step_tokens: list[int], warmup: int) -> dict:
@@ -284,6 +284,7 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
     seen = [0, *itertools.accumulate(tokens)]  # real tokens trained on before each step
     return {**_timing(seconds[:warmup + steps], tokens[:warmup + steps], warmup),
             "peak_gpu_gib": run.train_peaks["allocated_gib"], "steps_trained": len(seconds),
+            "device_mallocs": run.train_peaks["device_mallocs"],  # over every step trained, not the window only
             "epoch_s": sum(seconds) if until == run.total_steps else None,
             "tokens_per_s_after_warmup": sum(tokens[warmup:]) / whole if whole else None,
             "real_tokens_per_step": sum(tokens) / len(tokens) if tokens else None,

@@ -50,23 +50,27 @@ class PhaseMemory:
     """Peak allocated/reserved GPU memory over one phase (train or eval); None on CPU."""
 
     def __init__(self, device: torch.device):
-        self.device = device
+        self.device, self._device_mallocs = device, 0
 
     def start(self) -> None:
         if self.device.type == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._device_mallocs = torch.cuda.memory_stats(self.device).get("num_device_alloc", 0)
 
     def peaks(self) -> dict[str, float | None]:
         if self.device.type != "cuda":
-            return {"allocated_gib": None, "reserved_gib": None, "alloc_retries": None}
+            return {"allocated_gib": None, "reserved_gib": None, "alloc_retries": None, "device_mallocs": None}
         stats = torch.cuda.memory_stats(self.device)
         return {
             "allocated_gib": torch.cuda.max_memory_allocated(self.device) / GIB,
             "reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB,
             # lingua's signal for a run close to the memory limit.
             "alloc_retries": stats.get("num_alloc_retries", 0),
+            # cudaMalloc calls over the phase: each is a slow host call; a loop that keeps making
+            # them (a cache that never settles) pays on the host at every step.
+            "device_mallocs": stats.get("num_device_alloc", 0) - self._device_mallocs,
         }
 
 
