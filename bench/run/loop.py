@@ -34,6 +34,9 @@ class TrainState:
 def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) -> float:
     """Optimizer steps `state.step .. until` under `train_cfg` (the run's `cfg.train`); returns the last loss."""
     model, method, optimizer, device = state.model, state.method, state.optimizer, state.device
+    # Read once: an OmegaConf attribute costs ~60 us, seven a step were most of the loop's own host time.
+    accum, fast_path, grad_clip, log_every = (train_cfg.grad_accum, train_cfg.fast_path, train_cfg.grad_clip,
+                                              train_cfg.log_every)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     loss_value = float("nan")
@@ -43,7 +46,7 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         for observer in observers:
             observer.step_start(step)
         method.on_step_start(step, model)
-        micro_batches = [next(state.batches) for _ in range(train_cfg.grad_accum)]
+        micro_batches = [next(state.batches) for _ in range(accum)]
         # Token-weighted loss over the whole accumulation window: every loss-bearing token
         # counts once, whatever micro-batch it sits in (labels shift by one inside the model).
         loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
@@ -51,11 +54,11 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         for batch in micro_batches:
             with autocast(device, state.precision):
                 # train.fast_path: none = HF's own loss; chunked_ce = no full-vocab logits.
-                micro_loss = training_loss(model, batch, loss_tokens, train_cfg.fast_path, device)
+                micro_loss = training_loss(model, batch, loss_tokens, fast_path, device)
             micro_loss.backward()
             loss += micro_loss.detach()
         method.after_backward(step, model)
-        grad_norm = clip_gradients(optimizer, params, train_cfg.grad_clip) if train_cfg.grad_clip else None
+        grad_norm = clip_gradients(optimizer, params, grad_clip) if grad_clip else None
         optimizer.step()
         state.scheduler.step()
         optimizer.zero_grad(set_to_none=True)  # frozen blocks must hold no .grad
@@ -63,7 +66,7 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         state.step = step + 1
         # train.log_every: read the loss (a host sync) only every N steps, so the host can queue the
         # next steps' kernels while the GPU works; the other steps log nothing.
-        synced = state.step % train_cfg.log_every == 0 or state.step == until
+        synced = state.step % log_every == 0 or state.step == until
         loss_value = loss.item() if synced else loss_value
         metrics = {"loss": loss_value if synced else None, "lr": state.scheduler.get_last_lr()[0],
                    "loss_tokens": loss_tokens, "grad_norm": float(grad_norm) if synced and grad_norm is not None else None,
