@@ -86,8 +86,9 @@ def test_method_rows_take_knobs():
 
 
 def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
-    """The plain loop's untimed pass: one forward/backward per distinct batch shape, no gradient
-    kept, no weight changed (the plain and harness rows still start from the same weights)."""
+    """The untimed pass before a pair's timed steps: one forward/backward per distinct batch shape,
+    no gradient kept, no weight changed, the random state as it was (dropout draws inside are
+    undone), the model in train mode."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -95,7 +96,8 @@ def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=1))
+                                         num_attention_heads=2, num_key_value_heads=1, attention_dropout=0.5))
+    model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     forwards = []
     model.register_forward_hook(lambda module, args, output: forwards.append(1))
@@ -104,7 +106,10 @@ def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
         ids = torch.randint(0, 64, (2, width))
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
-    assert warm_shapes(model, [batch(5), batch(7), batch(5), batch(7), batch(9)], torch.device("cpu"), "fp32") == 3
+    batches = [batch(5), batch(7), batch(5), batch(7), batch(9)]
+    rng = torch.get_rng_state()
+    assert warm_shapes(model, batches, torch.device("cpu"), "fp32") == 3
+    assert torch.equal(torch.get_rng_state(), rng) and model.training
     assert len(forwards) == 3
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

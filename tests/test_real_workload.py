@@ -62,6 +62,9 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
 
     # The plain loop's untimed pass saw each shape once; pairs keep their timed window's step times.
     assert train["plain_eager"]["warmed_shapes"] >= 1
+    # ... and so did each pair's harness side, before its timed steps; the fast row (its epoch is a target) did not.
+    assert train["harness_length_grouped"]["warmed_shapes"] == train["plain_length_grouped"]["warmed_shapes"]
+    assert train["harness_fast"]["warmed_shapes"] is None
     assert len(train["plain_eager"]["step_seconds"]) == len(train["harness_default"]["step_seconds"])
 
     # A later call measures one part and keeps the others (a split over device calls); every row

@@ -102,7 +102,6 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
     last `profile_steps` of them run under torch.profiler and are left out of the timing."""
     if variant not in PLAIN_VARIANTS:
         raise ValueError(f"--plain: unknown variant {variant!r}; allowed: {', '.join(PLAIN_VARIANTS)}")
-    model.train()
     warmed = warm_shapes(model, batches, device, precision)
     memory = PhaseMemory(device)
     memory.start()
@@ -144,25 +143,31 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
 
 
 def warm_shapes(model, batches: list[dict], device: torch.device, precision: str) -> int:
-    """One forward and backward per distinct batch shape, untimed, before the plain loop's first
-    step; returns how many shapes. Caches keyed by shape live for the whole process (cuDNN's
-    attention plans, the allocator's blocks), so without this the row measured first pays every
-    first-seen shape inside its timed window and the harness row timed after it on the same
-    batches pays none. On an H200 (2026-12-02, before this pass) the plain loop's median step was
-    0.27 s against the harness's 0.17 s on the same padded batches, and its profiled steps spent
-    1.56 ms of host time per cuDNN attention call (forward + backward) against the harness's
-    0.22 ms: 40 ms a step in attention alone.
-    Gradients are dropped and no optimizer step is taken: the weights are untouched."""
+    """One forward and backward per distinct batch shape, untimed, before the first timed step of
+    a loop; returns how many shapes. The plain loop runs it on its batches, and an overhead pair's
+    harness row on the same batches (bench/perf/real_workload.py), so both sides of a pair start
+    alike. Caches keyed by shape live for the whole process (cuDNN's attention plans, the
+    allocator's blocks): without this the row measured first pays every first-seen shape inside
+    its timed window and the row after it on the same batches pays none. On an H200 (2026-12-02,
+    before this pass) the plain loop, measured first, took 0.27 s a step against the harness's
+    0.17 s on the same padded batches, and its profiled steps spent 1.56 ms of host time per cuDNN
+    attention call (forward + backward) against the harness's 0.22 ms: 40 ms a step in attention
+    alone. With the pass in the plain loop only, the harness became the slower side (0.127 s
+    against 0.098 s), its first steps coming right after building its run.
+    Gradients are dropped, no optimizer step is taken and the random state is restored: the
+    weights and what the run draws next are untouched (the model is left in train mode)."""
     seen = set()
-    for batch in batches:
-        shape = tuple(sorted((key, tuple(value.shape)) for key, value in batch.items()))
-        if shape in seen:
-            continue
-        seen.add(shape)
-        with autocast(device, precision):
-            loss = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+    model.train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for batch in batches:
+            shape = tuple(sorted((key, tuple(value.shape)) for key, value in batch.items()))
+            if shape in seen:
+                continue
+            seen.add(shape)
+            with autocast(device, precision):
+                loss = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss
+            loss.backward()
+            model.zero_grad(set_to_none=True)
     synchronize(device)
     return len(seen)
 

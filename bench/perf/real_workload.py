@@ -38,7 +38,7 @@ from bench.data.prompts import build_prompt
 from bench.eval.evaluate import limit_examples
 from bench.perf.lab import guarded
 from bench.perf.loops import (Profiler, build_run, profile_figures, profiler_activities, release, run_harness,
-                              run_harness_window, run_hf_trainer, run_plain, timed_generation)
+                              run_harness_window, run_hf_trainer, run_plain, timed_generation, warm_shapes)
 from bench.perf.report import real_workload_summary
 from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
                                  reference_overrides)
@@ -230,11 +230,13 @@ def hf_trainer_row(args, report: dict) -> dict:
     return guarded(measure, row, args)
 
 
-def harness_row(args, extra, notes, whole: bool = True) -> dict:
+def harness_row(args, extra, notes, whole: bool = True, pair: bool = False) -> dict:
     """The run of the config, trained to the end of its epoch, then evaluated on the test set by
     the static engine: accuracy with its 95% CI, and the loss curve against real tokens seen
     (bench/perf/loss_curves.py draws the default and fast rows together). `whole=False` (or
-    --harness-window-only): the timed window only, no evaluation (an overhead pair's harness side)."""
+    --harness-window-only): the timed window only, no evaluation. `pair`: an overhead pair's
+    harness side, given the plain loop's untimed pass over its window's shapes first
+    (bench/perf/loops.py warm_shapes), so both sides start their timed steps alike."""
     limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
     evaluation = ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
     cfg, overrides = config(args, extra=[*extra, *evaluation])
@@ -246,7 +248,10 @@ def harness_row(args, extra, notes, whole: bool = True) -> dict:
         window_only = args.harness_window_only or not whole
         until = min(args.warmup + args.steps, run.total_steps) if window_only else run.total_steps
         row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.record["schedule"])
-        result = run_harness_window(run, args.warmup, args.steps, until)
+        # The plain twin's batches: its timed window and its profiled steps.
+        window = (min(args.warmup + args.steps, run.total_steps) + args.profile) * cfg.train.grad_accum
+        warmed = warm_shapes(run.model, draw_batches(run, window), run.device, run.precision) if pair else None
+        result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": warmed}
         if whole:
             with run.measured():
                 run.evaluate()
@@ -286,9 +291,9 @@ def train_part(args, report: dict, save) -> None:
                 "plain_length_grouped": lambda: plain_row(args, report, LENGTH_GROUPED),
                 "plain_same_batches_as_fast": lambda: plain_row(args, report, plain_like),
                 "hf_trainer": lambda: hf_trainer_row(args, report),
-                "harness_default": lambda: harness_row(args, [], []),
-                "harness_length_grouped": lambda: harness_row(args, LENGTH_GROUPED, [], whole=False),
-                "harness_same_batches_as_fast": lambda: harness_row(args, plain_like, [], whole=False),
+                "harness_default": lambda: harness_row(args, [], [], pair=True),
+                "harness_length_grouped": lambda: harness_row(args, LENGTH_GROUPED, [], whole=False, pair=True),
+                "harness_same_batches_as_fast": lambda: harness_row(args, plain_like, [], whole=False, pair=True),
                 "harness_fast_eager": lambda: harness_row(args, eager_fast, [], whole=False),
                 "harness_fast": lambda: harness_row(args, fast, notes)}
     report.setdefault("train", {})
