@@ -113,3 +113,22 @@ def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
     assert len(forwards) == 3
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_host_activity_counts_collector_passes_and_stops_once():
+    import gc
+    import threading
+    from bench.perf.loops import HostActivity
+
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, name="probe-helper", daemon=True)
+    helper.start()
+    with HostActivity() as host:
+        gc.collect()  # one full (generation 2) pass, seen through gc.callbacks
+        host.stop()
+        gc.collect()  # after stop: not counted
+    release.set()
+    summary = host.summary()
+    assert summary["gc_collections"] == [0, 0, 1] and summary["gc_s"] > 0
+    assert "probe-helper" in summary["threads"] and summary["global_module_hooks"] == 0
+    assert host._on_gc not in gc.callbacks

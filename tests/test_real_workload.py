@@ -65,6 +65,11 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     # ... and so did each pair's harness side, before its timed steps; the fast row (its epoch is a target) did not.
     assert train["harness_length_grouped"]["warmed_shapes"] == train["plain_length_grouped"]["warmed_shapes"]
     assert train["harness_fast"]["warmed_shapes"] is None
+    # Both sides of a pair carry the host probe, over the same number of steps.
+    plain_host, harness_host = train["plain_length_grouped"]["host"], train["harness_length_grouped"]["host"]
+    assert plain_host["steps"] == harness_host["steps"] >= 1
+    assert "MainThread" in harness_host["threads"]
+    assert 0 < harness_host["main_thread_cpu_s"] and 0 < harness_host["wall_s"]
     assert len(train["plain_eager"]["step_seconds"]) == len(train["harness_default"]["step_seconds"])
 
     # A later call measures one part and keeps the others (a split over device calls); every row

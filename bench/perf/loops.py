@@ -17,6 +17,8 @@ from __future__ import annotations
 import gc
 import itertools
 import random
+import sys
+import threading
 import time
 
 import torch
@@ -68,6 +70,53 @@ class FixedBlocks(Method):
         return {"active_blocks": len(self.blocks)}
 
 
+class HostActivity:
+    """Where a loop's host time goes, beside the profiler: the main thread's CPU time against its
+    wall-clock time (time spent waiting for the GIL or the OS scheduler shows as wall time without
+    CPU time; note that CUDA's default sync spins, so waiting on the GPU counts as CPU time),
+    Python's garbage-collector passes and their time, the threads alive, and torch's global
+    switches that slow every op's dispatch (anomaly mode, deterministic algorithms, global module
+    hooks, trace functions). Both sides of an overhead pair carry one, so an asymmetry shows."""
+
+    def __enter__(self) -> "HostActivity":
+        self.collections, self.gc_s, self._gc_t0 = [0, 0, 0], 0.0, 0.0
+        self.state = host_state()
+        gc.callbacks.append(self._on_gc)
+        self._wall0, self._cpu0 = time.perf_counter(), time.thread_time()
+        return self
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            self.collections[info["generation"]] += 1
+            self.gc_s += time.perf_counter() - self._gc_t0
+
+    def stop(self) -> None:
+        """The end of the measured steps (later steps, e.g. profiled ones, are not counted)."""
+        if self._on_gc in gc.callbacks:
+            self.wall_s, self.cpu_s = time.perf_counter() - self._wall0, time.thread_time() - self._cpu0
+            gc.callbacks.remove(self._on_gc)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def summary(self) -> dict:
+        return {"wall_s": self.wall_s, "main_thread_cpu_s": self.cpu_s, "gc_collections": self.collections,
+                "gc_s": self.gc_s, **self.state}
+
+
+def host_state() -> dict:
+    """The process-wide settings and threads a loop runs under (see HostActivity)."""
+    from torch.nn.modules import module as nn_module
+
+    hooks = sum(len(getattr(nn_module, name)) for name in dir(nn_module) if name.startswith("_global_") and name.endswith("hooks"))
+    return {"threads": sorted(t.name for t in threading.enumerate()), "torch_threads": torch.get_num_threads(),
+            "anomaly_mode": torch.is_anomaly_enabled(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "global_module_hooks": hooks, "trace_or_profile_fn": sys.gettrace() is not None or sys.getprofile() is not None,
+            "gc_thresholds": list(gc.get_threshold()), "gc_tracked_objects": len(gc.get_objects())}
+
+
 def lora_config() -> LoraConfig:
     """conf/method/lora.yaml's knobs, for the plain loop (which uses peft directly, no Method)."""
     knobs = OmegaConf.to_container(compose(["method=lora"]).method)
@@ -113,31 +162,34 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
     optimizer = torch.optim.AdamW(params, lr=lr, fused=device.type in ("cuda", "cpu"))
     seconds, tokens, losses = [], [], []
     profiler = Profiler(len(batches) - profile_steps, device, profile_steps)
-    for index, batch in enumerate(batches):
-        if profile_steps:
-            profiler.step_start(index)
-        synchronize(device)
-        start = time.perf_counter()
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, precision):
-            loss = model(**batch, use_cache=False).loss
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-        tokens.append(real_tokens(batch))
-        if profile_steps:
-            profiler.step_end(index + 1, {"step_s": seconds[-1]})
     timed = len(batches) - profile_steps
+    with HostActivity() as host:  # over the timed steps, as the harness's window
+        for index, batch in enumerate(batches):
+            if profile_steps:
+                profiler.step_start(index)
+            synchronize(device)
+            start = time.perf_counter()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(device, precision):
+                loss = model(**batch, use_cache=False).loss
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            synchronize(device)
+            seconds.append(time.perf_counter() - start)
+            tokens.append(real_tokens(batch))
+            if index + 1 == timed:
+                host.stop()
+            if profile_steps:
+                profiler.step_end(index + 1, {"step_s": seconds[-1]})
     seconds, tokens = seconds[:timed], tokens[:timed]
     result = {**_timing(seconds, tokens, warmup), **_memory(memory), "losses": losses, "final_loss": losses[-1],
               **profiler.summary(),
               "trainable_params": sum(p.numel() for p in params), "blocks": blocks if variant == "static25" else None,
-              "warmed_shapes": warmed, "step_seconds": seconds}
+              "warmed_shapes": warmed, "step_seconds": seconds, "host": {**host.summary(), "steps": timed}}
     del optimizer, params, model
     return result
 
@@ -282,7 +334,8 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
     until = run.total_steps if until is None else until
     accum = run.cfg.train.grad_accum
     batches = draw_batches(run, until * accum)
-    run.train(until=until)
+    with HostActivity() as host:
+        run.train(until=until)
     tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
     seconds = run.timer.step_seconds
     whole = sum(seconds[warmup:])
@@ -294,6 +347,7 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
             "tokens_per_s_after_warmup": sum(tokens[warmup:]) / whole if whole else None,
             "real_tokens_per_step": sum(tokens) / len(tokens) if tokens else None,
             "padding_fraction": padding_fraction(batches), "final_loss": run.final_loss,
+            "host": {**host.summary(), "steps": len(seconds)},
             "step_seconds": seconds[:warmup + steps],  # the timed window, warm-up first
             "losses": [h["loss"] for h in run.history],
             # Each logged step's loss against the real tokens trained on once it is done (train.log_every).

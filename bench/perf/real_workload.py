@@ -193,7 +193,7 @@ def plain_row(args, report: dict, extra) -> dict:
                 "peak_gpu_gib": result["peak_allocated_gib"], "first_step_s": result["first_step_s"],
                 "steps_trained": steps, "padding_fraction": padding_fraction(batches[:steps]),
                 "final_loss": result["final_loss"], "warmed_shapes": result["warmed_shapes"],
-                "device_mallocs": result["device_mallocs"],
+                "device_mallocs": result["device_mallocs"], "host": result["host"],
                 "step_seconds": result["step_seconds"], **profiled(result)}
     return guarded(measure, row, args)
 
