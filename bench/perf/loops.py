@@ -72,11 +72,12 @@ class FixedBlocks(Method):
 
 class HostActivity:
     """Where a loop's host time goes, beside the profiler: the main thread's CPU time against its
-    wall-clock time (time spent waiting for the GIL or the OS scheduler shows as wall time without
-    CPU time; note that CUDA's default sync spins, so waiting on the GPU counts as CPU time),
-    Python's garbage-collector passes and their time, the threads alive, and torch's global
-    switches that slow every op's dispatch (anomaly mode, deterministic algorithms, global module
-    hooks, trace functions). Both sides of an overhead pair carry one, so an asymmetry shows."""
+    wall-clock time, Python's garbage-collector passes and their time, the threads alive, and
+    torch's global switches that slow every op's dispatch (anomaly mode, deterministic algorithms,
+    global module hooks, trace functions). Both sides of an overhead pair carry one, so an
+    asymmetry shows. Wall time without CPU time is the main thread waiting: mostly on autograd's
+    device thread, which runs `backward()`'s host work (about half of a launch-bound step on an
+    H200, 2026-12-03), else on the GIL or the OS scheduler; a CUDA sync that spins counts as CPU."""
 
     def __enter__(self) -> "HostActivity":
         self.collections, self.gc_s, self._gc_t0 = [0, 0, 0], 0.0, 0.0
