@@ -13,6 +13,9 @@ pair instead of about seven eager passes over a chunk x vocabulary fp32 tensor.
 
 `compile: true` (a separate knob) compiles each decoder layer with `torch.compile` (regional
 compilation: one small graph reused by every layer, so compiling takes seconds, not minutes).
+
+`cuda_graphs: true` (a third knob, `DecoderGraph`) replays the decoder's forward and backward as
+two CUDA graphs: what is left of a step on the host is the chunked head, the optimizer and the loop.
 """
 from __future__ import annotations
 
@@ -109,21 +112,26 @@ def decoder_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value for key, value in batch.items() if key != "labels"}
 
 
-def _loss_hidden(lm: torch.nn.Module, batch: dict[str, torch.Tensor], positions, targets):
+def _loss_hidden(lm: torch.nn.Module, batch: dict[str, torch.Tensor], positions, targets, decoder_graph=None):
     """The decoder's last hidden states at the loss positions, and their targets."""
-    hidden = lm.get_decoder()(**decoder_inputs(batch), use_cache=False).last_hidden_state
+    if decoder_graph is not None:
+        hidden = decoder_graph(batch["input_ids"], batch["position_ids"])
+    else:
+        hidden = lm.get_decoder()(**decoder_inputs(batch), use_cache=False).last_hidden_state
     if positions is None:  # on the device: one synchronization (nonzero)
         positions, targets = loss_positions(batch["labels"])
     return hidden.flatten(0, 1).index_select(0, positions), targets
 
 
 def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
-                    chunk_rows: int = 512, positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                    chunk_rows: int = 512, positions: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    decoder_graph: "DecoderGraph | None" = None) -> torch.Tensor:
     """The same value as `model(**batch, num_items_in_batch=n).loss` (sum of token CE / n).
-    `positions`: `loss_positions(labels)` already on the device (saves a synchronization)."""
+    `positions`: `loss_positions(labels)` already on the device (saves a synchronization).
+    `decoder_graph`: the decoder replayed as CUDA graphs (train.cuda_graphs) instead of called."""
     lm = causal_lm(model)
     head = _output_head(lm)
-    rows, targets = _loss_hidden(lm, batch, *(positions or (None, None)))
+    rows, targets = _loss_hidden(lm, batch, *(positions or (None, None)), decoder_graph=decoder_graph)
     compute_dtype = torch.get_autocast_dtype(rows.device.type) if torch.is_autocast_enabled(rows.device.type) \
         else head.weight.dtype
     with torch.autocast(rows.device.type, enabled=False):  # dtypes are explicit inside
@@ -146,7 +154,8 @@ def chunked_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ch
 
 
 def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
-                  fast_path: str = "none", device: torch.device | None = None) -> torch.Tensor:
+                  fast_path: str = "none", device: torch.device | None = None,
+                  decoder_graph: "DecoderGraph | None" = None) -> torch.Tensor:
     """The loss one micro-batch contributes to the token-weighted window loss. `batch` may be on
     the host: it is moved to `device` here, after the chunked path has read its loss positions.
     Every key of `batch` reaches the model (`position_ids` of packed rows included)."""
@@ -158,7 +167,67 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_it
         # makes torch.compile specialize each decoder layer (train.compile: past 8 layers, eager)
         return model(**on_device, num_items_in_batch=num_items_in_batch, use_cache=False).loss
     positions = tuple(t.to(device, non_blocking=True) for t in loss_positions(batch["labels"]))
-    return chunked_lm_loss(model, on_device, num_items_in_batch, positions=positions)
+    return chunked_lm_loss(model, on_device, num_items_in_batch, positions=positions, decoder_graph=decoder_graph)
+
+
+class _DecoderHidden(torch.nn.Module):
+    """The callable that is captured: (input_ids, position_ids) -> the decoder's last hidden states."""
+
+    def __init__(self, decoder: torch.nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+
+
+class DecoderGraph:
+    """`train.cuda_graphs`: the decoder's forward and its backward, each replayed as one CUDA graph.
+
+    Why: at SmolLM2-135M's size a packed step is launch-bound. The decoder's 30 layers launch about
+    1,300 kernels a step, each dispatched from Python (eager ops or Inductor's wrapper code), and the
+    host took about twice the GPU's time (47% GPU busy, docs/performance-analysis.md). Replayed, the
+    whole decoder is two launches; the chunked head (whose row count follows the batch's loss tokens),
+    the optimizer and the loop stay eager.
+
+    How: `torch.cuda.make_graphed_callables` on the first call (inside the first training step, so
+    its warm-up and capture count in the run's time, as compiling does), with that batch's shapes.
+    Packed batches all have one shape (bench/data/packing.py); another shape is refused. Under
+    `train.compile` the compiled layers are what is captured (they compile in the warm-up passes).
+    transformers skips its one host read of the packed mask during capture (`is_tracing` covers
+    stream capture).
+
+    What it requires (bench/config/checks.py refuses the rest at start): packed batches and the
+    chunked loss (the graph ends at the hidden states); one micro-batch per step (the graph's
+    gradient buffers become the parameters' `.grad`, so a second backward would overwrite the first's);
+    no gradient checkpointing; a method whose parameters, `requires_grad` flags and hooks stay as they
+    were at capture (`Method.cuda_graph_safe`: hooks added to the decoder run only while capturing);
+    a CUDA device (here, at the first call)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        if device.type != "cuda":
+            from bench.config.errors import ConfigError
+            raise ConfigError(f"train.cuda_graphs=true needs a CUDA device; this run's device is {device}")
+        self.decoder = causal_lm(model).get_decoder()
+        self.graphed: torch.nn.Module | None = None
+        self.shapes: tuple[torch.Size, torch.Size] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        shapes = (input_ids.shape, position_ids.shape)
+        if self.graphed is None:
+            self.graphed, self.shapes = self._capture(input_ids, position_ids), shapes
+        elif shapes != self.shapes:
+            raise RuntimeError(f"train.cuda_graphs: a batch of shape {tuple(input_ids.shape)} after a capture at "
+                               f"{tuple(self.shapes[0])}; the replayed decoder needs one shape (train.batching=packed)")
+        return self.graphed(input_ids, position_ids)
+
+    def _capture(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.nn.Module:
+        device_type = input_ids.device.type
+        # make_graphed_callables refuses autocast's weight-cast cache: the casts become graph kernels.
+        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
+                            enabled=torch.is_autocast_enabled(device_type), cache_enabled=False):
+            return torch.cuda.make_graphed_callables(_DecoderHidden(self.decoder), (input_ids, position_ids),
+                                                     allow_unused_input=True)
 
 
 def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") -> None:

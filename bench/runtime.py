@@ -6,6 +6,7 @@ of them imports the training loop.
 from __future__ import annotations
 
 import contextlib
+import gc
 
 import torch
 
@@ -39,3 +40,19 @@ def autocast(device: torch.device, precision: str):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def frozen_collector():
+    """Within: the objects alive on entry (a run's examples, modules, config) sit in the collector's
+    permanent generation (`gc.freeze`), so no full collection walks them between training steps;
+    on exit they are collected as before; new objects are collected automatically throughout. Our
+    choice: a harness window held one generation-2 pass of 0.30-0.34 s on an H200, which no plain
+    window had (docs/performance-analysis.md). torchtitan controls its collector too, differently
+    (its GarbageCollection helper: automatic collection off, a generation-1 pass every N steps)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -35,6 +35,10 @@ class Method:
     """
 
     trains = True  # False: the run only evaluates (methods/none.py)
+    # True: the same parameters train on every step and the method adds no hooks, no requires_grad
+    # flips and no forward of its own, so `train.cuda_graphs` may capture the decoder once and replay
+    # it (bench/loss.py DecoderGraph: a hook would run only while capturing). Off unless a method says so.
+    cuda_graph_safe = False
 
     def prepare(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         self.ctx = ctx

@@ -16,7 +16,9 @@ whose `.grad` is None, so an inactive block is neither updated nor decayed.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,12 +31,15 @@ import torch.utils.checkpoint
 from bench.models.loading import causal_lm, remove_embedding_grad_hooks
 from methods.base import Method, MethodContext
 
+log = logging.getLogger(__name__)
+
 # The causal-LM classes whose decoder layers sit at `.model.layers` (IST's class_to_layers_map,
 # ist.py:17-24, plus Phi3, which the official map lacks).
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM")
 NON_LAYER_MODULES = ("embed_tokens", "norm", "lm_head")
 NON_LAYER_ROLES = ("frozen", "always", "block")
 POLICIES = ("keep", "drop", "offload")
+ADAMW_MOMENTS = ("exp_avg", "exp_avg_sq")  # torch.optim.AdamW's per-parameter state tensors besides `step`
 
 
 def blocks_for_percent(percent: float, n_blocks: int, key: str = "method.k_percent") -> int:
@@ -249,6 +254,21 @@ class StateResidency:
         self.offloaded: dict[torch.nn.Parameter, dict[str, Any]] = {}
         self._pinned: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}  # reused host buffers
 
+    def reserve(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """`offload` on CUDA: pin the host buffers of every parameter's AdamW moments now, at setup.
+        Pinning is slow (each page is locked, by the driver) and, left to each block's first
+        release, lands inside training steps: with a set that changes every step (AdaGradSelect's
+        epoch 1) most early steps would pin new buffers, about 0.8 GB per Phi-4-mini block. Moments
+        are shaped and typed like their parameter (torch's AdamW, bench/run/optim.py); a state
+        of another shape or dtype still gets its buffer at its first release."""
+        if not self.cuda:
+            return
+        for p in params:
+            buffers = self._pinned.setdefault(p, {})
+            for key in ADAMW_MOMENTS:
+                if key not in buffers:
+                    buffers[key] = torch.empty(p.shape, dtype=p.dtype, pin_memory=True)
+
     def release(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> None:
         """The blocks of `params` went inactive."""
         if self.policy == "keep":
@@ -320,6 +340,16 @@ class BlockActivation:
         for p in layout.always:
             p.requires_grad_(True)
         self.enable_grads(())
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer whose state the policy moves; `offload` on CUDA pins its host buffers now."""
+        self.optimizer = optimizer
+        start = time.perf_counter()
+        self.residency.reserve([p for block in self.layout.blocks for p in block.params])
+        if self.residency.cuda:
+            pinned = sum(b.numel() * b.element_size() for s in self.residency._pinned.values() for b in s.values())
+            log.info("offload: pinned %.1f GiB of host memory for optimizer state in %.1f s",
+                     pinned / 2**30, time.perf_counter() - start)
 
     def enable_grads(self, indices: Iterable[int]) -> None:
         """requires_grad on exactly the blocks `indices` (e.g. all, for a measuring backward)."""
@@ -478,7 +508,7 @@ class BlockSelectionMethod(Method):
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         super().attach_optimizer(optimizer)
-        self.activation.optimizer = optimizer
+        self.activation.attach(optimizer)
 
     def on_step_start(self, step: int, model: torch.nn.Module) -> None:
         self._step = step

@@ -3,4 +3,4 @@ from methods.base import Method
 
 
 class FullFineTuning(Method):
-    pass
+    cuda_graph_safe = True  # every parameter trains on every step, no hooks

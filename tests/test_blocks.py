@@ -232,7 +232,9 @@ def test_offload_on_cuda_trains_exactly_like_keep():
         layout = discover_blocks(model, {})
         activation = BlockActivation(layout, policy, cuda)
         optimizer = torch.optim.AdamW(layout.candidate_parameters(), lr=1e-2, fused=True)
-        activation.optimizer = optimizer
+        activation.attach(optimizer)  # offload: every block's moments get pinned buffers here
+        reserved = {id(p): {k: b.data_ptr() for k, b in bufs.items()} for p, bufs in activation.residency._pinned.items()}
+        assert (len(reserved) == sum(len(b.params) for b in layout.blocks)) == (policy == "offload")
         for i, chosen in enumerate([[0, 1], [2, 3], [1, 2], [0, 3], [0, 1], [3]]):
             activation.activate(chosen)
             model(**{k: v.to(cuda) for k, v in batch(i).items()}).loss.backward()
@@ -242,6 +244,9 @@ def test_offload_on_cuda_trains_exactly_like_keep():
         if policy == "offload":
             stored = [v for s in activation.residency.host_state().values() for v in s.values() if torch.is_tensor(v)]
             assert stored and all(v.device.type == "cpu" for v in stored)
+            # the releases wrote the moments into the buffers pinned at attach, none pinned later
+            offloaded = activation.residency.offloaded
+            assert all(s[k].data_ptr() == reserved[id(p)][k] for p, s in offloaded.items() for k in ("exp_avg", "exp_avg_sq"))
         trained[policy] = [p.detach().clone() for p in model.parameters()]
     for a, b in zip(*trained.values()):
         assert torch.equal(a, b)

@@ -155,3 +155,61 @@ def test_evaluation_after_train_compile_runs_the_plain_layers(monkeypatch, cache
     assert seen == [[None] * len(compiled)]
     assert [layer._compiled_call_impl for layer in decoder_layers(run.model)] == compiled
     torch._dynamo.reset()
+
+
+GRAPH_RUN = ("train.batching=packed", "train.fast_path=chunked_ce", "train.cuda_graphs=true", "train.max_steps=3",
+             "wandb.mode=disabled", "eval.limit=4")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batching=random", "train.cuda_graphs=true needs train.batching=packed"),
+    ("train.fast_path=none", "train.cuda_graphs=true needs train.fast_path=chunked_ce"),
+    ("train.grad_accum=2", "train.cuda_graphs=true needs train.grad_accum=1"),
+    ("train.gradient_checkpointing=true", "train.cuda_graphs=true needs train.gradient_checkpointing=False"),
+    ("method=topk", r"needs a method that keeps its trainable set .* methods.topk.TopK does not"),
+])
+def test_cuda_graphs_refuses_what_a_replayed_decoder_cannot_run(override, message):
+    from bench.config.checks import ConfigError, check
+    from conftest import compose_config
+
+    check(compose_config(*GRAPH_RUN))  # the supported combination passes
+    with pytest.raises(ConfigError, match=message):
+        check(compose_config(*GRAPH_RUN, override))
+
+
+def test_cuda_graphs_on_a_cpu_run_stops_at_build(cache_dir):
+    """No silent fallback to the eager decoder: the run names the key and the device."""
+    from bench.config.checks import ConfigError
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    with pytest.raises(ConfigError, match="train.cuda_graphs=true needs a CUDA device; this run's device is cpu"):
+        Run.build(compose_config(*GRAPH_RUN, "device=cpu", f"cache_dir={cache_dir}"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs: CUDA only")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
+    """Three steps of full fine-tuning through the run, fp32 (no bf16 noise): the replayed decoder's
+    losses and final weights equal the called decoder's (tied embedding included), also when the
+    captured layers are compiled ones, and a batch of another shape is refused."""
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch._dynamo.reset()
+    runs = {}
+    for graphs in ("false", "true"):
+        run = Run.build(compose_config(*GRAPH_RUN, f"train.cuda_graphs={graphs}", "device=cuda", "train.precision=fp32",
+                                       f"train.compile={str(compiled).lower()}", f"cache_dir={cache_dir}"))
+        run.train()
+        runs[graphs] = run
+    eager, graphed = runs["false"], runs["true"]
+    assert graphed.state.decoder_graph.graphed is not None and eager.state.decoder_graph is None
+    assert [h["loss"] for h in graphed.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-5)
+    for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    torch._dynamo.reset()
+    ids = torch.zeros((1, 8), dtype=torch.long, device="cuda")
+    with pytest.raises(RuntimeError, match="needs one shape"):
+        graphed.state.decoder_graph(ids, ids)

@@ -91,9 +91,30 @@ def check_values(cfg) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(str, allowed))}")
     _check_packing(t)
+    _check_cuda_graphs(cfg)
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
     check_task_prompt(cfg.task)
+
+
+def _check_cuda_graphs(cfg) -> None:
+    """train.cuda_graphs: what the replayed decoder needs (bench/loss.py DecoderGraph says why each)."""
+    t = cfg.train
+    if not t.cuda_graphs:
+        return
+    needs = {"train.batching": (t.batching, "packed"), "train.fast_path": (t.fast_path, "chunked_ce"),
+             "train.grad_accum": (t.grad_accum, 1), "train.gradient_checkpointing": (t.gradient_checkpointing, False)}
+    for key, (value, required) in needs.items():
+        if value != required:
+            raise ConfigError(f"train.cuda_graphs=true needs {key}={required} (got {value}); "
+                              f"see bench/loss.py DecoderGraph")
+    target = cfg.method.get("_target_") if cfg.get("method") is not None else None
+    if target is not None:
+        method = get_class(target)
+        if method.trains and not method.cuda_graph_safe:
+            raise ConfigError(f"train.cuda_graphs=true needs a method that keeps its trainable set and adds no "
+                              f"hooks (Method.cuda_graph_safe); {target} does not: use method=full or "
+                              f"train.cuda_graphs=false")
 
 
 def _check_packing(t) -> None:

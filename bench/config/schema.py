@@ -48,6 +48,7 @@ class TrainConfig(OptimConfig):
     resume: bool = MISSING
     fast_path: str = MISSING
     compile: bool = MISSING
+    cuda_graphs: bool = MISSING
     log_every: int = MISSING
     save_model: bool = MISSING
 

@@ -289,7 +289,8 @@ def run_harness(run: Run, warmup: int, steps: int, profile_steps: int = 0) -> di
               "peak_allocated_gib": run.train_peaks["allocated_gib"], "peak_reserved_gib": run.train_peaks["reserved_gib"],
               "alloc_retries": run.train_peaks["alloc_retries"], "losses": [h["loss"] for h in run.history],
               "final_loss": run.final_loss, "trainable_params": sum(p.numel() for p in run.params),
-              "blocks": getattr(run.method, "blocks", None), **profiler.summary()}
+              "blocks": getattr(run.method, "blocks", None), "step_seconds": timer.step_seconds[:warmup + steps],
+              **profiler.summary()}
     return result
 
 

@@ -52,7 +52,8 @@ PARTS = ("train", "eval", "methods", "paper_config")
 # plain_eager / harness_default (padded), plain_length_grouped / harness_length_grouped,
 # plain_same_batches_as_fast / harness_same_batches_as_fast (the fast path's packed batches, HF's
 # loss, eager, as the plain loop runs them). harness_fast_eager: the fast settings without compile
-# (the chunked loss, eager), what compile adds to the fast path.
+# (the chunked loss, eager kernels, the decoder still replayed as CUDA graphs on a GPU), what compile
+# adds to the fast path; trained for the whole epoch too (no compile to pay: its epoch time).
 # Each pair is measured back to back (plain, then harness), so that what drifts over a call (clocks,
 # caches, the allocator) drifts least between the two sides of a ratio.
 TRAIN_ROWS = ("plain_eager", "harness_default", "plain_length_grouped", "harness_length_grouped",
@@ -69,11 +70,14 @@ PAPER_METHODS = ("full", "topk", "adagradselect")
 # graph, static shapes), the loss read every 10 steps. harness_default and harness_fast are both
 # evaluated and their loss curves kept: the comparison of optimisation the budget change needs.
 PACKED_FAST = ("train.batching=packed", "train.pack_tokens=16384", "train.lr_scaling=sqrt", "train.fast_path=chunked_ce")
-FAST_SETTINGS = (*PACKED_FAST, "train.compile=true", "train.log_every=10")
+# train.cuda_graphs: the decoder's forward and backward replayed as CUDA graphs (bench/loss.py
+# DecoderGraph): a compiled step of 16k tokens was still host-bound on an H200 (47% GPU busy).
+FAST_SETTINGS = (*PACKED_FAST, "train.compile=true", "train.cuda_graphs=true", "train.log_every=10")
 # Methods: the fast batches and loss, not compile: its compile time (tens of seconds, per run)
 # would be paid 8 times; harness_fast measures what compile adds.
 METHOD_SETTINGS = PACKED_FAST
-GPU_ONLY = {"train.compile=true": "torch.compile left out: GPU only here (Inductor on CPU needs a C++ toolchain and minutes)"}
+GPU_ONLY = {"train.compile=true": "torch.compile left out: GPU only here (Inductor on CPU needs a C++ toolchain and minutes)",
+            "train.cuda_graphs=true": "CUDA graphs left out: CUDA only"}
 # --quick: a CPU smoke run on a tiny model (tests/test_real_workload.py); its figures mean nothing.
 QUICK = {"steps": 1, "warmup": 1, "batch_size": 2, "eval_limit": 4, "identical_n": 2, "static_batch_size": 4,
          "hf_batch_size": 4, "methods_eval_limit": 2, "methods": ["none", "lora"],
@@ -154,6 +158,7 @@ def settings_of(cfg) -> dict:
     return {"batching": t.batching, "fast_path": t.fast_path, "compile": bool(t.compile), "batch_size": t.batch_size,
             "pack_len": t.pack_len if t.batching == "packed" else None,
             "pack_tokens": t.pack_tokens if t.batching == "packed" else None, "lr": t.lr,
+            "cuda_graphs": bool(t.cuda_graphs),
             "grad_accum": t.grad_accum, "gradient_checkpointing": bool(t.gradient_checkpointing),
             "max_seq_len": t.max_seq_len, "precision": t.precision}
 
@@ -284,9 +289,11 @@ def run_device(args) -> torch.device:
 
 def train_part(args, report: dict, save) -> None:
     fast, notes = on_device(args.fast_set, run_device(args))
-    eager_fast = [s for s in fast if not s.startswith("train.compile=")]  # the plain loop stays eager
-    # The plain loop computes HF's loss: its harness pair too (train.fast_path changes no batch).
-    plain_like = [s for s in eager_fast if not s.startswith("train.fast_path=")]
+    # without compile (the plain loop stays eager)
+    eager_fast, eager_notes = on_device([s for s in args.fast_set if not s.startswith("train.compile=")],
+                                        run_device(args))
+    # The plain loop computes HF's loss, eagerly: its harness pair too (neither knob changes a batch).
+    plain_like = [s for s in eager_fast if not s.startswith(("train.fast_path=", "train.cuda_graphs="))]
     measures = {"plain_eager": lambda: plain_row(args, report, []),
                 "plain_length_grouped": lambda: plain_row(args, report, LENGTH_GROUPED),
                 "plain_same_batches_as_fast": lambda: plain_row(args, report, plain_like),
@@ -294,7 +301,7 @@ def train_part(args, report: dict, save) -> None:
                 "harness_default": lambda: harness_row(args, [], [], pair=True),
                 "harness_length_grouped": lambda: harness_row(args, LENGTH_GROUPED, [], whole=False, pair=True),
                 "harness_same_batches_as_fast": lambda: harness_row(args, plain_like, [], whole=False, pair=True),
-                "harness_fast_eager": lambda: harness_row(args, eager_fast, [], whole=False),
+                "harness_fast_eager": lambda: harness_row(args, eager_fast, eager_notes),
                 "harness_fast": lambda: harness_row(args, fast, notes)}
     report.setdefault("train", {})
     for name in args.train_rows:
@@ -415,7 +422,8 @@ def paper_row(args, shape: str, method: str) -> dict:
         result = run_harness(build_run(cfg, steps=args.paper_warmup + args.paper_steps), args.paper_warmup,
                              args.paper_steps)
         return {"median_step_s": result["median_step_s"], "peak_gpu_gib": result["peak_allocated_gib"],
-                "tokens_per_s": result["tokens_per_s"], "first_step_s": result["first_step_s"]}
+                "tokens_per_s": result["tokens_per_s"], "first_step_s": result["first_step_s"],
+                "step_seconds": result["step_seconds"]}
     return guarded(measure, row, args)
 
 

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data.batching import IGNORE_INDEX
-from bench.loss import training_loss
+from bench.loss import DecoderGraph, training_loss
 from bench.run.optim import clip_gradients
 from bench.runtime import autocast
 from methods.base import Method
@@ -29,11 +29,13 @@ class TrainState:
     device: torch.device
     precision: str  # "bf16" (autocast) | "fp32"
     step: int = 0  # optimizer steps done
+    decoder_graph: DecoderGraph | None = None  # train.cuda_graphs: the decoder replayed (bench/loss.py)
 
 
 def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) -> float:
     """Optimizer steps `state.step .. until` under `train_cfg` (the run's `cfg.train`); returns the last loss."""
-    model, method, optimizer, device = state.model, state.method, state.optimizer, state.device
+    model, method, optimizer, device, decoder_graph = state.model, state.method, state.optimizer, state.device, \
+        state.decoder_graph
     # Read once: an OmegaConf attribute costs ~60 us, seven a step were most of the loop's own host time.
     accum, fast_path, grad_clip, log_every = (train_cfg.grad_accum, train_cfg.fast_path, train_cfg.grad_clip,
                                               train_cfg.log_every)
@@ -54,7 +56,7 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         for batch in micro_batches:
             with autocast(device, state.precision):
                 # train.fast_path: none = HF's own loss; chunked_ce = no full-vocab logits.
-                micro_loss = training_loss(model, batch, loss_tokens, fast_path, device)
+                micro_loss = training_loss(model, batch, loss_tokens, fast_path, device, decoder_graph)
             micro_loss.backward()
             loss += micro_loss.detach()
         method.after_backward(step, model)

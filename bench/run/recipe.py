@@ -22,7 +22,7 @@ from bench.config.checks import check
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
-from bench.loss import compile_decoder_layers, eager_decoder_layers
+from bench.loss import DecoderGraph, compile_decoder_layers, eager_decoder_layers
 from bench.models import saving
 from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
                                   unique_parameters)
@@ -37,7 +37,7 @@ from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
 from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
 from bench.run.store import RunStore, this_process
-from bench.runtime import resolve_device, resolve_precision, synchronize
+from bench.runtime import frozen_collector, resolve_device, resolve_precision, synchronize
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
@@ -153,8 +153,10 @@ class Run:
         optimizer = build_optimizer(self.params, self.cfg.train, self.device, lr=schedule["lr"])
         self.method.attach_optimizer(optimizer)
         scheduler = build_scheduler(optimizer, self.cfg.train, self.total_steps, schedule["warmup_steps"])
+        # train.cuda_graphs: captured at the first step (its warm-up and capture count in the run's time)
+        graph = DecoderGraph(self.model, self.device) if self.cfg.train.cuda_graphs else None
         self.state = TrainState(self.model, self.method, optimizer, scheduler, self.batches, self.device,
-                                self.precision)
+                                self.precision, decoder_graph=graph)
 
     def setup_checkpoints(self) -> None:
         if self.run_dir is None:
@@ -206,7 +208,8 @@ class Run:
         memory.start()
         if self.state is not None:
             until = self.total_steps if until is None else until
-            self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
+            with frozen_collector():  # no full collection walks the run's objects between steps
+                self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
         self.train_peaks = memory.peaks()
         return self.final_loss
 
