@@ -213,3 +213,17 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
     ids = torch.zeros((1, 8), dtype=torch.long, device="cuda")
     with pytest.raises(RuntimeError, match="needs one shape"):
         graphed.state.decoder_graph(ids, ids)
+
+
+def test_the_tiny_base_pretraining_does_not_inherit_the_fast_settings():
+    """A fresh cache pretrains the tiny base with its own CPU recipe: the run's packed, scaled,
+    graphed settings would not pass the config check there (random batches on the CPU)."""
+    from bench.config.checks import check
+    from bench.run.base_model import pretraining_config
+    from conftest import compose_config
+
+    cfg = compose_config(*GRAPH_RUN, "train.pack_tokens=64", "train.lr_scaling=sqrt", "train.compile=true")
+    check(cfg)
+    pre = pretraining_config(cfg)
+    check(pre)
+    assert (pre.train.cuda_graphs, pre.train.compile, pre.train.lr_scaling, pre.train.batching) == (False, False, "none", "random")

@@ -64,7 +64,8 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
         pre.train.merge_with({**{k: pretrain[k] for k in OPTIM_KEYS}, "max_steps": pretrain.steps, "epochs": None,
                               "precision": "fp32", "gradient_checkpointing": False, "max_seq_len": 64,
                               "overlong": "drop", "loss_on_prompt": False, "throughput_warmup_steps": 0,
-                              "fast_path": "none", "compile": False, "batching": "random", "log_every": 1})
+                              "fast_path": "none", "compile": False, "cuda_graphs": False, "batching": "random",
+                              "lr_scaling": "none", "log_every": 1})
     return pre
 
 
