@@ -47,9 +47,11 @@ def frozen_collector():
     """Within: the objects alive on entry (a run's examples, modules, config) sit in the collector's
     permanent generation (`gc.freeze`), so no full collection walks them between training steps;
     on exit they are collected as before; new objects are collected automatically throughout. Our
-    choice: a harness window held one generation-2 pass of 0.30-0.34 s on an H200, which no plain
-    window had (docs/performance-analysis.md). torchtitan controls its collector too, differently
-    (its GarbageCollection helper: automatic collection off, a generation-1 pass every N steps)."""
+    choice, for long runs: a full pass walks every tracked object (about 560k in a SmolLM2 run,
+    0.30-0.34 s a pass on an H200). The passes the benchmark's host probe counted in harness windows
+    were the explicit collections before the first step, not passes between steps
+    (docs/performance-analysis.md). torchtitan controls its collector too, differently (its
+    GarbageCollection helper: automatic collection off, a generation-1 pass every N steps)."""
     gc.collect()
     gc.freeze()
     try:
