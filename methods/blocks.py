@@ -254,20 +254,22 @@ class StateResidency:
         self.offloaded: dict[torch.nn.Parameter, dict[str, Any]] = {}
         self._pinned: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}  # reused host buffers
 
-    def reserve(self, params: Iterable[torch.nn.Parameter]) -> None:
+    def reserve(self, params: Iterable[torch.nn.Parameter]) -> int:
         """`offload` on CUDA: pin the host buffers of every parameter's AdamW moments now, at setup.
         Pinning is slow (each page is locked, by the driver) and, left to each block's first
         release, lands inside training steps: with a set that changes every step (AdaGradSelect's
         epoch 1) most early steps would pin new buffers, about 0.8 GB per Phi-4-mini block. Moments
         are shaped and typed like their parameter (torch's AdamW, bench/run/optim.py); a state
-        of another shape or dtype still gets its buffer at its first release."""
+        of another shape or dtype still gets its buffer at its first release. Returns the bytes
+        pinned in all (0 off CUDA or under another policy)."""
         if not self.cuda:
-            return
+            return 0
         for p in params:
             buffers = self._pinned.setdefault(p, {})
             for key in ADAMW_MOMENTS:
                 if key not in buffers:
                     buffers[key] = torch.empty(p.shape, dtype=p.dtype, pin_memory=True)
+        return sum(b.numel() * b.element_size() for s in self._pinned.values() for b in s.values())
 
     def release(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> None:
         """The blocks of `params` went inactive."""
@@ -345,9 +347,8 @@ class BlockActivation:
         """The optimizer whose state the policy moves; `offload` on CUDA pins its host buffers now."""
         self.optimizer = optimizer
         start = time.perf_counter()
-        self.residency.reserve([p for block in self.layout.blocks for p in block.params])
-        if self.residency.cuda:
-            pinned = sum(b.numel() * b.element_size() for s in self.residency._pinned.values() for b in s.values())
+        pinned = self.residency.reserve([p for block in self.layout.blocks for p in block.params])
+        if pinned:
             log.info("offload: pinned %.1f GiB of host memory for optimizer state in %.1f s",
                      pinned / 2**30, time.perf_counter() - start)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.perf import lab as perf, report as perf_report
 from bench.perf.workload import compose
 from conftest import SHARED_DATA, run_cli
@@ -115,7 +117,7 @@ def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_host_activity_counts_collector_passes_and_stops_once():
+def test_host_activity_counts_collector_passes_and_stops_and_resumes():
     import gc
     import threading
     from bench.perf.loops import HostActivity
@@ -127,8 +129,55 @@ def test_host_activity_counts_collector_passes_and_stops_once():
         gc.collect()  # one full (generation 2) pass, seen through gc.callbacks
         host.stop()
         gc.collect()  # after stop: not counted
+        wall = host.wall_s
+        host.start()  # resumed (an overhead pair's turns): counted again, added to the first span
+        gc.collect()
     release.set()
     summary = host.summary()
-    assert summary["gc_collections"] == [0, 0, 1] and summary["gc_s"] > 0
+    assert summary["gc_collections"] == [0, 0, 2] and summary["gc_s"] > 0 and summary["wall_s"] > wall
     assert "probe-helper" in summary["threads"] and summary["global_module_hooks"] == 0
     assert host._on_gc not in gc.callbacks
+
+
+@pytest.mark.parametrize("log_every", [1, 2])
+def test_an_overhead_pair_takes_turns_on_the_same_batches(cache_dir, log_every):
+    """The plain side runs the batches the run just trained on each time the run's timer closes a
+    window (every step, or every train.log_every), so at each harness step's start the plain loop
+    has run exactly the steps the timer has closed; then its profiled step, untimed, and it is
+    let go. Same seed, same batch: the plain loop's first loss is the run's first loss."""
+    import torch
+
+    from bench.perf.loops import HostActivity, PlainLoop, PlainTurns, resident_bytes
+    from bench.perf.workload import draw_batches
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    cpu = torch.device("cpu")
+    cfg = compose_config("train.max_steps=6", "device=cpu", "wandb.mode=disabled", f"cache_dir={cache_dir}",
+                         "train.precision=fp32", f"train.log_every={log_every}", "train.warmup_steps=0")
+    run = Run.build(cfg)
+    batches = draw_batches(run, 5)  # a window of 4 timed steps, then 1 profiled
+    twin = PlainTurns(PlainLoop(Run.build(cfg).model, "full", cfg.train.lr, cfg.train.grad_clip, cpu, "fp32"),
+                      batches, 1, lambda: resident_bytes(run.model, run.state.optimizer, cpu))
+    seen = []
+
+    class PlainStepsDone:
+        def step_start(self, step):
+            seen.append(twin.done)
+
+        def step_end(self, step, metrics):
+            pass
+
+    with HostActivity() as host:
+        twin.begin(host)
+        run.train(until=6, observers=[twin, PlainStepsDone()])
+        twin.end()
+    assert seen == ([0, 1, 2, 3, 4, 5] if log_every == 1 else [0, 0, 2, 2, 4, 4])
+    assert twin.loop is None and twin.done == 5
+    figures = twin.figures(warmup=1)
+    assert len(figures["step_seconds"]) == figures["steps_trained"] == figures["host"]["steps"] == 4
+    assert figures["profile"]["profile_table"]  # the fifth batch ran under the profiler
+    assert 0 < figures["host"]["wall_s"] and host.wall_s > 0
+    assert figures["peak_gpu_gib"] is None  # CPU: no device memory to count
+    if log_every == 1:
+        assert twin.result["losses"][0] == pytest.approx(run.history[0]["loss"], abs=1e-5)

@@ -61,8 +61,8 @@ def check_training_happens(cfg) -> None:
     t = cfg.train
     if t.max_steps != 0 and t.epochs != 0:
         return
-    method = cfg.method.get("_target_") if cfg.get("method") is not None else None
-    if method is None or get_class(method).trains:
+    method = _method_class(cfg)
+    if method is None or method.trains:
         key = "train.max_steps" if t.max_steps == 0 else "train.epochs"
         raise ConfigError(f"{key}=0 trains nothing; give a positive value "
                           f"(method=none evaluates the starting model)")
@@ -108,13 +108,17 @@ def _check_cuda_graphs(cfg) -> None:
         if value != required:
             raise ConfigError(f"train.cuda_graphs=true needs {key}={required} (got {value}); "
                               f"see bench/loss.py DecoderGraph")
+    method = _method_class(cfg)
+    if method is not None and method.trains and not method.cuda_graph_safe:
+        raise ConfigError(f"train.cuda_graphs=true needs a method that keeps its trainable set and adds no "
+                          f"hooks (Method.cuda_graph_safe); {cfg.method._target_} does not: use method=full or "
+                          f"train.cuda_graphs=false")
+
+
+def _method_class(cfg):
+    """The class `method._target_` names, or None (no method section, or no target)."""
     target = cfg.method.get("_target_") if cfg.get("method") is not None else None
-    if target is not None:
-        method = get_class(target)
-        if method.trains and not method.cuda_graph_safe:
-            raise ConfigError(f"train.cuda_graphs=true needs a method that keeps its trainable set and adds no "
-                              f"hooks (Method.cuda_graph_safe); {target} does not: use method=full or "
-                              f"train.cuda_graphs=false")
+    return None if target is None else get_class(target)
 
 
 def _check_packing(t) -> None:

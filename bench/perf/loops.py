@@ -77,14 +77,23 @@ class HostActivity:
     global module hooks, trace functions). Both sides of an overhead pair carry one, so an
     asymmetry shows. Wall time without CPU time is the main thread waiting: mostly on autograd's
     device thread, which runs `backward()`'s host work (about half of a launch-bound step on an
-    H200, 2026-12-03), else on the GIL or the OS scheduler; a CUDA sync that spins counts as CPU."""
+    H200, 2026-12-03), else on the GIL or the OS scheduler; a CUDA sync that spins counts as CPU.
+    `stop()` and `start()` pause and resume it: the figures add up over the spans it ran (an
+    overhead pair's two sides take turns, PlainTurns)."""
+
+    def __init__(self):
+        self.collections, self.gc_s, self.wall_s, self.cpu_s = [0, 0, 0], 0.0, 0.0, 0.0
+        self._gc_t0, self._running, self.state = 0.0, False, {}
 
     def __enter__(self) -> "HostActivity":
-        self.collections, self.gc_s, self._gc_t0 = [0, 0, 0], 0.0, 0.0
         self.state = host_state()
-        gc.callbacks.append(self._on_gc)
-        self._wall0, self._cpu0 = time.perf_counter(), time.thread_time()
+        self.start()
         return self
+
+    def start(self) -> None:
+        if not self._running:
+            gc.callbacks.append(self._on_gc)
+            self._wall0, self._cpu0, self._running = time.perf_counter(), time.thread_time(), True
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -94,10 +103,12 @@ class HostActivity:
             self.gc_s += time.perf_counter() - self._gc_t0
 
     def stop(self) -> None:
-        """The end of the measured steps (later steps, e.g. profiled ones, are not counted)."""
-        if self._on_gc in gc.callbacks:
-            self.wall_s, self.cpu_s = time.perf_counter() - self._wall0, time.thread_time() - self._cpu0
+        """The end of a measured span (later steps, e.g. profiled ones, are not counted)."""
+        if self._running:
+            self.wall_s += time.perf_counter() - self._wall0
+            self.cpu_s += time.thread_time() - self._cpu0
             gc.callbacks.remove(self._on_gc)
+            self._running = False
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -146,6 +157,54 @@ def _timing(step_seconds: list[float], step_tokens: list[int], warmup: int) -> d
             "first_step_s": step_seconds[0] if step_seconds else None}
 
 
+class PlainLoop:
+    """The plain loop's state and its step, one step at a time: `run_plain` runs it over its
+    batches; an overhead pair runs it in turns with the harness (PlainTurns). Each step is timed
+    from the batch's copy to the device to the loss read, between device syncs."""
+
+    def __init__(self, model, variant: str, lr: float, grad_clip: float | None, device: torch.device,
+                 precision: str, blocks: list[int] = ()):
+        if variant not in PLAIN_VARIANTS:
+            raise ValueError(f"--plain: unknown variant {variant!r}; allowed: {', '.join(PLAIN_VARIANTS)}")
+        if variant == "static25":
+            freeze_all_but(model, blocks)
+        elif variant == "lora":
+            model = get_peft_model(model, lora_config())
+        self.model, self.device, self.precision, self.grad_clip = model, device, precision, grad_clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, fused=device.type in ("cuda", "cpu"))
+        self.seconds, self.tokens, self.losses = [], [], []
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        synchronize(self.device)
+        start = time.perf_counter()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with autocast(self.device, self.precision):
+            loss = self.model(**batch, use_cache=False).loss
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.losses.append(loss.item())
+        synchronize(self.device)
+        self.seconds.append(time.perf_counter() - start)
+        self.tokens.append(real_tokens(batch))
+
+    def resident_bytes(self) -> int:
+        return resident_bytes(self.model, self.optimizer, self.device)
+
+
+def resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> int:
+    """Device bytes a loop holds between steps: its weights and optimizer state (gradients are
+    dropped at each step's end), counted by distinct storage."""
+    tensors = [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values()
+                                      if torch.is_tensor(t))]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors
+                if t.device.type == device.type}
+    return sum(storages.values())
+
+
 def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, grad_clip: float | None,
               device: torch.device, precision: str, blocks: list[int], profile_steps: int = 0) -> dict:
     """`batches`: one per step (warm-up steps first), already what the harness row trains on. The
@@ -155,44 +214,136 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
     warmed = warm_shapes(model, batches, device, precision)
     memory = PhaseMemory(device)
     memory.start()
-    if variant == "static25":
-        freeze_all_but(model, blocks)
-    elif variant == "lora":
-        model = get_peft_model(model, lora_config())
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, fused=device.type in ("cuda", "cpu"))
-    seconds, tokens, losses = [], [], []
+    loop = PlainLoop(model, variant, lr, grad_clip, device, precision, blocks)
     profiler = Profiler(len(batches) - profile_steps, device, profile_steps)
     timed = len(batches) - profile_steps
     with HostActivity() as host:  # over the timed steps, as the harness's window
         for index, batch in enumerate(batches):
             if profile_steps:
                 profiler.step_start(index)
-            synchronize(device)
-            start = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast(device, precision):
-                loss = model(**batch, use_cache=False).loss
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            synchronize(device)
-            seconds.append(time.perf_counter() - start)
-            tokens.append(real_tokens(batch))
+            loop.step(batch)
             if index + 1 == timed:
                 host.stop()
             if profile_steps:
-                profiler.step_end(index + 1, {"step_s": seconds[-1]})
-    seconds, tokens = seconds[:timed], tokens[:timed]
-    result = {**_timing(seconds, tokens, warmup), **_memory(memory), "losses": losses, "final_loss": losses[-1],
-              **profiler.summary(),
-              "trainable_params": sum(p.numel() for p in params), "blocks": blocks if variant == "static25" else None,
+                profiler.step_end(index + 1, {"step_s": loop.seconds[-1]})
+    seconds, tokens = loop.seconds[:timed], loop.tokens[:timed]
+    result = {**_timing(seconds, tokens, warmup), **_memory(memory), "losses": loop.losses,
+              "final_loss": loop.losses[-1], **profiler.summary(),
+              "trainable_params": sum(p.numel() for p in loop.params), "blocks": blocks if variant == "static25" else None,
               "warmed_shapes": warmed, "step_seconds": seconds, "host": {**host.summary(), "steps": timed}}
-    del optimizer, params, model
+    del loop, model
     return result
+
+
+class SideMemory:
+    """Peak allocated GPU memory and cudaMalloc calls of one side of an overhead pair, over the
+    spans it runs: each span starts from reset peak statistics, and its peak is counted less the
+    other side's resident bytes (its weights and optimizer state, idle while this side steps)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_bytes, self.mallocs, self._open = device, 0, 0, False
+
+    def open(self, other_side_bytes: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._other, self._mallocs0 = other_side_bytes, torch.cuda.memory_stats(self.device).get("num_device_alloc", 0)
+        self._open = True
+
+    def close(self) -> None:
+        if self._open and self.device.type == "cuda":
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device) - self._other)
+            self.mallocs += torch.cuda.memory_stats(self.device).get("num_device_alloc", 0) - self._mallocs0
+        self._open = False
+
+    def figures(self) -> dict:
+        cuda = self.device.type == "cuda"
+        return {"peak_gpu_gib": self.peak_bytes / 2**30 if cuda else None, "device_mallocs": self.mallocs if cuda else None}
+
+
+class PlainTurns:
+    """An overhead pair in one process, the two sides taking turns: a harness run's observer that,
+    each time the run's step timer closes a window (a step whose loss was read: every step, or
+    every `train.log_every`), runs the plain loop on the same batches the run just trained on. So
+    the sides alternate every few hundred milliseconds and whatever drifts over a process (clocks,
+    the host's other work, caches, the allocator) weighs on both alike; measured one after the
+    other, the side measured first in a fresh process ran up to 1.7x faster on the very same
+    batches (docs/performance-analysis.md). The plain steps run after the run's timer has read
+    its clock and before the next step starts it again, so neither side's time holds the other's.
+
+    Host activity, peak memory and cudaMallocs are accounted per side (HostActivity paused and
+    resumed; SideMemory). Once the plain loop has run its `batches` (then `profile_steps` more
+    under torch.profiler, untimed), it is released and the run trains on alone (e.g. to the end
+    of its epoch). `harness_resident_bytes()`: the run's side's resident bytes, read at each turn."""
+
+    def __init__(self, loop: PlainLoop, batches: list[dict], profile_steps: int, harness_resident_bytes):
+        self.loop, self.batches, self.done = loop, batches, 0
+        self.timed = len(batches) - profile_steps
+        self.profiler = Profiler(self.timed, loop.device, profile_steps) if profile_steps else None
+        self.harness_resident_bytes = harness_resident_bytes
+        device = loop.device
+        self.plain_memory, self.harness_memory = SideMemory(device), SideMemory(device)
+        self.plain_host, self.harness_host = HostActivity(), HostActivity()
+        self.plain_host.state = host_state()
+        self.result: dict = {}
+
+    def begin(self, harness_host: HostActivity) -> None:
+        """Just before the run trains: its side is open."""
+        self.harness_host = harness_host
+        self.harness_memory.open(self.loop.resident_bytes())
+
+    def step_start(self, step: int) -> None:
+        pass
+
+    def step_end(self, step: int, metrics: dict) -> None:
+        if metrics["loss"] is None or self.loop is None:
+            return  # inside the run's timer window, or the plain side is done
+        self.harness_host.stop()
+        self.harness_memory.close()
+        self._plain_turn(step)
+        self.harness_memory.open(0 if self.loop is None else self.loop.resident_bytes())
+        self.harness_host.start()
+
+    def end(self) -> None:
+        """The run has trained: its side closes; plain steps the run did not reach (the profiled
+        ones after a window-only run) run now."""
+        self.harness_memory.close()
+        if self.loop is not None:
+            self._plain_turn(len(self.batches))
+
+    def _plain_turn(self, upto: int) -> None:
+        """The plain loop's steps up to batch `upto`, on its side's accounting."""
+        self.plain_memory.open(self.harness_resident_bytes())
+        if self.done < self.timed:
+            self.plain_host.start()
+        while self.done < min(upto, len(self.batches)):
+            if self.profiler:
+                self.profiler.step_start(self.done)
+            self.loop.step(self.batches[self.done])
+            self.done += 1
+            if self.done == self.timed:
+                self.plain_host.stop()
+            if self.profiler:
+                self.profiler.step_end(self.done, {"step_s": self.loop.seconds[-1]})
+        self.plain_host.stop()
+        self.plain_memory.close()
+        if self.done == len(self.batches):
+            self._finish()
+
+    def figures(self, warmup: int) -> dict:
+        """The plain side's figures, as run_plain reports them (its timed steps: `warmup` first)."""
+        r = self.result
+        return {**_timing(r["step_seconds"], r["step_tokens"], warmup), "peak_gpu_gib": r["peak_gpu_gib"],
+                "device_mallocs": r["device_mallocs"], "steps_trained": len(r["step_seconds"]),
+                "final_loss": r["final_loss"], "host": r["host"], "step_seconds": r["step_seconds"],
+                **profiled(r)}
+
+    def _finish(self) -> None:
+        loop, timed = self.loop, self.timed
+        self.result = {"losses": loop.losses, "final_loss": loop.losses[-1],
+                       "step_seconds": loop.seconds[:timed], "step_tokens": loop.tokens[:timed],
+                       "host": {**self.plain_host.summary(), "steps": timed}, **self.plain_memory.figures(),
+                       **(self.profiler.summary() if self.profiler else {})}
+        self.loop = None  # the plain side's model and optimizer state go back to the allocator
 
 
 def warm_shapes(model, batches: list[dict], device: torch.device, precision: str) -> int:
@@ -257,6 +408,12 @@ class Profiler:
             return {}
         self.close()
         return profile_figures(self.events, self.seconds, self.device)
+
+
+def profiled(result: dict) -> dict:
+    """A measurement's profile figures (Profiler.summary's keys), under one key."""
+    keys = ("profiled_wall_s", "gpu_busy_fraction", "profile_table")
+    return {"profile": {k: result[k] for k in keys}} if result.get("profile_table") else {}
 
 
 def profiler_activities(device: torch.device) -> list:
@@ -328,23 +485,32 @@ def run_eval(run: Run, engine: str, batch_size: int, max_new_tokens: int) -> tup
             **_memory(memory)}, texts
 
 
-def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = None) -> dict:
+def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = None,
+                       twin: PlainTurns | None = None) -> dict:
     """Train the built `run` to `until` (default: its end, e.g. the whole epoch). Per-step figures
     come from the timed window (steps `warmup .. warmup + steps`, the steps a plain loop fed the
     same batches is timed on); `epoch_s` is the whole training, its first step (compilation, graph
-    capture, allocator warm-up) also reported alone. Tokens count real (non-padding) tokens."""
+    capture, allocator warm-up) also reported alone. Tokens count real (non-padding) tokens.
+    `twin`: the plain side of an overhead pair, taking turns with the run (its figures: `twin.result`;
+    then the run's peak memory and cudaMallocs are its own side's, PlainTurns)."""
     until = run.total_steps if until is None else until
     accum = run.cfg.train.grad_accum
     batches = draw_batches(run, until * accum)
     with HostActivity() as host:
-        run.train(until=until)
+        if twin is not None:
+            twin.begin(host)
+        run.train(until=until, observers=[twin] if twin is not None else ())
+        if twin is not None:
+            twin.end()
+    memory = (twin.harness_memory.figures() if twin is not None else
+              {"peak_gpu_gib": run.train_peaks["allocated_gib"], "device_mallocs": run.train_peaks["device_mallocs"]})
     tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
     seconds = run.timer.step_seconds
     whole = sum(seconds[warmup:])
     seen = [0, *itertools.accumulate(tokens)]  # real tokens trained on before each step
     return {**_timing(seconds[:warmup + steps], tokens[:warmup + steps], warmup),
-            "peak_gpu_gib": run.train_peaks["allocated_gib"], "steps_trained": len(seconds),
-            "device_mallocs": run.train_peaks["device_mallocs"],  # over every step trained, not the window only
+            "peak_gpu_gib": memory["peak_gpu_gib"], "steps_trained": len(seconds),
+            "device_mallocs": memory["device_mallocs"],  # over every step trained, not the window only
             "epoch_s": sum(seconds) if until == run.total_steps else None,
             "tokens_per_s_after_warmup": sum(tokens[warmup:]) / whole if whole else None,
             "real_tokens_per_step": sum(tokens) / len(tokens) if tokens else None,

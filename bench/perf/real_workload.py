@@ -37,8 +37,9 @@ import torch
 from bench.data.prompts import build_prompt
 from bench.eval.evaluate import limit_examples
 from bench.perf.lab import guarded
-from bench.perf.loops import (Profiler, build_run, profile_figures, profiler_activities, release, run_harness,
-                              run_harness_window, run_hf_trainer, run_plain, timed_generation, warm_shapes)
+from bench.perf.loops import (PlainLoop, PlainTurns, Profiler, build_run, profile_figures, profiler_activities, release,
+                              profiled, resident_bytes, run_harness, run_harness_window, run_hf_trainer, timed_generation,
+                              warm_shapes)
 from bench.perf.report import real_workload_summary
 from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
                                  reference_overrides)
@@ -48,17 +49,20 @@ from bench.runtime import resolve_device
 
 log = logging.getLogger("bench.perf.real_workload")
 PARTS = ("train", "eval", "methods", "paper_config")
-# Pairs fed the same batches and computing the same loss (harness overhead per batching):
+# Overhead pairs, fed the same batches and computing the same loss (harness overhead per batching):
 # plain_eager / harness_default (padded), plain_length_grouped / harness_length_grouped,
 # plain_same_batches_as_fast / harness_same_batches_as_fast (the fast path's packed batches, HF's
-# loss, eager, as the plain loop runs them). harness_fast_eager: the fast settings without compile
-# (the chunked loss, eager kernels, the decoder still replayed as CUDA graphs on a GPU), what compile
-# adds to the fast path; trained for the whole epoch too (no compile to pay: its epoch time).
-# Each pair is measured back to back (plain, then harness), so that what drifts over a call (clocks,
-# caches, the allocator) drifts least between the two sides of a ratio.
-TRAIN_ROWS = ("plain_eager", "harness_default", "plain_length_grouped", "harness_length_grouped",
-              "plain_same_batches_as_fast", "harness_same_batches_as_fast", "hf_trainer", "harness_fast_eager",
-              "harness_fast")
+# loss, eager, as the plain loop runs them). The two sides of a pair take turns in one process,
+# every step or every train.log_every steps (bench/perf/loops.py PlainTurns): measured one after the
+# other, whichever came first in a fresh process ran faster. harness_fast_eager: the fast settings
+# without compile (the chunked loss, eager kernels, the decoder still replayed as CUDA graphs on a
+# GPU), what compile adds to the fast path; trained for the whole epoch too. harness_fast comes
+# first: its epoch (a target) pays every first-time cost of the process (Inductor, cuBLAS, the
+# chunked loss's compiled kernel) as a user's first run does, none paid by an earlier row.
+PAIRS = {"plain_eager": "harness_default", "plain_length_grouped": "harness_length_grouped",
+         "plain_same_batches_as_fast": "harness_same_batches_as_fast"}
+TRAIN_ROWS = ("harness_fast", "plain_eager", "harness_default", "plain_length_grouped", "harness_length_grouped",
+              "plain_same_batches_as_fast", "harness_same_batches_as_fast", "hf_trainer", "harness_fast_eager")
 LENGTH_GROUPED = ("train.batching=length_grouped",)
 METHODS = ("none", "full", "lora", "topk", "adagradselect", "ist", "lisa", "badam")
 PAPER_SHAPES = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")  # the paper's three models (conf/experiment)
@@ -179,28 +183,56 @@ def describe_workload(report: dict, args, run: Run) -> None:
 
 # -- train -----------------------------------------------------------------------------------------
 
-def plain_row(args, report: dict, extra) -> dict:
-    """The plain eager loop on a fresh model of the row's config, fed the batches that run trains on."""
-    cfg, overrides = config(args, extra=extra)
-    row = {"loop": "plain eager (bench/perf/loops.py run_plain)", "overrides": overrides,
-           "batching": cfg.train.batching}
+def pair_rows(args, report: dict, extra, whole: bool) -> tuple[dict, dict]:
+    """An overhead pair: the run of the config (its `extra` overrides) and the plain eager loop on
+    a fresh model of the same config, fed the batches the run trains on, taking turns in one
+    process (bench/perf/loops.py PlainTurns). Both see each of the window's batch shapes once,
+    untimed, before their first step (bench/perf/loops.py warm_shapes). The run trains to the end
+    of its epoch and is evaluated when `whole` (harness_default), else only the timed window."""
+    limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
+    evaluation = ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
+    cfg, overrides = config(args, extra=[*extra, *evaluation])
+    plain = {"loop": "plain eager (bench/perf/loops.py PlainLoop), in turns with its harness twin",
+             "overrides": config(args, extra=extra)[1], "batching": cfg.train.batching}
+    harness = {"loop": "harness (bench/run/recipe.py Run), in turns with its plain twin", "overrides": overrides,
+               "settings": settings_of(cfg), "compile": bool(cfg.train.compile), "notes": []}
+    if cfg.train.grad_accum != 1:
+        raise ValueError(f"overhead pairs compare one batch a step: train.grad_accum={cfg.train.grad_accum}, expected 1")
+    plain_figures = {}
 
     def measure():
         run = Run.build(cfg)
         if cfg.train.batching == "random":  # the default run's batches: the workload's own figures
             describe_workload(report, args, run)
-        steps = run.total_steps if args.full_epoch else min(args.warmup + args.steps, run.total_steps)
-        batches = draw_batches(run, steps + args.profile)  # profiled steps last, left out of the timing
+        window = run.total_steps if args.full_epoch else min(args.warmup + args.steps, run.total_steps)
+        batches = draw_batches(run, window + args.profile)  # profiled steps last, left out of the timing
+        plain_model = Run.build(cfg).model  # seeded: the run's initial weights
+        warmed = {"plain": warm_shapes(plain_model, batches, run.device, run.precision),
+                  "harness": warm_shapes(run.model, batches, run.device, run.precision)}
         lr = run.record["schedule"]["lr"]  # train.lr_scaling: the lr the harness row trains at
-        result = run_plain(run.model, "full", batches, args.warmup, lr, cfg.train.grad_clip, run.device,
-                           run.precision, [], profile_steps=args.profile)
-        return {"tokens_per_s": result["tokens_per_s"], "median_step_s": result["median_step_s"],
-                "peak_gpu_gib": result["peak_allocated_gib"], "first_step_s": result["first_step_s"],
-                "steps_trained": steps, "padding_fraction": padding_fraction(batches[:steps]),
-                "final_loss": result["final_loss"], "warmed_shapes": result["warmed_shapes"],
-                "device_mallocs": result["device_mallocs"], "host": result["host"],
-                "step_seconds": result["step_seconds"], **profiled(result)}
-    return guarded(measure, row, args)
+        twin = PlainTurns(PlainLoop(plain_model, "full", lr, cfg.train.grad_clip, run.device, run.precision),
+                          batches, args.profile, lambda: resident_bytes(run.model, run.state.optimizer, run.device))
+        del plain_model
+        until = run.total_steps if whole and not args.harness_window_only else window
+        result = {**run_harness_window(run, args.warmup, args.steps, until, twin), "warmed_shapes": warmed["harness"]}
+        plain_figures.update(twin.figures(args.warmup), warmed_shapes=warmed["plain"],
+                             padding_fraction=padding_fraction(batches[:window]))
+        del twin
+        return {**result, **evaluated(run, whole), **profile_more_steps(args, run)}
+    guarded(measure, harness, args)
+    plain.update(plain_figures, status=harness["status"], **{k: harness[k] for k in ("error",) if k in harness})
+    return plain, harness
+
+
+def evaluated(run: Run, whole: bool) -> dict:
+    """`whole`: the trained run evaluated on the test set by the static engine, its accuracy with the 95% CI."""
+    if not whole:
+        return {}
+    with run.measured():
+        run.evaluate()
+    metrics = run.metrics()
+    return {"accuracy": metrics["accuracy"], "ci95": metrics["accuracy_ci95"], "eval_s": metrics["eval_wall_clock_s"],
+            "final_train_loss": metrics["final_train_loss"]}
 
 
 def hf_settings(args, cfg, run: Run) -> dict:
@@ -235,13 +267,11 @@ def hf_trainer_row(args, report: dict) -> dict:
     return guarded(measure, row, args)
 
 
-def harness_row(args, extra, notes, whole: bool = True, pair: bool = False) -> dict:
+def harness_row(args, extra, notes) -> dict:
     """The run of the config, trained to the end of its epoch, then evaluated on the test set by
     the static engine: accuracy with its 95% CI, and the loss curve against real tokens seen
-    (bench/perf/loss_curves.py draws the default and fast rows together). `whole=False` (or
-    --harness-window-only): the timed window only, no evaluation. `pair`: an overhead pair's
-    harness side, given the plain loop's untimed pass over its window's shapes first
-    (bench/perf/loops.py warm_shapes), so both sides start their timed steps alike."""
+    (bench/perf/loss_curves.py draws the default and fast rows together). --harness-window-only:
+    trained for the timed window only (then evaluated)."""
     limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
     evaluation = ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
     cfg, overrides = config(args, extra=[*extra, *evaluation])
@@ -249,22 +279,20 @@ def harness_row(args, extra, notes, whole: bool = True, pair: bool = False) -> d
            "compile": bool(cfg.train.compile), "notes": notes}
 
     def measure():
+        row["inductor_cache_files_before"] = inductor_cache_files() if cfg.train.compile else None
         run = Run.build(cfg)
-        window_only = args.harness_window_only or not whole
-        until = min(args.warmup + args.steps, run.total_steps) if window_only else run.total_steps
+        until = min(args.warmup + args.steps, run.total_steps) if args.harness_window_only else run.total_steps
         row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.record["schedule"])
-        # The plain twin's batches: its timed window and its profiled steps.
-        window = (min(args.warmup + args.steps, run.total_steps) + args.profile) * cfg.train.grad_accum
-        warmed = warm_shapes(run.model, draw_batches(run, window), run.device, run.precision) if pair else None
-        result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": warmed}
-        if whole:
-            with run.measured():
-                run.evaluate()
-            metrics = run.metrics()
-            result.update(accuracy=metrics["accuracy"], ci95=metrics["accuracy_ci95"],
-                          eval_s=metrics["eval_wall_clock_s"], final_train_loss=metrics["final_train_loss"])
-        return {**result, **profile_more_steps(args, run)}
+        result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": None}
+        return {**result, **evaluated(run, True), **profile_more_steps(args, run)}
     return guarded(measure, row, args)
+
+
+def inductor_cache_files() -> int:
+    """Files in Inductor's disk cache before a compiled row: 0 means it compiled everything anew."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return sum(1 for path in Path(cache_dir()).rglob("*") if path.is_file()) if Path(cache_dir()).exists() else 0
 
 
 def profile_more_steps(args, run: Run) -> dict:
@@ -275,12 +303,6 @@ def profile_more_steps(args, run: Run) -> dict:
     profiler = Profiler(run.state.step, run.device, args.profile)
     run.train(until=run.state.step + args.profile, observers=[profiler])
     return profiled(profiler.summary())
-
-
-def profiled(result: dict) -> dict:
-    """The profile's figures of a measurement, under one key."""
-    keys = ("profiled_wall_s", "gpu_busy_fraction", "profile_table")
-    return {"profile": {k: result[k] for k in keys}} if result.get("profile_table") else {}
 
 
 def run_device(args) -> torch.device:
@@ -294,18 +316,25 @@ def train_part(args, report: dict, save) -> None:
                                         run_device(args))
     # The plain loop computes HF's loss, eagerly: its harness pair too (neither knob changes a batch).
     plain_like = [s for s in eager_fast if not s.startswith(("train.fast_path=", "train.cuda_graphs="))]
-    measures = {"plain_eager": lambda: plain_row(args, report, []),
-                "plain_length_grouped": lambda: plain_row(args, report, LENGTH_GROUPED),
-                "plain_same_batches_as_fast": lambda: plain_row(args, report, plain_like),
-                "hf_trainer": lambda: hf_trainer_row(args, report),
-                "harness_default": lambda: harness_row(args, [], [], pair=True),
-                "harness_length_grouped": lambda: harness_row(args, LENGTH_GROUPED, [], whole=False, pair=True),
-                "harness_same_batches_as_fast": lambda: harness_row(args, plain_like, [], whole=False, pair=True),
+    pairs = {"plain_eager": ([], True), "plain_length_grouped": (LENGTH_GROUPED, False),
+             "plain_same_batches_as_fast": (plain_like, False)}
+    measures = {"hf_trainer": lambda: hf_trainer_row(args, report),
                 "harness_fast_eager": lambda: harness_row(args, eager_fast, eager_notes),
                 "harness_fast": lambda: harness_row(args, fast, notes)}
     report.setdefault("train", {})
+    twins, measured = {**PAIRS, **{harness: plain for plain, harness in PAIRS.items()}}, set()
     for name in args.train_rows:
-        report["train"][name] = stamped(measures[name](), report)
+        if name in measured:
+            continue
+        if name in twins:  # a pair is measured together, whichever of its rows is asked for
+            plain_name = name if name in PAIRS else twins[name]
+            extra, whole = pairs[plain_name]
+            rows = dict(zip((plain_name, PAIRS[plain_name]), pair_rows(args, report, extra, whole)))
+        else:
+            rows = {name: measures[name]()}
+        for row_name, row in rows.items():
+            report["train"][row_name] = stamped(row, report)
+        measured.update(rows)
         save()
 
 

@@ -205,12 +205,14 @@ class Run:
         """Train to `until` (default: the end). The step timer observes first (it adds step_s and
         tokens_per_s), then this run (log, checkpoint), then the caller's `observers`."""
         memory = PhaseMemory(self.device)
-        memory.start()
-        if self.state is not None:
-            until = self.total_steps if until is None else until
-            with frozen_collector():  # no full collection walks the run's objects between steps
+        # No full collection walks the run's objects between steps; entered first, its collection
+        # is the only full pass before training (PhaseMemory's own then skips the frozen objects).
+        with frozen_collector():
+            memory.start()
+            if self.state is not None:
+                until = self.total_steps if until is None else until
                 self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
-        self.train_peaks = memory.peaks()
+            self.train_peaks = memory.peaks()
         return self.final_loss
 
     def step_start(self, step: int) -> None:
