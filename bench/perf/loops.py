@@ -315,7 +315,10 @@ class PlainTurns:
         self.plain_memory.open(self.harness_resident_bytes())
         if self.done < self.timed:
             self.plain_host.start()
-        while self.done < min(upto, len(self.batches)):
+        # Once the timed steps are done the profiled ones follow in the same turn: the profiler
+        # records the whole process, and no harness step may fall inside its span.
+        last = len(self.batches) if upto >= self.timed else upto
+        while self.done < last:
             if self.profiler:
                 self.profiler.step_start(self.done)
             self.loop.step(self.batches[self.done])
