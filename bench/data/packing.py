@@ -35,6 +35,7 @@ example exactly once (its last micro-batch may be part empty).
 """
 from __future__ import annotations
 
+import array
 import logging
 import math
 from dataclasses import dataclass
@@ -78,21 +79,25 @@ def plan_packing(order: list[int], lengths: list[int], budget: int, rows: int, p
 def collate_packed(placements: list[Placement], examples: list[TokenizedExample], rows: int, pack_len: int,
                    pad_token_id: int) -> dict[str, torch.Tensor]:
     """`input_ids`, `position_ids` (restarting per example and for the padding tail) and `labels`
-    (IGNORE_INDEX at every example's first token and on padding), each `rows x pack_len`."""
-    input_ids = torch.full((rows, pack_len), pad_token_id, dtype=torch.long)
-    labels = torch.full((rows, pack_len), IGNORE_INDEX, dtype=torch.long)
-    position_ids = torch.empty((rows, pack_len), dtype=torch.long)
+    (IGNORE_INDEX at every example's first token and on padding), each `rows x pack_len`.
+    Built in flat Python lists by slice assignment, each made a tensor through one int64 buffer:
+    it runs inside the training step, and per-example tensor writes (nine small torch calls an
+    example, about 55 examples a 16k-token batch) took about 10 ms a batch on a 2-core host."""
+    size = rows * pack_len
+    input_ids, labels, position_ids = [pad_token_id] * size, [IGNORE_INDEX] * size, [0] * size
     used = [0] * rows
     for p in placements:
         example = examples[p.example]
-        n = len(example.input_ids)
-        input_ids[p.row, p.start:p.start + n] = torch.tensor(example.input_ids)
-        labels[p.row, p.start + 1:p.start + n] = torch.tensor(example.labels[1:])
-        position_ids[p.row, p.start:p.start + n] = torch.arange(n)
+        n, offset = len(example.input_ids), p.row * pack_len + p.start
+        input_ids[offset:offset + n] = example.input_ids
+        labels[offset + 1:offset + n] = example.labels[1:]
+        position_ids[offset:offset + n] = range(n)
         used[p.row] = max(used[p.row], p.start + n)
     for row, end in enumerate(used):
-        position_ids[row, end:] = torch.arange(pack_len - end)
-    return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
+        position_ids[row * pack_len + end:(row + 1) * pack_len] = range(pack_len - end)
+    # array("q") -> frombuffer: a third of torch.tensor(list)'s time; the tensor keeps its buffer alive.
+    return {key: torch.frombuffer(array.array("q", values), dtype=torch.long).view(rows, pack_len)
+            for key, values in (("input_ids", input_ids), ("position_ids", position_ids), ("labels", labels))}
 
 
 class PackedBatches(EpochStream):
