@@ -105,3 +105,15 @@ def test_real_tokens_of_packed_rows_are_the_examples_tokens():
     assert sum(real_tokens(b) for b in batches) < sum(b["input_ids"].numel() for b in batches)
     padded = {"input_ids": torch.zeros(2, 4), "attention_mask": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])}
     assert real_tokens(padded) == 5
+
+
+def test_an_overhead_pairs_summed_ratio_is_the_inverse_of_its_tokens_per_s():
+    """Both sides train the same tokens, so summed time harness/plain = tokens/s plain/harness; the
+    median-step ratio is reported beside it (with train.log_every=10 a window's steps share one time)."""
+    row = lambda tok, step: {"status": "ok", "tokens_per_s": tok, "median_step_s": step}  # noqa: E731
+    report = {"train": {"plain_same_batches_as_fast": row(100.0, 0.10), "harness_same_batches_as_fast": row(80.0, 0.11)}}
+    ratios = perf_report.real_workload_ratios(report)
+    assert ratios["same_batches_as_fast_over_plain_time"] == pytest.approx(1.25)
+    assert ratios["same_batches_as_fast_over_plain_step"] == pytest.approx(1.1)
+    assert ratios["default_over_plain_time_padded"] is None  # a missing pair stays missing
+    assert "summed over the timed steps x1.25" in perf_report.real_workload_summary(report)

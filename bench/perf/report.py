@@ -178,6 +178,12 @@ def real_workload_ratios(report: dict) -> dict:
             "length_grouped_over_plain_step": _ratio(step.get("harness_length_grouped"), step.get("plain_length_grouped")),
             "same_batches_as_fast_over_plain_step": _ratio(step.get("harness_same_batches_as_fast"),
                                                            step.get("plain_same_batches_as_fast")),
+            # The same pairs over all their timed steps: summed time (the tokens are the same), so
+            # every window counts, not only the middle one (a 10-step window shares one time).
+            "default_over_plain_time_padded": _ratio(tok.get("plain_eager"), tok.get("harness_default")),
+            "length_grouped_over_plain_time": _ratio(tok.get("plain_length_grouped"), tok.get("harness_length_grouped")),
+            "same_batches_as_fast_over_plain_time": _ratio(tok.get("plain_same_batches_as_fast"),
+                                                           tok.get("harness_same_batches_as_fast")),
             "fast_eager_over_plain_step_fast_batches": _ratio(step.get("harness_fast_eager"),
                                                               step.get("plain_same_batches_as_fast")),
             "fast_over_plain_step_fast_batches": _ratio(step.get("harness_fast"), step.get("plain_same_batches_as_fast")),
@@ -212,10 +218,13 @@ def real_workload_summary(report: dict) -> str:
         f"  harness_fast_eager (the fast settings, no compile): x{_f(r['fast_eager_over_plain_eager_tokens'])} "
         f"plain_eager's real tokens/s, epoch {_f(r['fast_eager_epoch_s'])} s, accuracy {_f(r['accuracy_fast_eager'], '.2%')} "
         f"({_inside(r['accuracy_fast_eager'], r['ci95_default'])} harness_default's 95% CI)",
-        f"  step, harness/plain, padded batches: x{_f(r['default_over_plain_step_padded'])} (target <= 1.05)",
-        f"  step, harness/plain, length-grouped batches: x{_f(r['length_grouped_over_plain_step'])} (target <= 1.05)",
+        f"  step, harness/plain, padded batches: x{_f(r['default_over_plain_step_padded'])} (target <= 1.05; "
+        f"summed over the timed steps x{_f(r['default_over_plain_time_padded'])})",
+        f"  step, harness/plain, length-grouped batches: x{_f(r['length_grouped_over_plain_step'])} (target <= 1.05; "
+        f"summed over the timed steps x{_f(r['length_grouped_over_plain_time'])})",
         f"  step, harness/plain, the fast path's packed batches, both eager with HF's loss: "
-        f"x{_f(r['same_batches_as_fast_over_plain_step'])} (target <= 1.05)",
+        f"x{_f(r['same_batches_as_fast_over_plain_step'])} (target <= 1.05; summed over the timed steps "
+        f"x{_f(r['same_batches_as_fast_over_plain_time'])})",
         f"  step, harness fast settings without compile (chunked loss)/plain (HF's loss), the fast batches: "
         f"x{_f(r['fast_eager_over_plain_step_fast_batches'])}",
         f"  step, harness_fast (compiled, CUDA graphs on a GPU)/plain (eager), the fast batches: x{_f(r['fast_over_plain_step_fast_batches'])}",
