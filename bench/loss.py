@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 
 import torch
 
@@ -211,11 +212,15 @@ class DecoderGraph:
         self.decoder = causal_lm(model).get_decoder()
         self.graphed: torch.nn.Module | None = None
         self.shapes: tuple[torch.Size, torch.Size] | None = None
+        self.capture_seconds: float | None = None  # warm-up passes (compiling, under train.compile) and capture
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         shapes = (input_ids.shape, position_ids.shape)
         if self.graphed is None:
+            start = time.perf_counter()
             self.graphed, self.shapes = self._capture(input_ids, position_ids), shapes
+            torch.cuda.synchronize(input_ids.device)
+            self.capture_seconds = time.perf_counter() - start
         elif shapes != self.shapes:
             raise RuntimeError(f"train.cuda_graphs: a batch of shape {tuple(input_ids.shape)} after a capture at "
                                f"{tuple(self.shapes[0])}; the replayed decoder needs one shape (train.batching=packed)")

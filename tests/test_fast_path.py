@@ -206,6 +206,7 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
         runs[graphs] = run
     eager, graphed = runs["false"], runs["true"]
     assert graphed.state.decoder_graph.graphed is not None and eager.state.decoder_graph is None
+    assert graphed.state.decoder_graph.capture_seconds > 0  # the first steps' breakdown reads it
     assert [h["loss"] for h in graphed.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-5)
     for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)

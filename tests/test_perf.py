@@ -182,3 +182,18 @@ def test_an_overhead_pair_takes_turns_on_the_same_batches(cache_dir, log_every):
     assert figures["peak_gpu_gib"] is None  # CPU: no device memory to count
     if log_every == 1:
         assert twin.result["losses"][0] == pytest.approx(run.history[0]["loss"], abs=1e-5)
+
+
+def test_compile_seconds_since_counts_only_the_compiles_after_it():
+    """A row's first-steps breakdown: torch.compile's phases spent after a snapshot, none before."""
+    import torch
+
+    from bench.perf.loops import compile_seconds, compile_seconds_since
+
+    before = compile_seconds()
+    assert compile_seconds_since(before) == {}
+    torch._dynamo.reset()
+    torch.compile(lambda x: (x.sin() + 1).sum(), backend="eager")(torch.randn(4))
+    spent = compile_seconds_since(before, at_least=0.0)
+    assert spent["_compile.compile_inner"] > 0
+    assert compile_seconds_since(compile_seconds()) == {}  # nothing compiled since

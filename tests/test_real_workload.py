@@ -68,6 +68,9 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     # ... and so did each pair's harness side, before its timed steps; the fast row (its epoch is a target) did not.
     assert train["harness_length_grouped"]["warmed_shapes"] == train["plain_length_grouped"]["warmed_shapes"]
     assert train["harness_fast"]["warmed_shapes"] is None
+    # The evaluated harness rows say where their first steps went: compile phases, graph capture (CUDA only).
+    assert train["harness_fast"]["first_steps"]["decoder_graph_capture_s"] is None
+    assert isinstance(train["harness_fast"]["first_steps"]["compile_s"], dict)
     # Both sides of a pair carry the host probe, over the same number of steps.
     plain_host, harness_host = train["plain_length_grouped"]["host"], train["harness_length_grouped"]["host"]
     assert plain_host["steps"] == harness_host["steps"] >= 1

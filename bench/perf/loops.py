@@ -413,6 +413,21 @@ class Profiler:
         return profile_figures(self.events, self.seconds, self.device)
 
 
+def compile_seconds() -> dict[str, float]:
+    """torch.compile's time so far in this process, by phase (torch._dynamo.utils.compile_times:
+    tracing, AOTAutograd, Inductor's lowering and codegen, waiting on kernel compiles), in seconds."""
+    from torch._dynamo.utils import compile_times
+
+    table = compile_times(repr="csv", aggregate=True)
+    return {name: float(value) for name, value in zip(*table)} if table else {}
+
+
+def compile_seconds_since(before: dict[str, float], at_least: float = 0.01) -> dict[str, float]:
+    """The phases that took at least `at_least` seconds since `before` (a compile_seconds())."""
+    spent = {name: value - before.get(name, 0.0) for name, value in compile_seconds().items()}
+    return {name: round(value, 3) for name, value in spent.items() if value >= at_least}
+
+
 def profiled(result: dict) -> dict:
     """A measurement's profile figures (Profiler.summary's keys), under one key."""
     keys = ("profiled_wall_s", "gpu_busy_fraction", "profile_table")

@@ -37,9 +37,9 @@ import torch
 from bench.data.prompts import build_prompt
 from bench.eval.evaluate import limit_examples
 from bench.perf.lab import guarded
-from bench.perf.loops import (PlainLoop, PlainTurns, Profiler, build_run, profile_figures, profiler_activities, release,
-                              profiled, resident_bytes, run_harness, run_harness_window, run_hf_trainer, timed_generation,
-                              warm_shapes)
+from bench.perf.loops import (PlainLoop, PlainTurns, Profiler, build_run, compile_seconds, compile_seconds_since,
+                              profile_figures, profiled, profiler_activities, release, resident_bytes, run_harness,
+                              run_harness_window, run_hf_trainer, timed_generation, warm_shapes)
 from bench.perf.report import real_workload_summary
 from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
                                  reference_overrides)
@@ -280,10 +280,16 @@ def harness_row(args, extra, notes) -> dict:
 
     def measure():
         row["inductor_cache_files_before"] = inductor_cache_files() if cfg.train.compile else None
+        compiled_before = compile_seconds()
         run = Run.build(cfg)
         until = min(args.warmup + args.steps, run.total_steps) if args.harness_window_only else run.total_steps
         row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.record["schedule"])
         result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": None}
+        # Where the first steps' time went: torch.compile's phases during this row's training (the
+        # chunked loss's kernel, and the layers under train.compile), and the decoder graphs' capture.
+        graph = run.state.decoder_graph if run.state is not None else None
+        result["first_steps"] = {"compile_s": compile_seconds_since(compiled_before),
+                                 "decoder_graph_capture_s": graph.capture_seconds if graph is not None else None}
         return {**result, **evaluated(run, True), **profile_more_steps(args, run)}
     return guarded(measure, row, args)
 
