@@ -265,10 +265,8 @@ class StateResidency:
         if not self.cuda:
             return 0
         for p in params:
-            buffers = self._pinned.setdefault(p, {})
             for key in ADAMW_MOMENTS:
-                if key not in buffers:
-                    buffers[key] = torch.empty(p.shape, dtype=p.dtype, pin_memory=True)
+                self._pinned_buffer(p, key, p.shape, p.dtype)
         return sum(b.numel() * b.element_size() for s in self._pinned.values() for b in s.values())
 
     def release(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> None:
@@ -305,13 +303,18 @@ class StateResidency:
     def _to_host(self, p: torch.nn.Parameter, key: str, value: Any) -> Any:
         if not (torch.is_tensor(value) and value.device.type == "cuda"):
             return value  # CPU tensors (incl. non-fused `step`) and python numbers stay as they are
-        buffers = self._pinned.setdefault(p, {})
-        buf = buffers.get(key)
-        if buf is None or buf.shape != value.shape or buf.dtype != value.dtype:
-            buf = buffers[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+        buf = self._pinned_buffer(p, key, value.shape, value.dtype)
         with torch.cuda.stream(self.stream):
             buf.copy_(value, non_blocking=True)
         value.record_stream(self.stream)
+        return buf
+
+    def _pinned_buffer(self, p: torch.nn.Parameter, key: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """The pinned host buffer kept for state `key` of `p`, made anew when missing or of another shape or dtype."""
+        buffers = self._pinned.setdefault(p, {})
+        buf = buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = buffers[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
         return buf
 
     def _to_device(self, value: Any) -> Any:

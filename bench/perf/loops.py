@@ -209,8 +209,6 @@ def run_plain(model, variant: str, batches: list[dict], warmup: int, lr: float, 
               device: torch.device, precision: str, blocks: list[int], profile_steps: int = 0) -> dict:
     """`batches`: one per step (warm-up steps first), already what the harness row trains on. The
     last `profile_steps` of them run under torch.profiler and are left out of the timing."""
-    if variant not in PLAIN_VARIANTS:
-        raise ValueError(f"--plain: unknown variant {variant!r}; allowed: {', '.join(PLAIN_VARIANTS)}")
     warmed = warm_shapes(model, batches, device, precision)
     memory = PhaseMemory(device)
     memory.start()
@@ -282,7 +280,7 @@ class PlainTurns:
         self.harness_resident_bytes = harness_resident_bytes
         device = loop.device
         self.plain_memory, self.harness_memory = SideMemory(device), SideMemory(device)
-        self.plain_host, self.harness_host = HostActivity(), HostActivity()
+        self.plain_host, self.harness_host = HostActivity(), None  # the run's: begin()
         self.plain_host.state = host_state()
         self.result: dict = {}
 
@@ -509,8 +507,8 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
     come from the timed window (steps `warmup .. warmup + steps`, the steps a plain loop fed the
     same batches is timed on); `epoch_s` is the whole training, its first step (compilation, graph
     capture, allocator warm-up) also reported alone. Tokens count real (non-padding) tokens.
-    `twin`: the plain side of an overhead pair, taking turns with the run (its figures: `twin.result`;
-    then the run's peak memory and cudaMallocs are its own side's, PlainTurns)."""
+    `twin`: the plain side of an overhead pair, taking turns with the run (its figures:
+    `twin.figures()`; then the run's peak memory and cudaMallocs are its own side's, PlainTurns)."""
     until = run.total_steps if until is None else until
     accum = run.cfg.train.grad_accum
     batches = draw_batches(run, until * accum)

@@ -59,8 +59,6 @@ PARTS = ("train", "eval", "methods", "paper_config")
 # GPU), what compile adds to the fast path; trained for the whole epoch too. harness_fast comes
 # first: its epoch (a target) pays every first-time cost of the process (Inductor, cuBLAS, the
 # chunked loss's compiled kernel) as a user's first run does, none paid by an earlier row.
-PAIRS = {"plain_eager": "harness_default", "plain_length_grouped": "harness_length_grouped",
-         "plain_same_batches_as_fast": "harness_same_batches_as_fast"}
 TRAIN_ROWS = ("harness_fast", "plain_eager", "harness_default", "plain_length_grouped", "harness_length_grouped",
               "plain_same_batches_as_fast", "harness_same_batches_as_fast", "hf_trainer", "harness_fast_eager")
 LENGTH_GROUPED = ("train.batching=length_grouped",)
@@ -149,12 +147,23 @@ def on_device(settings, device: torch.device) -> tuple[list[str], list[str]]:
     return [s for s in settings if s not in GPU_ONLY], [GPU_ONLY[s] for s in settings if s in GPU_ONLY]
 
 
+def row_overrides(args, method: str = "full", extra=()) -> list[str]:
+    """The `slmbench` overrides of a reference-workload row."""
+    lr = args.lora_lr if method.startswith("lora") else args.lr
+    return reference_overrides(args.model, args.data_dir, args.batch_size, lr, args.seed, args.device, method,
+                               [f"train.throughput_warmup_steps={args.warmup}", *extra, *args.set])
+
+
 def config(args, method: str = "full", extra=()):
     """The composed config of a reference-workload row, and its `slmbench` overrides."""
-    lr = args.lora_lr if method.startswith("lora") else args.lr
-    overrides = reference_overrides(args.model, args.data_dir, args.batch_size, lr, args.seed, args.device, method,
-                                    [f"train.throughput_warmup_steps={args.warmup}", *extra, *args.set])
+    overrides = row_overrides(args, method, extra)
     return compose(overrides), overrides
+
+
+def evaluation_overrides(args) -> list[str]:
+    """How an evaluated harness row evaluates: the static engine on the test set (--methods-eval-limit)."""
+    limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
+    return ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
 
 
 def settings_of(cfg) -> dict:
@@ -189,11 +198,9 @@ def pair_rows(args, report: dict, extra, whole: bool) -> tuple[dict, dict]:
     process (bench/perf/loops.py PlainTurns). Both see each of the window's batch shapes once,
     untimed, before their first step (bench/perf/loops.py warm_shapes). The run trains to the end
     of its epoch and is evaluated when `whole` (harness_default), else only the timed window."""
-    limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
-    evaluation = ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
-    cfg, overrides = config(args, extra=[*extra, *evaluation])
+    cfg, overrides = config(args, extra=[*extra, *evaluation_overrides(args)])
     plain = {"loop": "plain eager (bench/perf/loops.py PlainLoop), in turns with its harness twin",
-             "overrides": config(args, extra=extra)[1], "batching": cfg.train.batching}
+             "overrides": row_overrides(args, extra=extra), "batching": cfg.train.batching}
     harness = {"loop": "harness (bench/run/recipe.py Run), in turns with its plain twin", "overrides": overrides,
                "settings": settings_of(cfg), "compile": bool(cfg.train.compile), "notes": []}
     if cfg.train.grad_accum != 1:
@@ -272,9 +279,7 @@ def harness_row(args, extra, notes) -> dict:
     the static engine: accuracy with its 95% CI, and the loss curve against real tokens seen
     (bench/perf/loss_curves.py draws the default and fast rows together). --harness-window-only:
     trained for the timed window only (then evaluated)."""
-    limit = "null" if args.methods_eval_limit is None else args.methods_eval_limit
-    evaluation = ["eval.engine=static", f"eval.batch_size={args.static_batch_size}", f"eval.limit={limit}"]
-    cfg, overrides = config(args, extra=[*extra, *evaluation])
+    cfg, overrides = config(args, extra=[*extra, *evaluation_overrides(args)])
     row = {"loop": "harness (bench/run/recipe.py Run)", "overrides": overrides, "settings": settings_of(cfg),
            "compile": bool(cfg.train.compile), "notes": notes}
 
@@ -322,20 +327,22 @@ def train_part(args, report: dict, save) -> None:
                                         run_device(args))
     # The plain loop computes HF's loss, eagerly: its harness pair too (neither knob changes a batch).
     plain_like = [s for s in eager_fast if not s.startswith(("train.fast_path=", "train.cuda_graphs="))]
-    pairs = {"plain_eager": ([], True), "plain_length_grouped": (LENGTH_GROUPED, False),
-             "plain_same_batches_as_fast": (plain_like, False)}
+    # (plain row, harness row): the batching's overrides, and whether the harness trains its epoch and is evaluated
+    pairs = {("plain_eager", "harness_default"): ([], True),
+             ("plain_length_grouped", "harness_length_grouped"): (LENGTH_GROUPED, False),
+             ("plain_same_batches_as_fast", "harness_same_batches_as_fast"): (plain_like, False)}
+    pair_of = {name: names for names in pairs for name in names}
     measures = {"hf_trainer": lambda: hf_trainer_row(args, report),
                 "harness_fast_eager": lambda: harness_row(args, eager_fast, eager_notes),
                 "harness_fast": lambda: harness_row(args, fast, notes)}
     report.setdefault("train", {})
-    twins, measured = {**PAIRS, **{harness: plain for plain, harness in PAIRS.items()}}, set()
+    measured = set()
     for name in args.train_rows:
         if name in measured:
             continue
-        if name in twins:  # a pair is measured together, whichever of its rows is asked for
-            plain_name = name if name in PAIRS else twins[name]
-            extra, whole = pairs[plain_name]
-            rows = dict(zip((plain_name, PAIRS[plain_name]), pair_rows(args, report, extra, whole)))
+        if name in pair_of:  # a pair is measured together, whichever of its rows is asked for
+            names = pair_of[name]
+            rows = dict(zip(names, pair_rows(args, report, *pairs[names])))
         else:
             rows = {name: measures[name]()}
         for row_name, row in rows.items():
