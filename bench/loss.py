@@ -235,6 +235,17 @@ class DecoderGraph:
                                                      allow_unused_input=True)
 
 
+def start_compile_workers() -> None:
+    """Start Inductor's kernel-compiling worker processes now. Inductor starts them (one per core,
+    each importing torch and Triton) when the first graph reaches it (torch/_dynamo/backends/
+    inductor.py calls `maybe_warm_pool`), that is inside a run's first training step; started when
+    the run is set up, they boot while the model loads and the examples are tokenized. Inductor's
+    own hook: TORCH_WARM_POOL=0 and a single compile thread still turn the pool off."""
+    from torch._inductor.async_compile import maybe_warm_pool
+
+    maybe_warm_pool()
+
+
 def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") -> None:
     """`train.compile`: compile every decoder layer in place (works under peft and checkpointing).
     All layers share one graph as long as the forward passes `use_cache=False` (training_loss

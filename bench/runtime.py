@@ -42,6 +42,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class FreezeAfterFirstStep:
+    """A loop observer: what the first step of a `train` call made and keeps (torch.compile's
+    graphs, guards and generated code, the captured CUDA graphs, the optimizer's state) joins the
+    collector's permanent generation too, as what existed before training did (`frozen_collector`,
+    whose exit unfreezes both). Our choice: a compiling first step leaves hundreds of thousands of
+    long-lived objects behind, which every later full collection would walk again."""
+
+    def __init__(self):
+        self.done = False
+
+    def step_start(self, step: int) -> None:
+        pass
+
+    def step_end(self, step: int, metrics: dict) -> None:
+        if not self.done:
+            gc.freeze()
+            self.done = True
+
+
 @contextlib.contextmanager
 def frozen_collector():
     """Within: the objects alive on entry (a run's examples, modules, config) sit in the collector's

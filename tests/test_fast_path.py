@@ -216,6 +216,22 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
         graphed.state.decoder_graph(ids, ids)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compile workers are started for CUDA runs only")
+def test_a_compiling_cuda_run_starts_inductors_workers_while_it_is_set_up(cache_dir):
+    """The kernel-compiling worker processes boot during the run's setup, not in its first step."""
+    from torch._inductor import async_compile
+
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    if async_compile.get_compile_threads() <= 1:
+        pytest.skip("a single compile thread: Inductor compiles in this process, no workers")
+    async_compile.shutdown_compile_workers()  # earlier tests' compiles may have started them
+    async_compile.AsyncCompile.process_pool.cache_clear()
+    Run.build(compose_config(*GRAPH_RUN, "device=cuda", "train.compile=true", f"cache_dir={cache_dir}"))
+    assert async_compile.AsyncCompile.process_pool.cache_info().currsize == 1
+
+
 def test_the_tiny_base_pretraining_does_not_inherit_the_fast_settings():
     """A fresh cache pretrains the tiny base with its own CPU recipe: the run's packed, scaled,
     graphed settings would not pass the config check there (random batches on the CPU)."""

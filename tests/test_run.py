@@ -82,7 +82,8 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
 
 
 def test_training_runs_with_the_runs_objects_frozen_out_of_the_collector(cache_dir):
-    """Between steps no full collection walks what existed before training (gc.freeze); afterwards
+    """Between steps no full collection walks what existed before training (gc.freeze), nor what
+    the first step left behind (the optimizer's state here; compiled graphs on a GPU); afterwards
     the collector sees those objects again."""
     import gc
 
@@ -101,4 +102,5 @@ def test_training_runs_with_the_runs_objects_frozen_out_of_the_collector(cache_d
             pass
     run.train(observers=[Probe()])
     assert len(frozen) == 2 and min(frozen) > examples  # the tokenized examples alone are that many objects
+    assert frozen[1] > frozen[0]  # the first step's survivors (AdamW's per-parameter state) were frozen too
     assert gc.get_freeze_count() == 0

@@ -22,7 +22,7 @@ from bench.config.checks import check
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
-from bench.loss import DecoderGraph, compile_decoder_layers, eager_decoder_layers
+from bench.loss import DecoderGraph, compile_decoder_layers, eager_decoder_layers, start_compile_workers
 from bench.models import saving
 from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
                                   unique_parameters)
@@ -37,7 +37,7 @@ from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
 from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
 from bench.run.store import RunStore, this_process
-from bench.runtime import frozen_collector, resolve_device, resolve_precision, synchronize
+from bench.runtime import FreezeAfterFirstStep, frozen_collector, resolve_device, resolve_precision, synchronize
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
@@ -90,6 +90,9 @@ class Run:
         self.precision = resolve_precision(self.cfg.train.precision, self.device)
         self.record["env"] = environment(self.device)
         set_seed(self.cfg.seed)
+        # Kernels compile in the first step (train.compile's layers; on CUDA the chunked loss's kernel too)
+        if self.device.type == "cuda" and (self.cfg.train.compile or self.cfg.train.fast_path == "chunked_ce"):
+            start_compile_workers()
 
     def setup_store(self) -> None:
         """Lock the run's store (a second copy of this run is refused, naming the holder; an
@@ -203,7 +206,8 @@ class Run:
 
     def train(self, until: int | None = None, observers=()) -> float | None:
         """Train to `until` (default: the end). The step timer observes first (it adds step_s and
-        tokens_per_s), then this run (log, checkpoint), then the caller's `observers`."""
+        tokens_per_s), then this run (log, checkpoint), then the first step's freeze (bench/runtime.py
+        FreezeAfterFirstStep), then the caller's `observers`."""
         memory = PhaseMemory(self.device)
         # No full collection walks the run's objects between steps; entered first, its collection
         # is the only full pass before training (PhaseMemory's own then skips the frozen objects).
@@ -211,7 +215,8 @@ class Run:
             memory.start()
             if self.state is not None:
                 until = self.total_steps if until is None else until
-                self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
+                self.final_loss = train(self.state, self.cfg.train, until,
+                                        [self.timer, self, FreezeAfterFirstStep(), *observers])
             self.train_peaks = memory.peaks()
         return self.final_loss
 
