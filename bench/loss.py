@@ -59,6 +59,22 @@ def _accumulate_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> 
         out.add_(a @ b)
 
 
+def chunk_slices(rows: int, chunk_rows: int) -> list[slice]:
+    """Consecutive slices of at most `chunk_rows` rows that cover `rows` rows once, none of exactly
+    one row unless `rows` is 1 (or `chunk_rows` is 2 or less). Why: torch.compile specializes a
+    dynamic size on 0 and 1, so a one-row chunk is a second graph of the chunk's kernel to compile.
+    On an H200, a cold process of the reference workload spent 1.1-1.4 s on that recompile inside
+    its 63rd step (the only step whose loss rows were 1 more than a multiple of 512); with the
+    kernel eager the step took its usual time. So a last chunk of one row takes one row from the
+    chunk before it."""
+    starts = list(range(0, rows, chunk_rows))
+    ends = [*starts[1:], rows]
+    if chunk_rows > 2 and len(starts) > 1 and ends[-1] - starts[-1] == 1:
+        starts[-1] -= 1
+        ends[-2] -= 1
+    return [slice(start, end) for start, end in zip(starts, ends)]
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """sum over rows of CE(hidden @ weight.T, targets) / divisor, chunk by chunk; gradients are made
     in forward (at most one chunk of logits alive) and scaled by the incoming gradient in backward."""
@@ -70,11 +86,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         ce_chunk = _compiled_ce_chunk() if hidden.is_cuda else _ce_chunk
         w = weight.to(compute_dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk_rows):
-            h = hidden[start:start + chunk_rows].to(compute_dtype)
-            loss_sum, grad_logits = ce_chunk(h @ w.t(), targets[start:start + chunk_rows], divisor)
+        for chunk in chunk_slices(hidden.shape[0], chunk_rows):
+            h = hidden[chunk].to(compute_dtype)
+            loss_sum, grad_logits = ce_chunk(h @ w.t(), targets[chunk], divisor)
             total += loss_sum
-            grad_hidden[start:start + chunk_rows] = (grad_logits @ w).to(hidden.dtype)
+            grad_hidden[chunk] = (grad_logits @ w).to(hidden.dtype)
             if grad_weight is not None:
                 _accumulate_product(grad_weight, grad_logits.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.data.batching import IGNORE_INDEX
-from bench.loss import chunked_lm_loss, chunked_mean_loss, loss_positions, training_loss
+from bench.loss import chunk_slices, chunked_lm_loss, chunked_mean_loss, loss_positions, training_loss
 from bench.models.loading import build_tiny
 from bench.models.tokenizer import build_arithmetic_tokenizer
 
@@ -38,17 +38,29 @@ def loss_and_grads(model, fn):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama", "phi3"])
-def test_chunked_loss_and_grads_equal_the_unfused_path_fp32(arch):
+@pytest.mark.parametrize("arch, chunk_rows", [("qwen2", 5), ("llama", 5), ("phi3", 5), ("llama", 11)])
+def test_chunked_loss_and_grads_equal_the_unfused_path_fp32(arch, chunk_rows):
+    """chunk_rows=5: several chunks and a ragged last one; 11: 34 loss rows, so the last chunk's
+    one row moves into the chunk before it (chunk_slices)."""
     model, b = tiny(arch), batch()
     n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert n == 34
     ref_loss, ref_grads = loss_and_grads(model, lambda: training_loss(model, b, n, "none"))
-    # chunk_rows=5: several chunks and a ragged last one
-    loss, grads = loss_and_grads(model, lambda: chunked_lm_loss(model, b, n, chunk_rows=5))
+    loss, grads = loss_and_grads(model, lambda: chunked_lm_loss(model, b, n, chunk_rows=chunk_rows))
     assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == ref_grads.keys()
     for name, grad in grads.items():
         assert torch.allclose(grad, ref_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 511, 512, 513, 514, 1024, 1025, 1537])
+def test_loss_chunks_cover_every_row_once_and_none_holds_one_row(rows):
+    """A one-row chunk would make torch.compile build a second graph of the chunk's kernel."""
+    chunks = chunk_slices(rows, 512)
+    assert [i for chunk in chunks for i in range(rows)[chunk]] == list(range(rows))
+    sizes = [chunk.stop - chunk.start for chunk in chunks]
+    assert max(sizes) <= 512 and (rows == 1 or min(sizes) >= 2)
+    assert chunk_slices(3, 2) == [slice(0, 2), slice(2, 3)]  # at chunk_rows 2 no row can move
 
 
 def test_chunked_loss_equals_the_unfused_path_under_bf16_autocast():
