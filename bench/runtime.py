@@ -46,8 +46,10 @@ class FreezeAfterFirstStep:
     """A loop observer: what the first step of a `train` call made and keeps (torch.compile's
     graphs, guards and generated code, the captured CUDA graphs, the optimizer's state) joins the
     collector's permanent generation too, as what existed before training did (`frozen_collector`,
-    whose exit unfreezes both). Our choice: a compiling first step leaves hundreds of thousands of
-    long-lived objects behind, which every later full collection would walk again."""
+    whose exit unfreezes both). Our choice: a compiling first step leaves many long-lived objects
+    behind, which every later full collection would walk again. In the reference workload's 76-step
+    epochs no full collection fell after the first step anyway (docs/performance-analysis.md, the
+    cold-start probe); longer runs are where this can count."""
 
     def __init__(self):
         self.done = False
