@@ -24,7 +24,8 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     out = tmp_path / "real_workload.json"
     real_workload.main([*QUICK, "--out", str(out)])
     report = json.loads(out.read_text())
-    assert {"device", "date", "commit", "command", "workload", "train", "eval", "methods", "paper_config"} <= set(report)
+    assert {"device", "date", "commit", "command", "workload", "train", "eval", "methods", "paper_config",
+            "cold_start"} <= set(report)
     assert set(report["commit"]) == {"git_sha", "dirty", "worktree_tree_sha"}
     assert {"model", "task", "epoch_steps", "batch", "precision", "train_examples"} <= set(report["workload"])
     train = report["train"]
@@ -78,6 +79,15 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     assert 0 < harness_host["main_thread_cpu_s"] and 0 < harness_host["wall_s"]
     assert len(train["plain_eager"]["step_seconds"]) == len(train["harness_default"]["step_seconds"])
 
+    # cold_start: a new process composed harness_fast's config (its overrides but the evaluation's),
+    # trained the epoch and wrote its figures back.
+    cold, = report["cold_start"]["processes"]
+    assert cold["status"] == "ok", cold
+    evaluation = ("eval.engine=", "eval.batch_size=", "eval.limit=")
+    assert cold["overrides"] == [o for o in train["harness_fast"]["overrides"] if not o.startswith(evaluation)]
+    assert report["cold_start"]["epoch_s"] == [cold["epoch_s"]] and cold["epoch_s"] >= cold["first_steps_s"] > 0
+    assert cold["steps"] == train["harness_fast"]["steps_trained"] and cold["build_s"] > 0
+
     # A later call measures one part and keeps the others (a split over device calls); every row
     # names the call that measured it, and the part lists both calls.
     real_workload.main([*QUICK, "--parts", "eval", "--out", str(out)])
@@ -93,6 +103,7 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     assert again["parts_run"]["train"][0]["command"] in text and second["command"] in text
     assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | adagradselect | ok |" in text
     assert "![loss curves](perf/loss_curves.png)" in text and "| harness_fast | " in text
+    assert "| 1 | ok |" in text and "harness_fast epoch in 1 new processes" in text  # the cold_start table and line
     png = tmp_path / "loss_curves.png"
     loss_curves.main([str(out), "--out", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,6 +14,9 @@ composed as `slmbench <overrides>` composes it; each row records those overrides
 - methods: every method for one epoch through the run, then evaluated (accuracy, 95% CI).
 - paper_config: `+experiment=adagradselect_paper`'s training settings on the three real shapes
   (random weights), full against topk and AdaGradSelect.
+- cold_start: `harness_fast`'s epoch in `--cold-processes` new processes, one after the other, each
+  with empty Inductor and Triton caches of its own (no evaluation): how a first run's epoch, compile
+  included, spreads on this machine; the train part's row is one such epoch.
 
 Each part writes its key of `--out` as soon as it is measured, into the file an earlier call wrote
 (unless `--fresh`): the parts can be split over device calls, and a run cut short keeps what it
@@ -29,7 +32,11 @@ import argparse
 import datetime
 import json
 import logging
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -48,7 +55,7 @@ from bench.run.recipe import Run
 from bench.runtime import resolve_device
 
 log = logging.getLogger("bench.perf.real_workload")
-PARTS = ("train", "eval", "methods", "paper_config")
+PARTS = ("train", "eval", "methods", "paper_config", "cold_start")
 # Overhead pairs, fed the same batches and computing the same loss (harness overhead per batching):
 # plain_eager / harness_default (padded), plain_length_grouped / harness_length_grouped,
 # plain_same_batches_as_fast / harness_same_batches_as_fast (the fast path's packed batches, HF's
@@ -81,7 +88,7 @@ METHOD_SETTINGS = PACKED_FAST
 GPU_ONLY = {"train.compile=true": "torch.compile left out: GPU only here (Inductor on CPU needs a C++ toolchain and minutes)",
             "train.cuda_graphs=true": "CUDA graphs left out: CUDA only"}
 # --quick: a CPU smoke run on a tiny model (tests/test_real_workload.py); its figures mean nothing.
-QUICK = {"steps": 1, "warmup": 1, "batch_size": 2, "eval_limit": 4, "identical_n": 2, "static_batch_size": 4,
+QUICK = {"steps": 1, "warmup": 1, "cold_processes": 1, "batch_size": 2, "eval_limit": 4, "identical_n": 2, "static_batch_size": 4,
          "hf_batch_size": 4, "methods_eval_limit": 2, "methods": ["none", "lora"],
          "paper_shapes": ["tiny-qwen2.5"], "paper_methods": ["full", "adagradselect"], "paper_steps": 1, "paper_warmup": 1, "harness_window_only": True,
          "paper_set": ["train.batch_size=1", "train.grad_accum=2"]}
@@ -124,6 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--paper-set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for paper_config rows")
     p.add_argument("--paper-steps", type=int, default=6)
     p.add_argument("--paper-warmup", type=int, default=3)
+    p.add_argument("--cold-processes", type=int, default=3, help="cold_start part: how many new processes")
+    p.add_argument("--cold-child", type=Path, default=None, help=argparse.SUPPRESS)  # one cold_start process's output
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="train rows: profile this many more steps (torch.profiler) after all else is measured; "
                         "eval part: profile the static engine on the first --profile-prompts prompts")
@@ -493,6 +502,63 @@ def paper_part(args, report: dict, save) -> None:
             save()
 
 
+# -- cold start ------------------------------------------------------------------------------------
+
+def cold_epoch(args) -> dict:
+    """In this process (new, its compile caches empty): `harness_fast`'s run built and trained
+    through its epoch, not evaluated; where its first steps went, as `harness_row` records it."""
+    fast, notes = on_device(args.fast_set, run_device(args))
+    cfg, overrides = config(args, extra=fast)
+    row = {"overrides": overrides, "notes": notes, "compile": bool(cfg.train.compile)}
+
+    def measure():
+        row["inductor_cache_files_before"] = inductor_cache_files() if cfg.train.compile else None
+        start = time.perf_counter()
+        run = Run.build(cfg)
+        build_s = time.perf_counter() - start
+        compiled_before = compile_seconds()
+        run.train()
+        seconds = run.timer.step_seconds
+        graph = run.state.decoder_graph if run.state is not None else None
+        return {"build_s": build_s, "epoch_s": sum(seconds), "steps": len(seconds),
+                "first_steps_s": sum(seconds[:args.warmup]), "median_step_s": run.timer.median_step_s(),
+                "first_steps": {"compile_s": compile_seconds_since(compiled_before),
+                                "decoder_graph_capture_s": graph.capture_seconds if graph is not None else None}}
+    return guarded(measure, row, args)
+
+
+def child_argv(args) -> list[str]:
+    """What a cold_start process needs of this call's arguments to compose `harness_fast`'s config
+    (--quick's settings are already in `args`: they are passed as themselves, not as --quick)."""
+    argv = ["--model", args.model, "--device", args.device, "--batch-size", str(args.batch_size),
+            "--lr", str(args.lr), "--seed", str(args.seed), "--warmup", str(args.warmup),
+            "--fast-set", *args.fast_set, "--set", *args.set]
+    return [*argv, "--data-dir", str(args.data_dir)] if args.data_dir is not None else argv
+
+
+def cold_start_part(args, report: dict, save) -> None:
+    """`--cold-processes` new processes, one after the other, each with empty Inductor and Triton
+    caches of its own: the spread of a cold epoch (a run that compiles pays it once per machine
+    and code; every later run of a sweep finds the caches filled)."""
+    processes = []
+    for _ in range(args.cold_processes):
+        with tempfile.TemporaryDirectory(prefix="slmbench-cold-") as tmp:
+            out = Path(tmp) / "epoch.json"
+            # The child imports this very code (an installed copy elsewhere on the path may be older).
+            code_root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor"),
+                   "TRITON_CACHE_DIR": str(Path(tmp) / "triton"),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))}
+            proc = subprocess.run([sys.executable, "-m", "bench.perf.real_workload", *child_argv(args),
+                                   "--cold-child", str(out)], env=env, capture_output=True, text=True)
+            row = (json.loads(out.read_text()) if out.exists() else
+                   {"status": "failed", "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"})
+        processes.append(stamped(row, report))
+        epochs = [p["epoch_s"] for p in processes if p.get("status") == "ok"]
+        report["cold_start"] = {"processes": processes, "epoch_s": epochs}
+        save()
+
+
 # -- the file --------------------------------------------------------------------------------------
 
 def start_report(args, argv) -> dict:
@@ -524,12 +590,16 @@ def record_call(report: dict, part: str) -> None:
     report["parts_run"][part] = [c for c in calls if c["date"] != call["date"]] + [call]
 
 
-PART_RUNNERS = {"train": train_part, "eval": eval_part, "methods": methods_part, "paper_config": paper_part}
+PART_RUNNERS = {"train": train_part, "eval": eval_part, "methods": methods_part, "paper_config": paper_part,
+                "cold_start": cold_start_part}
 
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.cold_child is not None:  # one process of the cold_start part: its epoch, to the parent's file
+        write_json_atomic(args.cold_child, cold_epoch(args))
+        return {}
     report = start_report(args, argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
