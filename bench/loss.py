@@ -251,12 +251,16 @@ class DecoderGraph:
                                                      allow_unused_input=True)
 
 
-def start_compile_workers() -> None:
-    """Start Inductor's kernel-compiling worker processes now. Inductor starts them (one per core,
-    each importing torch and Triton) when the first graph reaches it (torch/_dynamo/backends/
-    inductor.py calls `maybe_warm_pool`), that is inside a run's first training step; started when
-    the run is set up, they boot while the model loads and the examples are tokenized. Inductor's
-    own hook: TORCH_WARM_POOL=0 and a single compile thread still turn the pool off."""
+def start_compile_workers(train_cfg, device: torch.device) -> None:
+    """Start Inductor's kernel-compiling worker processes now, if the run's training compiles
+    (train.compile's layers; on CUDA the chunked loss's kernel, `ChunkedLinearCrossEntropy`).
+    Inductor starts them (one per core, each importing torch and Triton) when the first graph
+    reaches it (torch/_dynamo/backends/inductor.py calls `maybe_warm_pool`), that is inside a run's
+    first training step; started when the run is set up, they boot while the model loads and the
+    examples are tokenized. Inductor's own hook: TORCH_WARM_POOL=0 and a single compile thread
+    still turn the pool off."""
+    if device.type != "cuda" or not (train_cfg.compile or train_cfg.fast_path == "chunked_ce"):
+        return
     from torch._inductor.async_compile import maybe_warm_pool
 
     maybe_warm_pool()

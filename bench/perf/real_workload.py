@@ -298,14 +298,18 @@ def harness_row(args, extra, notes) -> dict:
         run = Run.build(cfg)
         until = min(args.warmup + args.steps, run.total_steps) if args.harness_window_only else run.total_steps
         row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.record["schedule"])
-        result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": None}
-        # Where the first steps' time went: torch.compile's phases during this row's training (the
-        # chunked loss's kernel, and the layers under train.compile), and the decoder graphs' capture.
-        graph = run.state.decoder_graph if run.state is not None else None
-        result["first_steps"] = {"compile_s": compile_seconds_since(compiled_before),
-                                 "decoder_graph_capture_s": graph.capture_seconds if graph is not None else None}
+        result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": None,
+                  "first_steps": first_steps(run, compiled_before)}
         return {**result, **evaluated(run, True), **profile_more_steps(args, run)}
     return guarded(measure, row, args)
+
+
+def first_steps(run: Run, compiled_before: dict[str, float]) -> dict:
+    """Where a trained run's first steps went: torch.compile's phases since `compiled_before` (the
+    chunked loss's kernel, and the layers under train.compile), and the decoder graphs' capture."""
+    graph = run.state.decoder_graph if run.state is not None else None
+    return {"compile_s": compile_seconds_since(compiled_before),
+            "decoder_graph_capture_s": graph.capture_seconds if graph is not None else None}
 
 
 def inductor_cache_files() -> int:
@@ -519,11 +523,9 @@ def cold_epoch(args) -> dict:
         compiled_before = compile_seconds()
         run.train()
         seconds = run.timer.step_seconds
-        graph = run.state.decoder_graph if run.state is not None else None
         return {"build_s": build_s, "epoch_s": sum(seconds), "steps": len(seconds),
                 "first_steps_s": sum(seconds[:args.warmup]), "median_step_s": run.timer.median_step_s(),
-                "first_steps": {"compile_s": compile_seconds_since(compiled_before),
-                                "decoder_graph_capture_s": graph.capture_seconds if graph is not None else None}}
+                "first_steps": first_steps(run, compiled_before)}
     return guarded(measure, row, args)
 
 
@@ -540,15 +542,15 @@ def cold_start_part(args, report: dict, save) -> None:
     """`--cold-processes` new processes, one after the other, each with empty Inductor and Triton
     caches of its own: the spread of a cold epoch (a run that compiles pays it once per machine
     and code; every later run of a sweep finds the caches filled)."""
+    # The children import this very code (an installed copy elsewhere on the path may be older).
+    code_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
     processes = []
     for _ in range(args.cold_processes):
         with tempfile.TemporaryDirectory(prefix="slmbench-cold-") as tmp:
             out = Path(tmp) / "epoch.json"
-            # The child imports this very code (an installed copy elsewhere on the path may be older).
-            code_root = str(Path(__file__).resolve().parents[2])
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor"),
-                   "TRITON_CACHE_DIR": str(Path(tmp) / "triton"),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))}
+                   "TRITON_CACHE_DIR": str(Path(tmp) / "triton"), "PYTHONPATH": python_path}
             proc = subprocess.run([sys.executable, "-m", "bench.perf.real_workload", *child_argv(args),
                                    "--cold-child", str(out)], env=env, capture_output=True, text=True)
             row = (json.loads(out.read_text()) if out.exists() else

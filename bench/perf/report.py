@@ -217,16 +217,14 @@ def _spread(values: list[float]) -> str:
 
 
 def _cold_start_table(cold: dict) -> str:
-    def compiled(row):
-        return (row.get("first_steps") or {}).get("compile_s", {}).get("_compile.compile_inner")
-
-    def capture(row):
-        return (row.get("first_steps") or {}).get("decoder_graph_capture_s")
+    rows = []
+    for i, row in enumerate(cold.get("processes", [])):
+        steps = _ok(row, "first_steps") or {}
+        rows.append([i + 1, row.get("status"), _f(_ok(row, "build_s"), ".1f"), _f(_ok(row, "epoch_s"), ".2f"),
+                     _f(_ok(row, "first_steps_s"), ".2f"), _f(steps.get("compile_s", {}).get("_compile.compile_inner"), ".2f"),
+                     _f(steps.get("decoder_graph_capture_s"), ".2f")])
     return _md_table(["process", "status", "build s", "epoch s", "first steps s", "forward compile s", "graph capture s"],
-                     [[i + 1, row.get("status"), _f(_ok(row, "build_s"), ".1f"), _f(_ok(row, "epoch_s"), ".2f"),
-                       _f(_ok(row, "first_steps_s"), ".2f"), _f(compiled(row) if row.get("status") == "ok" else None, ".2f"),
-                       _f(capture(row) if row.get("status") == "ok" else None, ".2f")]
-                      for i, row in enumerate(cold.get("processes", []))])
+                     rows)
 
 
 def real_workload_summary(report: dict) -> str:

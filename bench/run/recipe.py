@@ -90,9 +90,7 @@ class Run:
         self.precision = resolve_precision(self.cfg.train.precision, self.device)
         self.record["env"] = environment(self.device)
         set_seed(self.cfg.seed)
-        # Kernels compile in the first step (train.compile's layers; on CUDA the chunked loss's kernel too)
-        if self.device.type == "cuda" and (self.cfg.train.compile or self.cfg.train.fast_path == "chunked_ce"):
-            start_compile_workers()
+        start_compile_workers(self.cfg.train, self.device)  # the kernels the first step compiles
 
     def setup_store(self) -> None:
         """Lock the run's store (a second copy of this run is refused, naming the holder; an
