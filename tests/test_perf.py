@@ -1,5 +1,5 @@
-"""`python -m bench.perf.lab`: rows are slmbench runs of the product's configs; one tiny model, both
-loops, the eval engines on two prompts; `bench.perf.report` renders its JSON. Figures are never
+"""`python -m lab shapes`: rows are slmbench runs of the product's configs; one tiny model, both
+loops, the eval engines on two prompts; `lab.report` renders its JSON. Figures are never
 asserted; what is asserted is that the lab measures the very run `slmbench` runs."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from bench.perf import lab as perf, report as perf_report
-from bench.perf.workload import compose
+from lab.cli import main as lab, parse_args
+from lab.shapes import row_config
+from lab.workload import compose
 from conftest import SHARED_DATA, run_cli
 
 SMALL = ["task.train.limit=48", "train.max_seq_len=256"]
@@ -17,7 +18,7 @@ QUICK = ["--set", *SMALL, "--device", "cpu", "--data-dir", str(SHARED_DATA)]
 
 def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     out = tmp_path / "perf.json"
-    perf.main(["--models", "tiny-llama3.2", "--methods", "full", "static25", "--plain", "full", "static25",
+    lab(["shapes", "--models", "tiny-llama3.2", "--methods", "full", "static25", "--plain", "full", "static25",
                "--steps", "1", "--warmup", "1", "--batch-size", "2",
                "--eval-models", "tiny-llama3.2", "--eval-engines", "static", "hf", "--eval-limit", "2",
                "--eval-max-new-tokens", "3", "--static-batch-size", "2", "--hf-batch-size", "2", *QUICK,
@@ -39,7 +40,7 @@ def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     assert engines["static"]["identical_to_other_engine"] is not None
 
     page = tmp_path / "performance.md"
-    perf_report.main([str(out), "--out", str(page)])
+    lab(["report", str(out), "--out", str(page)])
     text = page.read_text()
     assert report["command"] in text and "| tiny-llama3.2 | static25 |" in text
 
@@ -48,7 +49,7 @@ def test_harness_row_is_the_slmbench_run(tmp_path, cache_dir):
     """One code path: the lab's harness row and `slmbench` with the row's own overrides give the
     same loss trajectory (to 1e-6)."""
     out = tmp_path / "perf.json"
-    perf.main(["--models", "tiny-qwen2.5", "--methods", "topk", "--plain", "--steps", "4", "--warmup", "1",
+    lab(["shapes", "--models", "tiny-qwen2.5", "--methods", "topk", "--plain", "--steps", "4", "--warmup", "1",
                "--batch-size", "2", "--lr", "1e-3", "--eval-models", *QUICK, "--out", str(out)])
     (row,) = json.loads(out.read_text())["train"]
     assert row["status"] == "ok" and len(row["losses"]) == 5
@@ -63,7 +64,7 @@ def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
     """--fast-methods: chunked-loss rows for full and a block method; method/full pairs rows of the
     same loss path; --set reaches every row; no plain rows asked, none run."""
     out = tmp_path / "perf.json"
-    perf.main(["--models", "tiny-qwen2.5", "--methods", "--plain", "--fast-methods", "full", "topk",
+    lab(["shapes", "--models", "tiny-qwen2.5", "--methods", "--plain", "--fast-methods", "full", "topk",
                "--steps", "1", "--warmup", "1", "--batch-size", "2", "--eval-models", "--device", "cpu",
                "--data-dir", str(SHARED_DATA), "--set", *SMALL, "train.gradient_checkpointing=true", "--out", str(out)])
     report = json.loads(out.read_text())
@@ -80,8 +81,8 @@ def test_method_rows_take_knobs():
     """`--methods adagradselect:policy=keep` measures a method with a knob changed, as
     `slmbench method=adagradselect method.policy=keep` would run it; hub models become their real
     shape with random weights from the data dir."""
-    args = perf.parse_args(["--models", "llama3.2-1b", "--data-dir", str(SHARED_DATA)])
-    cfg, overrides = perf.row_config(args, "llama3.2-1b", "adagradselect:policy=keep,k_percent=10")
+    args = parse_args(["shapes", "--models", "llama3.2-1b", "--data-dir", str(SHARED_DATA)])
+    cfg, overrides = row_config(args, "llama3.2-1b", "adagradselect:policy=keep,k_percent=10")
     assert (cfg.method.policy, cfg.method.k_percent) == ("keep", 10)
     assert cfg.model.init == "random" and cfg.model.path.endswith("models/meta-llama__Llama-3.2-1B")
     assert compose(overrides).method.policy == "keep"
@@ -94,7 +95,7 @@ def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from bench.perf.loops import warm_shapes
+    from lab.loops import warm_shapes
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -120,7 +121,7 @@ def test_warm_shapes_runs_each_shape_once_and_leaves_the_weights():
 def test_host_activity_counts_collector_passes_and_stops_and_resumes():
     import gc
     import threading
-    from bench.perf.loops import HostActivity
+    from lab.loops import HostActivity
 
     release = threading.Event()
     helper = threading.Thread(target=release.wait, name="probe-helper", daemon=True)
@@ -147,8 +148,8 @@ def test_an_overhead_pair_takes_turns_on_the_same_batches(cache_dir, log_every):
     let go. Same seed, same batch: the plain loop's first loss is the run's first loss."""
     import torch
 
-    from bench.perf.loops import HostActivity, PlainLoop, PlainTurns, resident_bytes
-    from bench.perf.workload import draw_batches
+    from lab.loops import HostActivity, PlainLoop, PlainTurns, resident_bytes
+    from lab.workload import draw_batches
     from bench.run.recipe import Run
     from conftest import compose_config
 
@@ -188,7 +189,7 @@ def test_compile_seconds_since_counts_only_the_compiles_after_it():
     """A row's first-steps breakdown: torch.compile's phases spent after a snapshot, none before."""
     import torch
 
-    from bench.perf.loops import compile_seconds, compile_seconds_since
+    from lab.loops import compile_seconds, compile_seconds_since
 
     before = compile_seconds()
     assert compile_seconds_since(before) == {}

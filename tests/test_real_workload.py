@@ -1,4 +1,4 @@
-"""`python -m bench.perf.real_workload --quick` on a tiny model (CPU): every part writes its key of the
+"""`python -m lab real_workload --quick` on a tiny model (CPU): every part writes its key of the
 JSON in the issue's shape, each row an `slmbench` config; a later call adds to the file; the report
 renders it. Figures are never asserted."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ import torch
 
 from bench.data.examples import TokenizedExample
 from bench.data.packing import PackedBatches
-from bench.perf import loss_curves, real_workload, report as perf_report
-from bench.perf.workload import real_tokens
+from lab import real_workload, report as perf_report
+from lab.cli import main as lab
+from lab.workload import real_tokens
 from conftest import SHARED_DATA
 
 QUICK = ["--quick", "--model", "tiny-llama3.2", "--device", "cpu", "--data-dir", str(SHARED_DATA)]
@@ -22,7 +23,7 @@ PAPER_KEYS = {"shape", "method", "memory_ratio_vs_full", "time_ratio_vs_full", "
 
 def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_path):
     out = tmp_path / "real_workload.json"
-    real_workload.main([*QUICK, "--out", str(out)])
+    lab(["real_workload", *QUICK, "--out", str(out)])
     report = json.loads(out.read_text())
     assert {"device", "date", "commit", "command", "workload", "train", "eval", "methods", "paper_config",
             "cold_start"} <= set(report)
@@ -90,7 +91,7 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
 
     # A later call measures one part and keeps the others (a split over device calls); every row
     # names the call that measured it, and the part lists both calls.
-    real_workload.main([*QUICK, "--parts", "eval", "--out", str(out)])
+    lab(["real_workload", *QUICK, "--parts", "eval", "--out", str(out)])
     again = json.loads(out.read_text())
     assert again["train"] == report["train"] and set(again["parts_run"]) == set(real_workload.PARTS)
     first, second = again["parts_run"]["eval"]
@@ -98,14 +99,14 @@ def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_
     assert [call["date"] for call in again["parts_run"]["train"]] == [train["plain_eager"]["measured_by"]]
 
     page = tmp_path / "performance.md"
-    perf_report.main(["--real-workload", str(out), "--out", str(page)])
+    lab(["report", "--real-workload", str(out), "--out", str(page)])
     text = page.read_text()
     assert again["parts_run"]["train"][0]["command"] in text and second["command"] in text
     assert "| harness_fast | ok |" in text and "| lora | ok |" in text and "| tiny-qwen2.5 | adagradselect | ok |" in text
     assert "![loss curves](perf/loss_curves.png)" in text and "| harness_fast | " in text
     assert "| 1 | ok |" in text and "harness_fast epoch in 1 new processes" in text  # the cold_start table and line
     png = tmp_path / "loss_curves.png"
-    loss_curves.main([str(out), "--out", str(png)])
+    lab(["loss_curves", str(out), "--out", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,4 +1,4 @@
-"""The comparison table of `bench.perf.lab`: rows from its JSON, ratios, and a markdown rendering.
+"""The comparison table of `lab.shapes`: rows from its JSON, ratios, and a markdown rendering.
 
 One table row per (shape, method, fast path): the harness figures beside the plain loop's for the
 same method (harness/plain), and the method against full fine-tuning in the same loop (method/full).

@@ -1,4 +1,4 @@
-"""`python -m bench.perf.real_workload`: the reference workload, measured as users run it.
+"""`python -m lab real_workload`: the reference workload, measured as users run it.
 
 SmolLM2-135M-Instruct (`model=smollm2-135m`, really pretrained) fine-tuned on GSM8K train from
 local files for one epoch at batch 16, evaluated on the full GSM8K test set (1,319 prompts), bf16
@@ -20,11 +20,11 @@ composed as `slmbench <overrides>` composes it; each row records those overrides
 
 Each part writes its key of `--out` as soon as it is measured, into the file an earlier call wrote
 (unless `--fresh`): the parts can be split over device calls, and a run cut short keeps what it
-measured. `python -m bench.perf.report --real-workload FILE` renders it. Figures are measurements,
+measured. `python -m lab report --real-workload FILE` renders it. Figures are measurements,
 never asserted.
 
 Example (one H200):
-    python -m bench.perf.real_workload --data-dir .devdata --parts train eval --out docs/perf/real_workload.json
+    python -m lab real_workload --data-dir .devdata --parts train eval --out docs/perf/real_workload.json
 """
 from __future__ import annotations
 
@@ -43,24 +43,23 @@ import torch
 
 from bench.data.prompts import build_prompt
 from bench.eval.evaluate import limit_examples
-from bench.perf.lab import guarded
-from bench.perf.loops import (PlainLoop, PlainTurns, Profiler, build_run, compile_seconds, compile_seconds_since,
-                              profile_figures, profiled, profiler_activities, release, resident_bytes, run_harness,
-                              run_harness_window, run_hf_trainer, timed_generation, warm_shapes)
-from bench.perf.report import real_workload_summary
-from bench.perf.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens,
-                                 reference_overrides)
 from bench.records.recorder import environment, worktree_tree_sha, write_json_atomic
 from bench.run.recipe import Run
 from bench.runtime import resolve_device
+from lab.loops import (PlainLoop, PlainTurns, Profiler, StepLog, compile_seconds, compile_seconds_since,
+                       profile_figures, profiled, profiler_activities, release, resident_bytes, run_harness,
+                       run_harness_window, run_hf_trainer, step_tokens, timed_generation, warm_shapes)
+from lab.report import real_workload_summary
+from lab.shapes import guarded
+from lab.workload import compose, draw_batches, lab_overrides, padding_fraction, real_tokens, reference_overrides
 
-log = logging.getLogger("bench.perf.real_workload")
+log = logging.getLogger("lab.real_workload")
 PARTS = ("train", "eval", "methods", "paper_config", "cold_start")
 # Overhead pairs, fed the same batches and computing the same loss (harness overhead per batching):
 # plain_eager / harness_default (padded), plain_length_grouped / harness_length_grouped,
 # plain_same_batches_as_fast / harness_same_batches_as_fast (the fast path's packed batches, HF's
 # loss, eager, as the plain loop runs them). The two sides of a pair take turns in one process,
-# every step or every train.log_every steps (bench/perf/loops.py PlainTurns): measured one after the
+# every step or every train.log_every steps (lab/loops.py PlainTurns): measured one after the
 # other, whichever came first in a fresh process ran faster. harness_fast_eager: the fast settings
 # without compile (the chunked loss, eager kernels, the decoder still replayed as CUDA graphs on a
 # GPU), what compile adds to the fast path; trained for the whole epoch too. harness_fast comes
@@ -97,8 +96,7 @@ QUICK = {"steps": 1, "warmup": 1, "cold_processes": 1, "batch_size": 2, "eval_li
 QUICK_SET = ("task.train.limit=8", "train.max_seq_len=256", "eval.max_new_tokens=4", "train.pack_tokens=480")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.perf.real_workload", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder with gsm8k/{train,test}.jsonl and models/<org>__<name>/ (paper shapes)")
     p.add_argument("--model", default="smollm2-135m", help="conf/model/<name>.yaml (tests: tiny-llama3.2)")
@@ -140,7 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="CPU smoke run: a few steps and prompts, 4 methods, one tiny shape")
     p.add_argument("--fresh", action="store_true", help="start --out afresh instead of adding to it")
     p.add_argument("--out", type=Path, default=Path("docs/perf/real_workload.json"))
-    args = p.parse_args(argv)
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """--quick's settings, in place of the defaults."""
     if args.quick:
         vars(args).update(QUICK)
         args.set = [*QUICK_SET, *args.set]
@@ -204,11 +205,11 @@ def describe_workload(report: dict, args, run: Run) -> None:
 def pair_rows(args, report: dict, extra, whole: bool) -> tuple[dict, dict]:
     """An overhead pair: the run of the config (its `extra` overrides) and the plain eager loop on
     a fresh model of the same config, fed the batches the run trains on, taking turns in one
-    process (bench/perf/loops.py PlainTurns). Both see each of the window's batch shapes once,
-    untimed, before their first step (bench/perf/loops.py warm_shapes). The run trains to the end
+    process (lab/loops.py PlainTurns). Both see each of the window's batch shapes once,
+    untimed, before their first step (lab/loops.py warm_shapes). The run trains to the end
     of its epoch and is evaluated when `whole` (harness_default), else only the timed window."""
     cfg, overrides = config(args, extra=[*extra, *evaluation_overrides(args)])
-    plain = {"loop": "plain eager (bench/perf/loops.py PlainLoop), in turns with its harness twin",
+    plain = {"loop": "plain eager (lab/loops.py PlainLoop), in turns with its harness twin",
              "overrides": row_overrides(args, extra=extra), "batching": cfg.train.batching}
     harness = {"loop": "harness (bench/run/recipe.py Run), in turns with its plain twin", "overrides": overrides,
                "settings": settings_of(cfg), "compile": bool(cfg.train.compile), "notes": []}
@@ -286,7 +287,7 @@ def hf_trainer_row(args, report: dict) -> dict:
 def harness_row(args, extra, notes) -> dict:
     """The run of the config, trained to the end of its epoch, then evaluated on the test set by
     the static engine: accuracy with its 95% CI, and the loss curve against real tokens seen
-    (bench/perf/loss_curves.py draws the default and fast rows together). --harness-window-only:
+    (lab/loss_curves.py draws the default and fast rows together). --harness-window-only:
     trained for the timed window only (then evaluated)."""
     cfg, overrides = config(args, extra=[*extra, *evaluation_overrides(args)])
     row = {"loop": "harness (bench/run/recipe.py Run)", "overrides": overrides, "settings": settings_of(cfg),
@@ -433,12 +434,12 @@ def method_row(args, method: str) -> dict:
     def measure():
         run = Run.build(cfg)
         accum = cfg.train.grad_accum
-        batches = draw_batches(run, run.total_steps * accum)
+        tokens = step_tokens(draw_batches(run, run.total_steps * accum), accum)
+        log = StepLog()
         with run.measured():
-            run.train()
+            run.train(observers=[log])
             run.evaluate()
-        metrics, seconds, warmup = run.metrics(), run.timer.step_seconds, args.warmup
-        tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
+        metrics, seconds, warmup = run.metrics(), log.seconds, args.warmup
         timed = sum(seconds[warmup:])
         return {"accuracy": metrics["accuracy"], "ci95": metrics["accuracy_ci95"],
                 "peak_gpu_memory_gib": metrics["peak_gpu_memory_gib"], "train_s": metrics["train_wall_clock_s"],
@@ -474,8 +475,7 @@ def paper_row(args, shape: str, method: str) -> dict:
            "notes": [] if not precision else ["bf16 left out: GPU only here (CPU runs fp32)"]}
 
     def measure():
-        result = run_harness(build_run(cfg, steps=args.paper_warmup + args.paper_steps), args.paper_warmup,
-                             args.paper_steps)
+        result = run_harness(Run.build(cfg), args.paper_warmup, args.paper_steps)
         return {"median_step_s": result["median_step_s"], "peak_gpu_gib": result["peak_allocated_gib"],
                 "tokens_per_s": result["tokens_per_s"], "first_step_s": result["first_step_s"],
                 "step_seconds": result["step_seconds"]}
@@ -521,10 +521,12 @@ def cold_epoch(args) -> dict:
         run = Run.build(cfg)
         build_s = time.perf_counter() - start
         compiled_before = compile_seconds()
-        run.train()
-        seconds = run.timer.step_seconds
+        log = StepLog()
+        run.train(observers=[log])
+        seconds = log.seconds
+        timed = sorted(seconds[args.warmup:])
         return {"build_s": build_s, "epoch_s": sum(seconds), "steps": len(seconds),
-                "first_steps_s": sum(seconds[:args.warmup]), "median_step_s": run.timer.median_step_s(),
+                "first_steps_s": sum(seconds[:args.warmup]), "median_step_s": timed[len(timed) // 2] if timed else None,
                 "first_steps": first_steps(run, compiled_before)}
     return guarded(measure, row, args)
 
@@ -543,7 +545,7 @@ def cold_start_part(args, report: dict, save) -> None:
     caches of its own: the spread of a cold epoch (a run that compiles pays it once per machine
     and code; every later run of a sweep finds the caches filled)."""
     # The children import this very code (an installed copy elsewhere on the path may be older).
-    code_root = str(Path(__file__).resolve().parents[2])
+    code_root = str(Path(__file__).resolve().parents[1])
     python_path = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
     processes = []
     for _ in range(args.cold_processes):
@@ -551,7 +553,7 @@ def cold_start_part(args, report: dict, save) -> None:
             out = Path(tmp) / "epoch.json"
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor"),
                    "TRITON_CACHE_DIR": str(Path(tmp) / "triton"), "PYTHONPATH": python_path}
-            proc = subprocess.run([sys.executable, "-m", "bench.perf.real_workload", *child_argv(args),
+            proc = subprocess.run([sys.executable, "-m", "lab", "real_workload", *child_argv(args),
                                    "--cold-child", str(out)], env=env, capture_output=True, text=True)
             row = (json.loads(out.read_text()) if out.exists() else
                    {"status": "failed", "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"})
@@ -563,11 +565,10 @@ def cold_start_part(args, report: dict, save) -> None:
 
 # -- the file --------------------------------------------------------------------------------------
 
-def start_report(args, argv) -> dict:
+def start_report(args, command: str) -> dict:
     """The file an earlier call wrote (its other parts kept), or a fresh one; this call's header."""
     device = run_device(args)
     env = environment(device)
-    command = "python -m bench.perf.real_workload " + " ".join(sys.argv[1:] if argv is None else argv)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
     commit = {"git_sha": env["git_sha"], "dirty": env["dirty"], "worktree_tree_sha": worktree_tree_sha()}
@@ -596,13 +597,12 @@ PART_RUNNERS = {"train": train_part, "eval": eval_part, "methods": methods_part,
                 "cold_start": cold_start_part}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(args: argparse.Namespace, command: str) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
     if args.cold_child is not None:  # one process of the cold_start part: its epoch, to the parent's file
         write_json_atomic(args.cold_child, cold_epoch(args))
         return {}
-    report = start_report(args, argv)
+    report = start_report(args, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -616,6 +616,3 @@ def main(argv: list[str] | None = None) -> dict:
     print(real_workload_summary(report))
     return report
 
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,13 @@
-"""The loops `bench.perf.lab` compares, and the evaluation-throughput row.
+"""The loops `python -m lab shapes` compares, and the evaluation-throughput row.
 
 - `run_plain`: a plain PyTorch loop written as one would by hand (fp32 weights, bf16 autocast,
   fused AdamW, sdpa, HF's own loss), deliberately independent of the harness, for `full`,
   `static25` (a fixed 25% of the decoder blocks: the rest frozen, no optimizer state for them) and
   `lora` (peft, the knobs of conf/method/lora.yaml). It is fed the very batches the harness row
-  trains on (bench/perf/workload.py draw_batches).
+  trains on (lab/workload.py draw_batches).
 - `run_harness`: the run object (bench/run/recipe.py) of the same config, as `slmbench` runs it;
-  timing, memory and profiling attach as observers; `run_harness_window` trains it to the end
+  its steps are read by an observer passed to `Run.train` (StepLog), as are profiling and the
+  overhead pair's plain turns; `run_harness_window` trains it to the end
   (e.g. one epoch) and reports a timed window of it beside the whole.
 - `run_hf_trainer`: HF `Trainer` on the run's tokenized examples (what users would pick instead).
 - `timed_generation`: an eval engine on given prompts, as `Run.evaluate` calls it (stop tokens, stop strings).
@@ -31,7 +32,7 @@ from bench.data.examples import TokenizedExample
 from bench.eval.evaluate import cut_at_stop_strings, generate_with_engine
 from bench.eval.stop_tokens import stop_token_ids
 from bench.models.loading import decoder_layers
-from bench.perf.workload import compose, draw_batches, padding_fraction, real_tokens
+from lab.workload import compose, draw_batches, padding_fraction, real_tokens
 from bench.run.observers import PhaseMemory
 from bench.run.recipe import Run
 from bench.runtime import autocast, synchronize
@@ -350,7 +351,7 @@ class PlainTurns:
 def warm_shapes(model, batches: list[dict], device: torch.device, precision: str) -> int:
     """One forward and backward per distinct batch shape, untimed, before the first timed step of
     a loop; returns how many shapes. The plain loop runs it on its batches, and an overhead pair's
-    harness row on the same batches (bench/perf/real_workload.py), so both sides of a pair start
+    harness row on the same batches (lab/real_workload.py), so both sides of a pair start
     alike. Caches keyed by shape live for the whole process (cuDNN's attention plans, the
     allocator's blocks): without this the row measured first pays every first-seen shape inside
     its timed window and the row after it on the same batches pays none. On an H200 (2026-12-02,
@@ -450,28 +451,52 @@ def profile_figures(events, wall_s: float, device: torch.device) -> dict:
                                           row_limit=25, max_name_column_width=60)}
 
 
+class StepLog:
+    """A loop observer: every step's metrics, as the run's own observers leave them. The run's
+    step timer comes first and fills in `step_s` of every step of a window once the window's
+    loss is read (train.log_every), so by the end of `Run.train` each step has its time."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+
+    def step_start(self, step: int) -> None:
+        pass
+
+    def step_end(self, step: int, metrics: dict) -> None:
+        self.steps.append({"step": step, "metrics": metrics})
+
+    @property
+    def seconds(self) -> list[float]:
+        return [s["metrics"]["step_s"] for s in self.steps]
+
+    @property
+    def logged(self) -> list[dict]:
+        """The steps whose loss was read: {"step", "loss"}."""
+        return [{"step": s["step"], "loss": s["metrics"]["loss"]} for s in self.steps if s["metrics"]["loss"] is not None]
+
+    @property
+    def losses(self) -> list[float]:
+        return [s["loss"] for s in self.logged]
+
+
+def step_tokens(batches: list[dict], accum: int) -> list[int]:
+    """Real (non-padding) tokens of each optimizer step's `accum` batches."""
+    return [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
+
+
 def run_harness(run: Run, warmup: int, steps: int, profile_steps: int = 0) -> dict:
     """Train the built `run` for warm-up + timed (+ profiled) steps; the figures come from the
-    run's own step timer and memory phase, exactly what its result.json would say."""
-    profiler = Profiler(warmup + steps, run.device)
-    run.train(until=warmup + steps + profile_steps, observers=[profiler] if profile_steps else ())
-    timer, accum = run.timer, run.cfg.train.grad_accum
-    batches = run.lab_batches[:(warmup + steps) * accum]
-    tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
-    result = {**_timing(timer.step_seconds[:warmup + steps], tokens, warmup),
-              "peak_allocated_gib": run.train_peaks["allocated_gib"], "peak_reserved_gib": run.train_peaks["reserved_gib"],
-              "alloc_retries": run.train_peaks["alloc_retries"], "losses": [h["loss"] for h in run.history],
-              "final_loss": run.final_loss, "trainable_params": sum(p.numel() for p in run.params),
-              "blocks": getattr(run.method, "blocks", None), "step_seconds": timer.step_seconds[:warmup + steps],
-              **profiler.summary()}
-    return result
-
-
-def build_run(cfg, method=None, steps: int = 0) -> Run:
-    """The run of `cfg` (as `slmbench` builds it), with the batches its first `steps` steps will see."""
-    run = Run.build(cfg, method=method)
-    run.lab_batches = draw_batches(run, steps * cfg.train.grad_accum)
-    return run
+    run's own step timer (read by StepLog) and memory phase, exactly what its result.json would say."""
+    accum = run.cfg.train.grad_accum
+    tokens = step_tokens(draw_batches(run, (warmup + steps) * accum), accum)  # what the run is about to train on
+    profiler, log = Profiler(warmup + steps, run.device), StepLog()
+    run.train(until=warmup + steps + profile_steps, observers=[log, profiler] if profile_steps else [log])
+    seconds = log.seconds[:warmup + steps]
+    return {**_timing(seconds, tokens, warmup),
+            "peak_allocated_gib": run.train_peaks["allocated_gib"], "peak_reserved_gib": run.train_peaks["reserved_gib"],
+            "alloc_retries": run.train_peaks["alloc_retries"], "losses": log.losses,
+            "final_loss": run.final_loss, "trainable_params": sum(p.numel() for p in run.params),
+            "blocks": getattr(run.method, "blocks", None), "step_seconds": seconds, **profiler.summary()}
 
 
 def run_eval(run: Run, engine: str, batch_size: int, max_new_tokens: int) -> tuple[dict, list[str]]:
@@ -512,16 +537,17 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
     until = run.total_steps if until is None else until
     accum = run.cfg.train.grad_accum
     batches = draw_batches(run, until * accum)
+    log = StepLog()
     with HostActivity() as host:
         if twin is not None:
             twin.begin(host)
-        run.train(until=until, observers=[twin] if twin is not None else ())
+        run.train(until=until, observers=[log, twin] if twin is not None else [log])
         if twin is not None:
             twin.end()
     memory = (twin.harness_memory.figures() if twin is not None else
               {"peak_gpu_gib": run.train_peaks["allocated_gib"], "device_mallocs": run.train_peaks["device_mallocs"]})
-    tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
-    seconds = run.timer.step_seconds
+    tokens = step_tokens(batches, accum)
+    seconds = log.seconds
     whole = sum(seconds[warmup:])
     seen = [0, *itertools.accumulate(tokens)]  # real tokens trained on before each step
     return {**_timing(seconds[:warmup + steps], tokens[:warmup + steps], warmup),
@@ -533,9 +559,9 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
             "padding_fraction": padding_fraction(batches), "final_loss": run.final_loss,
             "host": {**host.summary(), "steps": len(seconds)},
             "step_seconds": seconds[:warmup + steps],  # the timed window, warm-up first
-            "losses": [h["loss"] for h in run.history],
+            "losses": log.losses,
             # Each logged step's loss against the real tokens trained on once it is done (train.log_every).
-            "loss_curve": {"tokens": [seen[h["step"]] for h in run.history], "loss": [h["loss"] for h in run.history]}}
+            "loss_curve": {"tokens": [seen[h["step"]] for h in log.logged], "loss": log.losses}}
 
 
 def timed_generation(run: Run, prompts: list[str], engine: str, batch_size: int, precision: str) -> tuple[float, list[str]]:

@@ -1,15 +1,15 @@
-"""`python -m bench.perf.lab`: the harness's training against a plain PyTorch loop, and eval throughput.
+"""`python -m lab shapes`: the harness's training against a plain PyTorch loop, and eval throughput.
 
-Every row is an `slmbench` run of the product's own configs (bench/perf/workload.py): for each
+Every row is an `slmbench` run of the product's own configs (lab/workload.py): for each
 model (`conf/model/<name>.yaml`; hub models as their real shape with random weights from
 `--data-dir`) and each method, the run object trains on the GSM8K task pipeline's own batches;
 in the same process a plain loop trains `full`, `static25` and `lora` on the very same batches.
 One table (harness/plain and method/full ratios) is printed and everything is written as JSON,
-which `python -m bench.perf.report` turns into docs/performance.md. Figures are measurements,
+which `python -m lab report` turns into docs/performance.md. Figures are measurements,
 never asserted.
 
 Example:
-    python -m bench.perf.lab --data-dir ../shared/data --models llama3.2-1b --methods full lora static25 \
+    python -m lab shapes --data-dir ../shared/data --models llama3.2-1b --methods full lora static25 \
         --plain full static25 lora --fast-methods full --out perf.json
 """
 from __future__ import annotations
@@ -19,25 +19,24 @@ import datetime
 import json
 import logging
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-from bench.runtime import resolve_device
 from bench.loss import FAST_PATHS
-from bench.perf.loops import (FixedBlocks, build_run, choose_blocks, release, run_eval, run_harness, run_plain)
-from bench.perf.table import format_table, table_rows
-from bench.perf.workload import compose, lab_overrides
 from bench.records import recorder as records
+from bench.run.recipe import Run
+from bench.runtime import resolve_device
+from lab.loops import FixedBlocks, choose_blocks, release, run_eval, run_harness, run_plain
+from lab.table import format_table, table_rows
+from lab.workload import compose, draw_batches, lab_overrides
 
-log = logging.getLogger("bench.perf.lab")
-STATIC = "static25"  # the fixed-block selection both loops share (bench/perf/loops.py)
+log = logging.getLogger("lab.shapes")
+STATIC = "static25"  # the fixed-block selection both loops share (lab/loops.py)
 STATIC_BASE = "full"  # its config: full fine-tuning's, with the FixedBlocks method object
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.perf.lab", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder with gsm8k/{train,test}.jsonl and models/<org>__<name>/ (config + tokenizer)")
     p.add_argument("--models", nargs="+", default=["llama3.2-1b"], help="conf/model/<name>.yaml names")
@@ -72,7 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-cuda-graphs", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("perf.json"))
-    return p.parse_args(argv)
 
 
 def environment(device: torch.device) -> dict:
@@ -144,10 +142,10 @@ def plain_row(args, model: str, base: dict, name: str) -> dict:
     row = {**base, "loop": "plain", "method": name, "fast_path": "none", "compile": False, "overrides": overrides}
 
     def figures():
-        run = build_run(cfg, steps=args.warmup + args.steps)
+        run = Run.build(cfg)
         row["gradient_checkpointing"] = bool(cfg.train.gradient_checkpointing)
-        return run_plain(run.model, name, run.lab_batches, args.warmup, args.lr, args.grad_clip or None,
-                         run.device, run.precision,
+        batches = draw_batches(run, args.warmup + args.steps)
+        return run_plain(run.model, name, batches, args.warmup, args.lr, args.grad_clip or None, run.device, run.precision,
                          choose_blocks(run.model.config.num_hidden_layers, args.block_fraction, args.seed))
     return guarded(figures, row, args)
 
@@ -158,7 +156,7 @@ def harness_row(args, model: str, base: dict, name: str, fast: bool = False, com
            "gradient_checkpointing": bool(cfg.train.gradient_checkpointing), "overrides": overrides}
 
     def figures():
-        run = build_run(cfg, build_method(name, args), steps=args.warmup + args.steps)
+        run = Run.build(cfg, method=build_method(name, args))
         return run_harness(run, args.warmup, args.steps, args.profile)
     return guarded(figures, row, args)
 
@@ -168,7 +166,7 @@ def run_evaluation(args) -> list[dict]:
     for model in args.eval_models:
         cfg, overrides = row_config(args, model, "none")
         cfg.eval.limit = args.eval_limit
-        run = build_run(cfg)
+        run = Run.build(cfg)
         outputs = {}
         for engine in args.eval_engines:
             batch = args.static_batch_size if engine == "static" else args.hf_batch_size
@@ -191,12 +189,11 @@ def _fraction(value) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(args: argparse.Namespace, command: str) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
     device = resolve_device(args.device)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m bench.perf.lab " + " ".join(sys.argv[1:] if argv is None else argv),
+              "command": command,
               "env": environment(device),
               "knobs": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "train": [], "eval": [], "table": []}
@@ -216,6 +213,3 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(report))
     return report
 
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""`python -m bench.perf.loss_curves docs/perf/real_workload.json --out docs/perf/loss_curves.png`:
+"""`python -m lab loss_curves docs/perf/real_workload.json --out docs/perf/loss_curves.png`:
 the training loss of the reference workload's default and fast harness rows, side by side, against
 the real tokens each had trained on (the same x for both: packing changes the steps, not the data).
 
@@ -65,7 +65,7 @@ def plot(report: dict, out: Path, window_tokens: float = 1e5) -> Path:
 
     found = curves(report)
     if not found:
-        raise SystemExit("no harness row with a loss curve in this JSON (python -m bench.perf.real_workload --parts train)")
+        raise SystemExit("no harness row with a loss curve in this JSON (python -m lab real_workload --parts train)")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for (name, curve), color in zip(found.items(), ("tab:blue", "tab:orange")):
         settings = report["train"][name].get("settings", {})
@@ -89,15 +89,13 @@ def plot(report: dict, out: Path, window_tokens: float = 1e5) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.perf.loss_curves", description=__doc__.split("\n\n")[0])
-    parser.add_argument("json", type=Path, help="python -m bench.perf.real_workload's JSON")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("json", type=Path, help="python -m lab real_workload's JSON")
     parser.add_argument("--out", type=Path, default=Path("docs/perf/loss_curves.png"))
-    args = parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace, command: str) -> None:
     report = json.loads(args.json.read_text())
     print(f"wrote {plot(report, args.out)}")
     print(quarter_table(report))
 
-
-if __name__ == "__main__":
-    main()
