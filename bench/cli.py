@@ -12,8 +12,7 @@ from omegaconf import DictConfig
 from transformers.utils import logging as hf_logging
 
 import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
-from bench.config.checks import ConfigError
-from bench.tasks.sources import DataError
+from bench.errors import ConfigError, DataError
 from bench.run.recipe import Run
 
 log = logging.getLogger("slmbench")

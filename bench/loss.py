@@ -223,7 +223,7 @@ class DecoderGraph:
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
         if device.type != "cuda":
-            from bench.config.errors import ConfigError
+            from bench.errors import ConfigError
             raise ConfigError(f"train.cuda_graphs=true needs a CUDA device; this run's device is {device}")
         self.decoder = causal_lm(model).get_decoder()
         self.graphed: torch.nn.Module | None = None

@@ -6,11 +6,10 @@ of them imports the training loop.
 from __future__ import annotations
 
 import contextlib
-import gc
 
 import torch
 
-from bench.config.errors import ConfigError
+from bench.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -40,42 +39,3 @@ def autocast(device: torch.device, precision: str):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class FreezeAfterFirstStep:
-    """A loop observer: what the first step of a `train` call made and keeps (torch.compile's
-    graphs, guards and generated code, the captured CUDA graphs, the optimizer's state) joins the
-    collector's permanent generation too, as what existed before training did (`frozen_collector`,
-    whose exit unfreezes both). Our choice: a compiling first step leaves many long-lived objects
-    behind, which every later full collection would walk again. In the reference workload's 76-step
-    epochs no full collection fell after the first step anyway (docs/performance-analysis.md, the
-    cold-start probe); longer runs are where this can count."""
-
-    def __init__(self):
-        self.done = False
-
-    def step_start(self, step: int) -> None:
-        pass
-
-    def step_end(self, step: int, metrics: dict) -> None:
-        if not self.done:
-            gc.freeze()
-            self.done = True
-
-
-@contextlib.contextmanager
-def frozen_collector():
-    """Within: the objects alive on entry (a run's examples, modules, config) sit in the collector's
-    permanent generation (`gc.freeze`), so no full collection walks them between training steps;
-    on exit they are collected as before; new objects are collected automatically throughout. Our
-    choice, for long runs: a full pass walks every tracked object (about 560k in a SmolLM2 run,
-    0.30-0.34 s a pass on an H200). The passes the benchmark's host probe counted in harness windows
-    were the explicit collections before the first step, not passes between steps
-    (docs/performance-analysis.md). torchtitan controls its collector too, differently (its
-    GarbageCollection helper: automatic collection off, a generation-1 pass every N steps)."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

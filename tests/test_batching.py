@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
-from bench.config.checks import ConfigError, check
+from bench.config.checks import check
+from bench.errors import ConfigError
 from bench.data.batching import (IGNORE_INDEX, BATCHINGS, BatchStream, LengthGroupedBatches, TokenizedExample,
                                  collate, make_batch_stream)
 from bench.data.packing import PackedBatches, collate_packed

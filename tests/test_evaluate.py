@@ -6,12 +6,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.config.checks import ConfigError, check
+from bench.config.checks import check
+from bench.data.examples import Example
+from bench.errors import ConfigError
 from bench.eval.evaluate import evaluate, limit_examples
 from bench.models.loading import build_tiny
-from bench.tasks.arithmetic import ArithmeticTask
-from bench.tasks.base import Example
 from bench.models.tokenizer import build_arithmetic_tokenizer
+from bench.tasks.arithmetic import ArithmeticTask
 from tests.conftest import compose_config
 
 EXAMPLES = [Example(id=str(i), prompt=f"q{i}", target="t", gold="g") for i in range(100)]

@@ -181,7 +181,8 @@ GRAPH_RUN = ("train.batching=packed", "train.fast_path=chunked_ce", "train.cuda_
     ("method=topk", r"needs a method that keeps its trainable set .* methods.topk.TopK does not"),
 ])
 def test_cuda_graphs_refuses_what_a_replayed_decoder_cannot_run(override, message):
-    from bench.config.checks import ConfigError, check
+    from bench.config.checks import check
+    from bench.errors import ConfigError
     from conftest import compose_config
 
     check(compose_config(*GRAPH_RUN))  # the supported combination passes
@@ -191,7 +192,7 @@ def test_cuda_graphs_refuses_what_a_replayed_decoder_cannot_run(override, messag
 
 def test_cuda_graphs_on_a_cpu_run_stops_at_build(cache_dir):
     """No silent fallback to the eager decoder: the run names the key and the device."""
-    from bench.config.checks import ConfigError
+    from bench.errors import ConfigError
     from bench.run.recipe import Run
     from conftest import compose_config
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench.data.examples import Example
 from bench.data.prompts import prompt_record
 from bench.models.loading import load_tokenizer
-from bench.tasks.base import Example
 from bench.tasks.fewshot import draw_exemplars
 from tests.conftest import SHARED_DATA, compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 - fixture

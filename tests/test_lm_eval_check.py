@@ -13,6 +13,7 @@ from bench.eval.lm_eval_check import CHECK_FILE, cross_check, eval_set_kind
 from bench.models.loading import load_model, load_tokenizer
 from bench.models.saving import save_model, weights_origin
 from bench.run.base_model import load_or_build_base
+from bench.run.recipe import Run
 from methods.base import MethodContext
 from methods.lora import LoRA
 from tests.conftest import REPO, compose_config
@@ -26,7 +27,7 @@ def kept_run(run_dir, cache_dir):
     cfg = compose_config(f"cache_dir={cache_dir}", "method=lora", "task.operators=['+','#']", "eval.limit=24",
                          "eval.batch_size=8")
     tokenizer = load_tokenizer(cfg.model)
-    base = load_or_build_base(cfg, tokenizer)
+    base = load_or_build_base(cfg, tokenizer, Run.build)
     origin = weights_origin(base)
     model = LoRA(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]).prepare(
         base, MethodContext(device=torch.device("cpu"), total_steps=1, steps_per_epoch=1,

@@ -85,7 +85,7 @@ def test_a_scaled_run_trains_at_the_scaled_lr_and_records_it(cache_dir):
 
 def test_lr_scaling_without_a_packed_budget_is_refused():
     from bench.config.checks import check
-    from bench.config.errors import ConfigError
+    from bench.errors import ConfigError
     from conftest import compose_config
 
     with pytest.raises(ConfigError, match="train.lr_scaling=sqrt .* needs train.batching=packed and train.pack_tokens"):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bench.config.checks import ConfigError, check
+from bench.config.checks import check
+from bench.errors import ConfigError
 from bench.data.prompts import PromptFormat, build_prompt, prompt_record, template_system_prompt
 from bench.models.loading import load_tokenizer
 from tests.conftest import SHARED_DATA, compose_config, run_cli
@@ -59,12 +60,6 @@ def test_the_templates_own_system_prompt_is_found_and_recorded():
         "prompt_format": "chat", "prompt_format_used": "chat", "system_prompt": None,
         "template_system_prompt": QWEN_DEFAULT_SYSTEM, "num_fewshot": 0, "fewshot_seed": 1234, "fewshot_ids": []}
     assert prompt_record(task, phi)["template_system_prompt"] is None
-
-
-def test_legacy_use_chat_template_values_still_mean_what_they_meant():
-    qwen = tokenizer_of("tiny-qwen2.5")
-    assert build_prompt(qwen, QUESTION, False) == QUESTION
-    assert build_prompt(qwen, QUESTION, True) == build_prompt(qwen, QUESTION, "auto") != QUESTION
 
 
 def test_an_unknown_prompt_format_is_a_config_error():

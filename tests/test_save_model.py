@@ -12,6 +12,7 @@ from bench.models.loading import (ADAPTER_CONFIG_FILE, SAVED_MODEL_FILE, causal_
 from bench.models.saving import save_model, weights_origin, weights_provenance
 from bench.models.tokenizer import build_arithmetic_tokenizer
 from bench.run.base_model import load_or_build_base
+from bench.run.recipe import Run
 from methods.base import MethodContext
 from methods.lora import LoRA
 from tests.conftest import compose_config, run_cli
@@ -22,7 +23,7 @@ PROMPTS = ["17#5=", "3+4=", "29<1="]
 def synthetic_base(cache_dir):
     cfg = compose_config(f"cache_dir={cache_dir}")
     tokenizer = load_tokenizer(cfg.model)
-    return cfg, tokenizer, load_or_build_base(cfg, tokenizer)
+    return cfg, tokenizer, load_or_build_base(cfg, tokenizer, Run.build)
 
 
 def logits(model, tokenizer) -> torch.Tensor:

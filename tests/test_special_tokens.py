@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from bench.config.checks import ConfigError, check
+from bench.config.checks import check
+from bench.errors import ConfigError
 from bench.models.loading import load_tokenizer
 from tests.conftest import compose_config
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.tasks.sources import DataError
+from bench.errors import DataError
 from tests.conftest import SHARED_DATA
 from tests.task_helpers import build_task, no_hub  # noqa: F401 (fixture)
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bench.tasks.sources import DataError, Row, field, load_rows, read_jsonl
+from bench.errors import DataError
+from bench.tasks.sources import Row, field, load_rows, read_jsonl
 from tests.conftest import SHARED_DATA
 
 

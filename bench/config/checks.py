@@ -10,7 +10,7 @@ import difflib
 from hydra.utils import get_class
 
 from bench.config import schema
-from bench.config.errors import ConfigError
+from bench.errors import ConfigError
 from bench.data.batching import BATCHINGS, OVERLONG
 from bench.eval.evaluate import ENGINES, SAMPLES
 from bench.loss import FAST_PATHS
@@ -19,8 +19,6 @@ from bench.run.optim import LR_SCALINGS, SCHEDULES
 from bench.runtime import PRECISIONS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
-
-__all__ = ["ConfigError", "check"]
 
 # The closed sections: their keys are exactly the schema's fields. Hydra refuses a misspelt
 # `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.

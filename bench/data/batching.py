@@ -11,10 +11,9 @@ import logging
 import torch
 
 from bench.data.epochs import EpochStream
-from bench.data.examples import IGNORE_INDEX, TokenizedExample
+from bench.data.examples import IGNORE_INDEX, Example, TokenizedExample
 from bench.data.packing import PackedBatches
 from bench.data.prompts import PromptFormat, build_prompt
-from bench.tasks.base import Example
 
 log = logging.getLogger(__name__)
 BATCHINGS = ("random", "length_grouped", "packed")
@@ -40,7 +39,7 @@ def tokenize_examples(
     Sequences longer than `max_seq_len` are dropped (`overlong=drop`) or cut from the right
     (`overlong=truncate`; a truncated sequence left without any target token is dropped); either
     way the count is logged, never silent. `use_chat_template` is the task's prompt format
-    (a bench.data.prompts.PromptFormat; the legacy values auto | True | False still work).
+    (a bench.data.prompts.PromptFormat).
     """
     out, n_long, n_no_target = [], 0, 0
     for ex in examples:

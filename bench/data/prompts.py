@@ -21,9 +21,6 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PROMPT_FORMATS = ("plain", "chat", "auto")
-# Legacy values of the key this replaced (`task.use_chat_template: auto | true | false`), still
-# accepted by `build_prompt` for callers that pass them (bench/perf/data.py).
-LEGACY_VALUES = {"auto": "auto", True: "chat", False: "plain"}
 # Markers no real text contains: where the template puts the system and user text.
 _SYSTEM_MARK, _USER_MARK = "\x00SYSTEM\x00", "\x00USER\x00"
 
@@ -48,23 +45,13 @@ class PromptFormat:
         return self.format
 
 
-def as_prompt_format(value) -> PromptFormat:
-    """A PromptFormat, or a legacy `use_chat_template` value (auto | True | False)."""
-    if isinstance(value, PromptFormat):
-        return value
-    if value in LEGACY_VALUES:
-        return PromptFormat(LEGACY_VALUES[value])
-    return PromptFormat(str(value))
-
-
 def messages(prompt: str, system_prompt: str | None) -> list[dict]:
     turns = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
     return turns + [{"role": "user", "content": prompt}]
 
 
-def build_prompt(tokenizer, prompt: str, prompt_format=PromptFormat()) -> str:
+def build_prompt(tokenizer, prompt: str, fmt: PromptFormat = PromptFormat()) -> str:
     """The text the model sees for one question (the task's prompt, few-shot exemplars included)."""
-    fmt = as_prompt_format(prompt_format)
     if fmt.resolved(tokenizer) == "plain":
         if fmt.system_prompt:
             # Our choice: a plain prompt has no turns, so the system text goes first, on its own line.
@@ -97,7 +84,7 @@ def template_system_prompt(tokenizer) -> str | None:
 def prompt_record(task, tokenizer) -> dict:
     """What result.json should state about the prompts of a run: the format asked for and used,
     the system text the model really saw, and the few-shot exemplars."""
-    fmt = as_prompt_format(task.prompt_format)
+    fmt = task.prompt_format
     used = fmt.resolved(tokenizer)
     inserted = template_system_prompt(tokenizer) if used == "chat" and fmt.system_prompt is None else None
     if inserted is not None:

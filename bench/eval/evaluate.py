@@ -6,11 +6,12 @@ import random
 import torch
 from tqdm.auto import tqdm
 
+from bench.data.examples import Example
 from bench.data.prompts import build_prompt
 from bench.eval.static_engine import generate_static
 from bench.eval.stop_tokens import stop_token_ids
-from bench.tasks.base import Example, Task
 from bench.runtime import autocast
+from bench.tasks.base import Task
 
 
 def cut_at_stop_strings(text: str, stop_strings) -> str:

@@ -3,26 +3,31 @@
 Fine-tuning methods only differ when they adapt a model that already knows something, so tiny
 models with `base: synthetic` start from a checkpoint pretrained on the family's operators
 (+, -, max, min by default) and are fine-tuned on a held-out operator. The checkpoint is built
-once and cached under `cache_dir`, keyed by a hash of everything that determines it. It is built
-by the same run object as every fine-tuning run (bench/run/recipe.py): full fine-tuning of the
-random-init model on the family, on the CPU, with `base_pretraining`'s optimisation settings.
+once and cached under `cache_dir`, keyed by a hash of everything that determines it. This module
+is the cache: the builder is handed in by the run that needs the base (bench/run/recipe.py passes
+`Run.build`), so the base is trained by the same run object as every fine-tuning run (full
+fine-tuning of the random-init model on the family, on the CPU, with `base_pretraining`'s
+optimisation settings) without this module importing the run.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import AutoModelForCausalLM
 
+from bench.config.schema import OptimConfig
+
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the pretraining code changes what a cached checkpoint holds
-OPTIM_KEYS = ("batch_size", "grad_accum", "lr", "betas", "schedule", "warmup_steps", "min_lr_ratio",
-              "weight_decay", "grad_clip")  # bench/config/schema.py OptimConfig
+OPTIM_KEYS = tuple(f.name for f in dataclasses.fields(OptimConfig))  # what base_pretraining sets of cfg.train
 
 
 def base_model_key(model_cfg, pretrain_cfg) -> str:
@@ -35,9 +40,10 @@ def base_model_key(model_cfg, pretrain_cfg) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_or_build_base(cfg: DictConfig, tokenizer) -> torch.nn.Module:
+def load_or_build_base(cfg: DictConfig, tokenizer, build_run: Callable[[DictConfig], object]) -> torch.nn.Module:
     """The cached base of `cfg.model` (built first if missing). `tokenizer` is the run's own; the
-    pretraining run loads the same one from `cfg.model`."""
+    pretraining run loads the same one from `cfg.model`. `build_run(config)` builds a run (one with
+    `train()` returning its last loss, and `model`): `Run.build`."""
     key = base_model_key(cfg.model, cfg.base_pretraining)
     directory = Path(cfg.cache_dir) / "base-models" / f"{cfg.model.arch}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -45,7 +51,7 @@ def load_or_build_base(cfg: DictConfig, tokenizer) -> torch.nn.Module:
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (directory / "meta.json").exists():
-            _pretrain(cfg, directory)
+            _pretrain(cfg, directory, build_run)
     log.info("base model: %s", directory)
     return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
 
@@ -69,11 +75,9 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
     return pre
 
 
-def _pretrain(cfg: DictConfig, directory: Path) -> None:
-    from bench.run.recipe import Run  # the run builds its model through this module
-
+def _pretrain(cfg: DictConfig, directory: Path, build_run: Callable[[DictConfig], object]) -> None:
     log.info("pretraining the tiny base model on the task family (once; cached in %s)", directory)
-    run = Run.build(pretraining_config(cfg))
+    run = build_run(pretraining_config(cfg))
     loss = run.train()
     run.model.save_pretrained(directory)
     # meta.json last: its presence marks a complete checkpoint.

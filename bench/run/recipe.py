@@ -4,7 +4,7 @@ After torchtune's recipes (recipes/full_finetune_single_device.py): `Run.setup` 
 sequence of named steps, each building one part of the run's state, and the entry
 (bench/cli.py) reads skip-finished -> build -> train -> evaluate -> record. Every other client
 builds the same object: the base pretraining (bench/run/base_model.py), the benchmark lab
-(bench/perf/) and the tests' tiny harness (tests/block_harness.py).
+(lab/) and the tests' tiny harness (tests/block_harness.py).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
 from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
 from bench.run.store import RunStore, this_process
-from bench.runtime import FreezeAfterFirstStep, frozen_collector, resolve_device, resolve_precision, synchronize
+from bench.runtime import resolve_device, resolve_precision, synchronize
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
@@ -114,7 +114,7 @@ class Run:
         self.tokenizer = load_tokenizer(model_cfg, cache_dir=self.cfg.cache_dir)  # cache_dir: GGUF conversions
         saved = saved_model_dir(model_cfg)  # model.path=<run dir>/model: a kept model wins over the yaml
         if model_cfg.source == "tiny" and model_cfg.get("base") == "synthetic" and saved is None:
-            model = load_or_build_base(self.cfg, self.tokenizer)
+            model = load_or_build_base(self.cfg, self.tokenizer, Run.build)
         else:
             model = load_model(model_cfg, self.tokenizer, seed=self.cfg.seed, cache_dir=self.cfg.cache_dir,
                                device=self.device)
@@ -204,18 +204,13 @@ class Run:
 
     def train(self, until: int | None = None, observers=()) -> float | None:
         """Train to `until` (default: the end). The step timer observes first (it adds step_s and
-        tokens_per_s), then this run (log, checkpoint), then the first step's freeze (bench/runtime.py
-        FreezeAfterFirstStep), then the caller's `observers`."""
+        tokens_per_s), then this run (log, checkpoint), then the caller's `observers`."""
         memory = PhaseMemory(self.device)
-        # No full collection walks the run's objects between steps; entered first, its collection
-        # is the only full pass before training (PhaseMemory's own then skips the frozen objects).
-        with frozen_collector():
-            memory.start()
-            if self.state is not None:
-                until = self.total_steps if until is None else until
-                self.final_loss = train(self.state, self.cfg.train, until,
-                                        [self.timer, self, FreezeAfterFirstStep(), *observers])
-            self.train_peaks = memory.peaks()
+        memory.start()
+        if self.state is not None:
+            until = self.total_steps if until is None else until
+            self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
+        self.train_peaks = memory.peaks()
         return self.final_loss
 
     def step_start(self, step: int) -> None:

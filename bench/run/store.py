@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.config.checks import ConfigError
+from bench.errors import ConfigError
 from bench.records.recorder import write_json_atomic
 from bench.records.schema import METRICS_FILE, RESULT_FILE, SAMPLES_FILE
 

@@ -2,6 +2,7 @@
 
 A task is instantiated from `conf/task/<name>.yaml` through Hydra's `_target_`.
 """
-from bench.tasks.base import Example, Task
+from bench.data.examples import Example
+from bench.tasks.base import Task
 
 __all__ = ["Example", "Task"]

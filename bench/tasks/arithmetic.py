@@ -13,7 +13,8 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-from bench.tasks.base import Example, Task
+from bench.data.examples import Example
+from bench.tasks.base import Task
 
 OPERATORS: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b,

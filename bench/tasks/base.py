@@ -1,23 +1,10 @@
 """The task contract: what the harness needs from a task, and nothing more."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from bench.data.examples import Example
 from bench.data.prompts import PromptFormat
-
-
-@dataclass
-class Example:
-    """One prompt/target pair. `prompt` is the user-visible question text, already in the task's
-    plain template; `target` is what the model should generate (the only loss-bearing tokens
-    unless `train.loss_on_prompt`); `gold` is the reference answer that scoring compares with."""
-
-    id: str
-    prompt: str
-    target: str
-    gold: str
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:

@@ -15,7 +15,7 @@ import logging
 import random
 from dataclasses import replace
 
-from bench.tasks.base import Example
+from bench.data.examples import Example
 
 log = logging.getLogger(__name__)
 FEWSHOT_DELIMITER = "\n\n"  # lm-eval's default fewshot_delimiter

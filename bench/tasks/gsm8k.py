@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bench.data.examples import Example
+from bench.errors import DataError
 from bench.tasks.scoring import score_gsm8k
-from bench.tasks.base import Example
-from bench.tasks.sources import DataError, Row, field
+from bench.tasks.sources import Row, field
 
 CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bench.data.examples import Example
 from bench.tasks.scoring import MATH_EXTRACTIONS, last_boxed, score_math
-from bench.tasks.base import Example
 from bench.tasks.sources import Row, field
 
 

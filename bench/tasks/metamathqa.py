@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bench.tasks.base import Example
+from bench.data.examples import Example
 from bench.tasks.sources import Row, field
 
 

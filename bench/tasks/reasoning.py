@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bench.data.examples import Example
 from bench.data.prompts import PromptFormat
-from bench.tasks.base import Example, Task
+from bench.errors import DataError
+from bench.tasks.base import Task
 from bench.tasks.fewshot import draw_exemplars, with_fewshot
 from bench.tasks.gsm8k import GSM8KFormat
 from bench.tasks.hendrycks_math import MathFormat
 from bench.tasks.metamathqa import MetaMathQAFormat
-from bench.tasks.sources import DataError, load_rows
+from bench.tasks.sources import load_rows
 
 KINDS = ("gsm8k", "math", "metamathqa")
 

@@ -18,14 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import DataError
 from bench.paths import existing_path
 
 
 EXCERPT_CHARS = 80  # how much of a bad line an error message quotes (our choice: one terminal line)
-
-
-class DataError(ValueError):
-    """A bad row or file: the message names the file (or hub split) and line."""
 
 
 @dataclass

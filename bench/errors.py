@@ -1,0 +1,10 @@
+"""The errors a user's input raises, reported by the entry as one line without a traceback (exit
+code 2): a leaf module, so everything that checks a value or reads a data file imports it downward."""
+
+
+class ConfigError(ValueError):
+    """A bad value in the run's config; reported as one line, without a traceback (exit code 2)."""
+
+
+class DataError(ValueError):
+    """A bad row or file: the message names the file (or hub split) and line."""
