@@ -10,12 +10,12 @@ import difflib
 from hydra.utils import get_class
 
 from bench.config import schema
+from bench.config.schema import LR_SCALINGS, SCHEDULES
 from bench.errors import ConfigError
 from bench.data.batching import BATCHINGS, OVERLONG
 from bench.eval.evaluate import ENGINES, SAMPLES
 from bench.loss import FAST_PATHS
 from bench.records.recorder import WANDB_MODES
-from bench.run.optim import LR_SCALINGS, SCHEDULES
 from bench.runtime import PRECISIONS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH

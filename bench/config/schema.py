@@ -4,7 +4,9 @@ key or a wrong type fails at start with Hydra's own message naming the key.
 Every default value is written once, in `conf/config.yaml` (beside the comment that explains it);
 the fields here are MISSING, so a key the yaml forgets fails loudly instead of taking a second,
 silently different default. The model/task/method groups stay open: their keys are the knobs of
-whatever class `_target_` names, checked by that class's constructor.
+whatever class `_target_` names, checked by that class's constructor. The closed vocabularies of
+the optimizer's keys are here too, below the code that reads them (bench/run/optim.py) and the
+checks that name them (bench/config/checks.py).
 """
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+SCHEDULES = ("constant", "linear", "cosine")  # train.schedule: bench/run/optim.py build_scheduler
+# train.lr_scaling: the exponent p of lr x r^p, r = tokens per step over the default budget's.
+# sqrt: the square-root rule for Adam (Malladi et al. 2022, "On the SDEs and Scaling Rules for
+# Adaptive Gradient Algorithms", arXiv 2205.10287); linear: Goyal et al. 2017's rule for SGD.
+LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
 @dataclass

@@ -5,11 +5,7 @@ import math
 
 import torch
 
-SCHEDULES = ("constant", "linear", "cosine")
-# train.lr_scaling: the exponent p of lr x r^p, r = tokens per step over the default budget's.
-# sqrt: the square-root rule for Adam (Malladi et al. 2022, "On the SDEs and Scaling Rules for
-# Adaptive Gradient Algorithms", arXiv 2205.10287); linear: Goyal et al. 2017's rule for SGD.
-LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+from bench.config.schema import LR_SCALINGS
 
 
 def scaled_schedule(train_cfg, tokens_ratio: float) -> dict:
