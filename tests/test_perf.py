@@ -37,7 +37,10 @@ def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     assert rows["static25"]["step_harness_over_plain"] is not None and rows["static25"]["step_over_full"] is not None
     engines = {r["method"]: r for r in report["eval"]}
     assert engines["static"]["status"] == engines["hf"]["status"] == "ok"
-    assert engines["static"]["identical_to_other_engine"] is not None
+    # fp32 on the CPU: greedy decoding by either engine gives the same texts (docs/performance-analysis.md:
+    # 256/256 in fp32 on a GPU); a mismatch here is an engine bug, not noise.
+    assert engines["static"]["precision"] == "fp32"
+    assert engines["static"]["identical_to_other_engine"] >= 0.995
 
     page = tmp_path / "performance.md"
     lab(["report", str(out), "--out", str(page)])
@@ -148,7 +151,7 @@ def test_an_overhead_pair_takes_turns_on_the_same_batches(cache_dir, log_every):
     let go. Same seed, same batch: the plain loop's first loss is the run's first loss."""
     import torch
 
-    from lab.loops import HostActivity, PlainLoop, PlainTurns, resident_bytes
+    from lab.loops import HostActivity, PlainLoop, PlainTurns, StepLog, resident_bytes
     from lab.workload import draw_batches
     from bench.run.recipe import Run
     from conftest import compose_config
@@ -169,9 +172,10 @@ def test_an_overhead_pair_takes_turns_on_the_same_batches(cache_dir, log_every):
         def step_end(self, step, metrics):
             pass
 
+    log = StepLog()
     with HostActivity() as host:
         twin.begin(host)
-        run.train(until=6, observers=[twin, PlainStepsDone()])
+        run.train(until=6, observers=[log, twin, PlainStepsDone()])
         twin.end()
     # the profiled fifth step follows the fourth at once (no harness step inside the profiler's span)
     assert seen == ([0, 1, 2, 3, 5, 5] if log_every == 1 else [0, 0, 2, 2, 5, 5])
@@ -182,7 +186,7 @@ def test_an_overhead_pair_takes_turns_on_the_same_batches(cache_dir, log_every):
     assert 0 < figures["host"]["wall_s"] and host.wall_s > 0
     assert figures["peak_gpu_gib"] is None  # CPU: no device memory to count
     if log_every == 1:
-        assert twin.result["losses"][0] == pytest.approx(run.history[0]["loss"], abs=1e-5)
+        assert twin.result["losses"][0] == pytest.approx(log.losses[0], abs=1e-5)
 
 
 def test_compile_seconds_since_counts_only_the_compiles_after_it():
