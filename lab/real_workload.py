@@ -51,7 +51,8 @@ from lab.loops import (PlainLoop, PlainTurns, Profiler, StepLog, compile_seconds
                        run_harness_window, run_hf_trainer, step_tokens, timed_generation, warm_shapes)
 from lab.report import real_workload_summary
 from lab.shapes import guarded
-from lab.workload import compose, draw_batches, lab_overrides, padding_fraction, real_tokens, reference_overrides
+from lab.workload import (compose, draw_batches, lab_overrides, padding_fraction, real_tokens, reference_overrides,
+                          sweep_methods)
 
 log = logging.getLogger("lab.real_workload")
 PARTS = ("train", "eval", "methods", "paper_config", "cold_start")
@@ -68,7 +69,7 @@ PARTS = ("train", "eval", "methods", "paper_config", "cold_start")
 TRAIN_ROWS = ("harness_fast", "plain_eager", "harness_default", "plain_length_grouped", "harness_length_grouped",
               "plain_same_batches_as_fast", "harness_same_batches_as_fast", "hf_trainer", "harness_fast_eager")
 LENGTH_GROUPED = ("train.batching=length_grouped",)
-METHODS = ("none", "full", "lora", "topk", "adagradselect", "ist", "lisa", "badam")
+METHODS = sweep_methods()  # the default sweep's (conf/config.yaml), in its order
 PAPER_SHAPES = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")  # the paper's three models (conf/experiment)
 PAPER_METHODS = ("full", "topk", "adagradselect")
 # The harness's fastest settings (README "Batching", "Performance"): packed rows of 16,384 real

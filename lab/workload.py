@@ -37,6 +37,14 @@ def model_overrides(model: str, data_dir: Path | None) -> list[str]:
     return [f"model={model}", "model.init=random", f"model.path={Path(data_dir) / 'models' / hub_id.replace('/', '__')}"]
 
 
+def sweep_methods() -> tuple[str, ...]:
+    """The methods of the default sweep, in its order: conf/config.yaml `hydra.sweeper.params.method`,
+    the one place the method list is written."""
+    from omegaconf import OmegaConf
+
+    return tuple(str(OmegaConf.load(CONF / "config.yaml").hydra.sweeper.params.method).split(","))
+
+
 def task_overrides(data_dir: Path | None) -> list[str]:
     """GSM8K train -> test from local files (the reference workload's task)."""
     if data_dir is None:

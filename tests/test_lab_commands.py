@@ -47,7 +47,9 @@ def test_a_recorded_lab_command_parses(where, command):
     argv = shlex.split(command)[len(ENTRY.split()):]
     try:
         parser().parse_args(argv)
-    except SystemExit as err:
+    except SystemExit as err:  # --help exits 0 once it has printed
+        if err.code == 0:
+            return
         pytest.fail(f"{where}: `{command}` does not parse against `python -m lab` (exit {err.code})")
 
 
@@ -57,4 +59,4 @@ def test_the_commands_are_found_and_none_names_the_old_entry():
     assert {"performance.md", "performance-memory.md", "README.md", "regenerate.sh"} <= where, where
     assert len(script_commands(SCRIPT.read_text())) == 3
     for page in [*PAGES, SCRIPT]:
-        assert "bench.perf" not in page.read_text() and "bench/perf" not in page.read_text(), page
+        assert "python -m bench.perf" not in page.read_text(), f"{page}: the lab's old entry"

@@ -4,9 +4,8 @@ Why. With an attention mask (both static engines pass one), transformers' sdpa p
 let SDPA handle grouped-query attention (`enable_gqa` with a mask falls back to the math kernel), so
 transformers <= 5.17 (the device's) repeats every key/value head `num_key_value_groups` times
 (`repeat_kv`: a copy of the whole cache, keys and values, in every layer at every decode step).
-Profiled on an H200 (SmolLM2-135M, 3 KV heads for 9 query heads, 512 rows): those two copies were
-67% of the static engine's GPU time, 317 us each, against 153 us for the attention itself
-(docs/perf/real_workload.json `eval.profile`).
+Profiled, those two copies took most of the static engine's GPU time (docs/performance-analysis.md,
+"Measurements behind choices in the code").
 
 What. A single query token per row lets the query heads of one group stand in the query-length
 dimension instead: (rows, heads, 1, dim) -> (rows, kv_heads, groups, dim). SDPA then attends each

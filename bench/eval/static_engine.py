@@ -1,8 +1,8 @@
 """Fast batched greedy generation: a static KV cache, length-sorted batches, a CUDA-graphed decode step.
 
-HF `generate` spends most of a decode step on per-step Python and launch overhead (about 30 ms a
-step on the Qwen2.5-0.5B shape, docs/performance.md), while the arithmetic of one step over a batch of a few
-hundred rows takes a few milliseconds. This engine keeps every tensor that a decode step touches
+HF `generate` spends most of a decode step on per-step Python and launch overhead, while the
+arithmetic of one step over a batch of a few hundred rows is small (docs/performance-analysis.md,
+"Measurements behind choices in the code"). This engine keeps every tensor that a decode step touches
 at a fixed address (HF's `StaticCache`, a preallocated 4-D attention mask, the input token and
 position buffers) so that on CUDA the whole forward + argmax of one step is captured once as a
 CUDA graph and replayed; on CPU the same step runs eagerly (that is what the identity tests use).
@@ -11,8 +11,8 @@ Greedy outputs are the same tokens as HF `generate(do_sample=False)` with left p
 positions (`cumsum(mask) - 1`), the same rows finished at eos and then fed the pad token, the
 same first-index argmax. The only differences are where floating-point sums may be ordered
 differently (attention over the static cache length instead of the grown one; a different batch
-size picks different GEMM kernels), which on bf16 GPU runs can flip near-ties; `bench.perf.lab`
-reports the agreement with HF on the device.
+size picks different GEMM kernels), which on bf16 GPU runs can flip near-ties; the lab
+(`python -m lab shapes`, `python -m lab real_workload`) reports the agreement with HF on the device.
 
 `generate_static(refill=True)` (the default, `eval.refill`) runs the refilling engine of
 bench/eval/refill_engine.py instead of batch after batch; `StaticBatchGenerator` below is the plain

@@ -196,9 +196,9 @@ def load_model(model_cfg, tokenizer, seed: int, cache_dir: Path | str | None = N
     downloaded: real memory and time without the checkpoint. With `dims` set as well, those config
     fields are overridden: a tiny model of the real architecture (its rope, norms, tying, vocab).
     `device`: where `init=random` builds the model (its weights are drawn there: the same seed gives
-    other weights on a GPU than on the host). Our choice: the run's device. Built on the host,
-    a Phi-4-mini paper_config row took 168 s on a 16-core H200 machine, 21 s of it training
-    (bench.perf.real_workload log, 2026-12-02); every other source loads on the host.
+    other weights on a GPU than on the host). Our choice: the run's device, since a large shape
+    built on the host took most of a lab row's time (docs/performance-analysis.md, "Measurements
+    behind choices in the code"); every other source loads on the host.
     """
     torch.manual_seed(seed)
     source = model_cfg.source

@@ -55,7 +55,7 @@ def worktree_tree_sha(root: Path = REPO_ROOT) -> str | None:
     files. It names the code a benchmark ran where `.git` is older than the files (the device
     machine's copy keeps the `.git` of its session's start, so `git_sha` and `dirty` there describe
     that older commit). It hashes every file, so the benchmarks record it once per call
-    (bench/perf/real_workload.py), not every run."""
+    (lab/real_workload.py), not every run."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env)  # noqa: E731

@@ -39,7 +39,8 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Param
     With fused AdamW the clip factor goes to the optimizer's own kernel (`grad_scale`, the hook
     torch's GradScaler uses: the kernel divides each gradient by it as it reads it), so the
     gradients are read once for the norm and never rewritten: `clip_grad_norm_` spends a second
-    read-and-write pass over every gradient (3.6 ms of a 0.12 s Llama-3.2-1B step on an H100).
+    read-and-write pass over every gradient (measured: docs/performance-analysis.md, "Measurements
+    behind choices in the code").
     Any other optimizer gets `clip_grad_norm_` itself.
     """
     with_grad = [p for p in params if p.grad is not None]
