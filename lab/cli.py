@@ -2,7 +2,7 @@
 
 The lab measures the harness (bench/, the product) from outside: every row is a run built by
 `bench.run.recipe.Run` from the product's own configs, observed through `Run.train(observers=...)`.
-It is not shipped with the wheel (pyproject.toml lists bench, methods, analysis, conf only).
+It runs from a checkout and is not shipped with the wheel (pyproject.toml's packages leave it out).
 
     python -m lab shapes ...         the harness against a plain PyTorch loop on real model shapes, and eval throughput
     python -m lab real_workload ...  the reference workload (SmolLM2-135M on GSM8K) as users run it
