@@ -49,7 +49,8 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
     model = build_tiny(OmegaConf.create({"arch": "qwen2", "dims": {
         "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 64}}), tokenizer)
-    task = ArithmeticTask(name="t", operators=["+"], operand_max=9, seed=0)
+    task = ArithmeticTask(name="t", operators=["+"], operand_max=9, eval_fraction=0.2, n_eval=None, seed=0,
+                          validation_size=0, validation_seed=0)
     task.stop_strings = ("==",)  # the untrained model writes "====...": refilled rows end there
     results, info = {}, {}
     for engine, refill in (("hf", None), ("static", False), ("static", True)):

@@ -19,6 +19,8 @@ from bench.run.optim import LR_SCALINGS, SCHEDULES
 from bench.runtime import PRECISIONS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
+from bench.protocol import STAGES
+from bench.tasks.base import EVAL_SPLITS
 
 __all__ = ["ConfigError", "check"]
 
@@ -36,6 +38,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
             "train.batching": (t.batching, BATCHINGS),
             "train.lr_scaling": (t.lr_scaling, tuple(LR_SCALINGS)), "eval.engine": (e.engine, ENGINES),
             "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
+            "eval.split": (e.split, EVAL_SPLITS), "protocol.stage": (cfg.protocol.stage, (None, *STAGES)),
             "model.specials_mismatch": (cfg.model.get("specials_mismatch") if cfg.model is not None else None,
                                         SPECIALS_MISMATCH)}
 
@@ -95,6 +98,7 @@ def check_values(cfg) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
     check_task_prompt(cfg.task)
+    check_validation_split(cfg)
 
 
 def _check_cuda_graphs(cfg) -> None:
@@ -133,6 +137,16 @@ def _check_packing(t) -> None:
                           f"(every sequence fits one packed row)")
     if t.pack_tokens is not None and t.pack_tokens <= 0:
         raise ConfigError(f"train.pack_tokens must be positive or null, got {t.pack_tokens}")
+
+
+def check_validation_split(cfg) -> None:
+    """eval.split=validation scores the examples task.validation_size holds out (bench/tasks/validation.py)."""
+    size = cfg.task.get("validation_size") if cfg.task is not None else None
+    if size is not None and (not isinstance(size, int) or size < 0):
+        raise ConfigError(f"task.validation_size must be an integer >= 0 (0: no validation split), got {size!r}")
+    if cfg.eval.split == "validation" and not size:
+        raise ConfigError(f"eval.split=validation needs task.validation_size > 0 (got {size}): the examples held "
+                          f"out of the training file (conf/task/{cfg.task.get('name') if cfg.task else None}.yaml)")
 
 
 def check_task_prompt(task) -> None:
