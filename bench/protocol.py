@@ -100,7 +100,8 @@ def protocol_lr(method: str, *, _root_) -> float:
 
 def register_resolver() -> None:
     """Called before Hydra composes (bench/config/schema.py register)."""
-    OmegaConf.register_new_resolver(RESOLVER, protocol_lr, replace=True)
+    # Cached per config (and method): the final stage reads the selection records once per run.
+    OmegaConf.register_new_resolver(RESOLVER, protocol_lr, replace=True, use_cache=True)
 
 
 # -- the driver: both stages as two Hydra multiruns ---------------------------------------------------

@@ -54,7 +54,7 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
     task.stop_strings = ("==",)  # the untrained model writes "====...": refilled rows end there
     results, info = {}, {}
     for engine, refill in (("hf", None), ("static", False), ("static", True)):
-        eval_cfg = OmegaConf.create({"max_new_tokens": 6, "batch_size": 5, "limit": 12, "sample": "first",
+        eval_cfg = OmegaConf.create({"split": "test", "max_new_tokens": 6, "batch_size": 5, "limit": 12, "sample": "first",
                                      "sample_seed": 0, "engine": engine, "refill": refill, "check_every": 1,
                                      "cuda_graphs": True})
         results[engine, refill] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template,

@@ -4,6 +4,9 @@ experiment's two stages, and both stages of the tiny protocol run for real as Hy
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from bench.config.checks import check
 from bench.config.errors import ConfigError
 from bench.protocol import best_lr, protocol_lr, selection_records, selection_table
 from bench.run.recipe import Run
-from conftest import CONF, SHARED_DATA, compose_config, result_files, run_cli
+from conftest import CONF, REPO, SHARED_DATA, compose_config, result_files, run_cli
 from tests.task_helpers import GSM8K_LOCAL, build_task
 
 
@@ -152,6 +155,10 @@ def test_tiny_protocol_runs_both_stages(tmp_path, cache_dir):
         runs = sorted((r for r in selection if r["method"] == method), key=lambda r: r["config"]["train"]["lr"])
         expected[method] = max(runs, key=lambda r: r["metrics"]["accuracy"])["config"]["train"]["lr"]
     assert selection_records(tmp_path / "selection") and {m: best_lr(selection, m) for m in grid} == expected
+
+    listed = subprocess.run([sys.executable, "-m", "bench.protocol", "selection", str(tmp_path / "selection")],
+                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert listed.stdout.count("<- chosen") == len(grid)
 
     run_cli(tmp_path, "-m", "+experiment=protocol_tiny", "protocol.stage=final",
             f"protocol.selection_dir={tmp_path / 'selection'}", "hydra.sweep.dir=final", *common)
