@@ -100,8 +100,9 @@ def protocol_lr(method: str, *, _root_) -> float:
 
 def register_resolver() -> None:
     """Called before Hydra composes (bench/config/schema.py register)."""
-    # Cached per config (and method): the final stage reads the selection records once per run.
-    OmegaConf.register_new_resolver(RESOLVER, protocol_lr, replace=True, use_cache=True)
+    # Not cached (OmegaConf cannot cache a resolver that reads `_root_`): each read of train.lr in the
+    # final stage reads the selection records again, a few small files, a few times per run.
+    OmegaConf.register_new_resolver(RESOLVER, protocol_lr, replace=True)
 
 
 # -- the driver: both stages as two Hydra multiruns ---------------------------------------------------

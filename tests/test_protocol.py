@@ -129,6 +129,8 @@ def test_smollm2_gsm8k_stages(tmp_path):
     assert set(params.method.split(",")) == set(methods) | {"none"} and params.seed == "0,1,2"
     assert final.eval.split == "test" and final.task.validation_size == 500  # trains on the same examples
     assert protocol_lr("topk", _root_=final) == 1e-4
+    none = composed("+experiment=smollm2_gsm8k", "protocol.stage=final", f"protocol.selection_dir={chosen}", "method=none")
+    assert protocol_lr("none", _root_=none) == none.protocol.lr_grid.none[0]  # trains nothing: no selection needed
     with pytest.raises(ConfigError, match=rf"method 'lora'.*{chosen}"):
         protocol_lr("lora", _root_=composed("+experiment=smollm2_gsm8k", "protocol.stage=final",
                                             f"protocol.selection_dir={chosen}", "method=lora"))
