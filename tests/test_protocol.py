@@ -57,6 +57,8 @@ def test_no_split_by_default_and_validation_needs_one():
         check(compose_config("eval.split=dev"))
     with pytest.raises(ConfigError, match=r"task.validation_size must be an integer >= 0"):
         check(compose_config("task.validation_size=-1"))
+    with pytest.raises(ConfigError, match=r"protocol.stage=selection .* needs eval.split=validation"):
+        check(compose_config("protocol.stage=selection", "task.validation_size=10"))
     with pytest.raises(ConfigError, match=r"task.validation_size=720 must be smaller than the 720"):
         build_task("arithmetic", "task.validation_size=720")
 

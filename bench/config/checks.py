@@ -147,6 +147,9 @@ def check_validation_split(cfg) -> None:
     if cfg.eval.split == "validation" and not size:
         raise ConfigError(f"eval.split=validation needs task.validation_size > 0 (got {size}): the examples held "
                           f"out of the training file (conf/task/{cfg.task.get('name') if cfg.task else None}.yaml)")
+    if cfg.protocol.stage == "selection" and cfg.eval.split != "validation":
+        raise ConfigError(f"protocol.stage=selection chooses the lr on validation: it needs eval.split=validation "
+                          f"(got {cfg.eval.split}; bench/protocol.py)")
 
 
 def check_task_prompt(task) -> None:
