@@ -63,6 +63,14 @@ def test_no_split_by_default_and_validation_needs_one():
         build_task("arithmetic", "task.validation_size=720")
 
 
+def test_the_base_pretraining_of_a_protocol_run_is_no_protocol_run():
+    from bench.run.base_model import pretraining_config
+
+    pre = pretraining_config(compose_config("+experiment=protocol_tiny", "method=full"))
+    check(pre)  # the selection stage's validation split is not the pretraining task's
+    assert pre.eval.split == "test" and pre.protocol.stage is None and pre.task.validation_size == 0
+
+
 def test_validation_without_a_split_exits_2_naming_the_key(tmp_path):
     proc = run_cli(tmp_path, "eval.split=validation", "wandb.mode=disabled", check=False)
     assert proc.returncode == 2

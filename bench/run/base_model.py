@@ -63,7 +63,7 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
                     "validation_size": 0, "validation_seed": 0}
         pre.method = {"_target_": "methods.full.FullFineTuning"}
         pre.seed, pre.device = pretrain.seed, "cpu"
-        pre.eval.split = "test"  # the pretraining task holds out no validation split
+        pre.eval.split, pre.protocol.stage = "test", None  # no validation split; not a protocol run
         pre.train.merge_with({**{k: pretrain[k] for k in OPTIM_KEYS}, "max_steps": pretrain.steps, "epochs": None,
                               "precision": "fp32", "gradient_checkpointing": False, "max_seq_len": 64,
                               "overlong": "drop", "loss_on_prompt": False, "throughput_warmup_steps": 0,
