@@ -50,11 +50,12 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
     model = build_tiny(OmegaConf.create({"arch": "qwen2", "dims": {
         "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 64}}), tokenizer)
-    task = ArithmeticTask(name="t", operators=["+"], operand_max=9, seed=0)
+    task = ArithmeticTask(name="t", operators=["+"], operand_max=9, eval_fraction=0.2, n_eval=None, seed=0,
+                          validation_size=0, validation_seed=0)
     task.stop_strings = ("==",)  # the untrained model writes "====...": refilled rows end there
     results, info = {}, {}
     for engine, refill in (("hf", None), ("static", False), ("static", True)):
-        eval_cfg = OmegaConf.create({"max_new_tokens": 6, "batch_size": 5, "limit": 12, "sample": "first",
+        eval_cfg = OmegaConf.create({"split": "test", "max_new_tokens": 6, "batch_size": 5, "limit": 12, "sample": "first",
                                      "sample_seed": 0, "engine": engine, "refill": refill, "check_every": 1,
                                      "cuda_graphs": True})
         results[engine, refill] = evaluate(model, tokenizer, task, eval_cfg, CPU, "fp32", task.use_chat_template,

@@ -19,6 +19,8 @@ from bench.records.recorder import WANDB_MODES
 from bench.runtime import PRECISIONS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
+from bench.protocol import STAGES
+from bench.tasks.base import EVAL_SPLITS
 
 # The closed sections: their keys are exactly the schema's fields. Hydra refuses a misspelt
 # `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.
@@ -34,6 +36,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
             "train.batching": (t.batching, BATCHINGS),
             "train.lr_scaling": (t.lr_scaling, tuple(LR_SCALINGS)), "eval.engine": (e.engine, ENGINES),
             "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
+            "eval.split": (e.split, EVAL_SPLITS), "protocol.stage": (cfg.protocol.stage, (None, *STAGES)),
             "model.specials_mismatch": (cfg.model.get("specials_mismatch") if cfg.model is not None else None,
                                         SPECIALS_MISMATCH)}
 
@@ -93,6 +96,7 @@ def check_values(cfg) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
     check_task_prompt(cfg.task)
+    check_validation_split(cfg)
 
 
 def _check_cuda_graphs(cfg) -> None:
@@ -131,6 +135,19 @@ def _check_packing(t) -> None:
                           f"(every sequence fits one packed row)")
     if t.pack_tokens is not None and t.pack_tokens <= 0:
         raise ConfigError(f"train.pack_tokens must be positive or null, got {t.pack_tokens}")
+
+
+def check_validation_split(cfg) -> None:
+    """eval.split=validation scores the examples task.validation_size holds out (bench/tasks/validation.py)."""
+    size = cfg.task.get("validation_size") if cfg.task is not None else None
+    if size is not None and (not isinstance(size, int) or size < 0):
+        raise ConfigError(f"task.validation_size must be an integer >= 0 (0: no validation split), got {size!r}")
+    if cfg.eval.split == "validation" and not size:
+        raise ConfigError(f"eval.split=validation needs task.validation_size > 0 (got {size}): the examples held "
+                          f"out of the training file (conf/task/{cfg.task.get('name') if cfg.task else None}.yaml)")
+    if cfg.protocol.stage == "selection" and cfg.eval.split != "validation":
+        raise ConfigError(f"protocol.stage=selection chooses the lr on validation: it needs eval.split=validation "
+                          f"(got {cfg.eval.split}; bench/protocol.py)")
 
 
 def check_task_prompt(task) -> None:

@@ -63,6 +63,7 @@ class TrainConfig(OptimConfig):
 
 @dataclass
 class EvalConfig:
+    split: str = MISSING
     max_new_tokens: int = MISSING
     batch_size: int = MISSING
     limit: Optional[int] = MISSING
@@ -91,6 +92,17 @@ class BasePretrainingConfig(OptimConfig):
 
 
 @dataclass
+class ProtocolConfig:
+    """The comparison protocol's keys (bench/protocol.py)."""
+    name: Optional[str] = MISSING
+    stage: Optional[str] = MISSING
+    selection_dir: Optional[str] = MISSING
+    lr_index: Optional[int] = MISSING
+    lr_grid: dict[str, list[float]] = MISSING
+    stages: dict[str, Any] = MISSING
+
+
+@dataclass
 class SweepConfig:
     rerun: bool = MISSING
 
@@ -109,12 +121,17 @@ class SlmbenchConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     base_pretraining: BasePretrainingConfig = field(default_factory=BasePretrainingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     # Experiments that tune the learning rate per method set `train.lr: ${lr_by_method.${hydra:runtime.choices.method}}`.
     lr_by_method: dict[str, float] = field(default_factory=dict)
 
 
 def register() -> None:
+    """The schema, and the protocol's `${protocol_lr:...}` resolver, before Hydra composes."""
+    from bench.protocol import register_resolver
+
     ConfigStore.instance().store(name="slmbench_schema", node=SlmbenchConfig)
+    register_resolver()
 
 
 register()

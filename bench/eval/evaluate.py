@@ -61,7 +61,7 @@ def evaluate(model, tokenizer, task: Task, eval_cfg, device: torch.device, preci
     stop_ids = stop_token_ids(model, tokenizer)
     if info is not None:
         info["eval_stop_token_ids"] = stop_ids
-    for set_name, examples in task.eval_sets().items():
+    for set_name, examples in task.scored_sets(eval_cfg.split).items():  # eval.split: test | validation
         examples = limit_examples(examples, eval_cfg.limit, eval_cfg.sample, eval_cfg.sample_seed)
         prompts = [build_prompt(tokenizer, ex.prompt, use_chat_template) for ex in examples]
         generations = generate_with_engine(model, tokenizer, prompts, eval_cfg, device, precision,

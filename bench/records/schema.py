@@ -14,9 +14,11 @@ RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "sampl
 STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 
 # The top level of an `ok` result.json (a failed one adds `error`; a resumed one `resumed_from_step`;
-# a reused one `reused_from`; `train.save_model=true` adds `saved_model`).
+# a reused one `reused_from`; `train.save_model=true` adds `saved_model`). `eval_split`: what the
+# metrics score (eval.split: test | validation); `validation`: the held-out split of the training
+# file, {size, seed, sha256} (bench/tasks/validation.py; size 0 and sha256 null when none).
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
-               "pid", "host", "data_files", "weights",
+               "pid", "host", "data_files", "weights", "eval_split", "validation",
                "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule")
 
 METRIC_KEYS = (

@@ -64,9 +64,12 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
     with open_dict(pre):
         pre.model.base = None
         pre.task = {"_target_": "bench.tasks.arithmetic.ArithmeticTask", "name": "pretrain",
-                    "operators": list(pretrain.operators), "operand_max": pretrain.operand_max, "seed": pretrain.seed}
+                    "operators": list(pretrain.operators), "operand_max": pretrain.operand_max, "seed": pretrain.seed,
+                    "eval_fraction": 0.2, "n_eval": None,  # a fifth held out for eval, as ever; no validation split
+                    "validation_size": 0, "validation_seed": 0}
         pre.method = {"_target_": "methods.full.FullFineTuning"}
         pre.seed, pre.device = pretrain.seed, "cpu"
+        pre.eval.split, pre.protocol.stage = "test", None  # no validation split; not a protocol run
         pre.train.merge_with({**{k: pretrain[k] for k in OPTIM_KEYS}, "max_steps": pretrain.steps, "epochs": None,
                               "precision": "fp32", "gradient_checkpointing": False, "max_seq_len": 64,
                               "overlong": "drop", "loss_on_prompt": False, "throughput_warmup_steps": 0,

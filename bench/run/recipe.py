@@ -107,6 +107,8 @@ class Run:
 
     def setup_task_and_method(self, method=None) -> None:
         self.task = instantiate(self.cfg.task)
+        # What the run is scored on, and the held-out split it never trains on (bench/tasks/validation.py).
+        self.record["eval_split"], self.record["validation"] = self.cfg.eval.split, self.task.validation_record()
         self.method = method if method is not None else instantiate(self.cfg.method)
 
     def setup_model(self) -> None:

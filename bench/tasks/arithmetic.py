@@ -5,7 +5,8 @@ the default sweep pretrains a tiny base on one family (+, -, max, min) and fine-
 held-out operator (`#`, a+b+1), so a method only scores by adapting what the base already knows.
 
 Splits never overlap: the (operator, a, b) triples are shuffled once with `seed` and cut into a
-train part and an eval part.
+train part and an eval part; `validation_size` of the train part are held out as the validation
+split (bench/tasks/validation.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from bench.data.examples import Example
 from bench.tasks.base import Task
+from bench.tasks.validation import hold_out
 
 OPERATORS: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b,
@@ -35,12 +37,15 @@ def format_problem(op: str, a: int, b: int) -> tuple[str, str]:
 class ArithmeticTask(Task):
     def __init__(
         self,
-        name: str = "arithmetic",
-        operators: Sequence[str] = ("#",),
-        operand_max: int = 30,
-        eval_fraction: float = 0.2,
-        n_eval: int | None = None,
-        seed: int = 0,
+        *,
+        name: str,
+        operators: Sequence[str],
+        operand_max: int,
+        eval_fraction: float,
+        n_eval: int | None,
+        seed: int,
+        validation_size: int,
+        validation_seed: int,
     ) -> None:
         unknown = [op for op in operators if op not in OPERATORS]
         if unknown or not operators:
@@ -59,7 +64,10 @@ class ArithmeticTask(Task):
         random.Random(seed).shuffle(triples)
         n_eval_split = max(1, int(len(triples) * eval_fraction))
         self._eval = [self._example(t) for t in triples[:n_eval_split]][: n_eval or None]
-        self._train = [self._example(t) for t in triples[n_eval_split:]]
+        # The validation split comes out of the training part: never trained on, never in the eval part.
+        self.validation_seed = validation_seed
+        self._train, self._validation = hold_out([self._example(t) for t in triples[n_eval_split:]],
+                                                 validation_size, validation_seed)
 
     @staticmethod
     def _example(triple: tuple[str, int, int]) -> Example:
@@ -72,6 +80,9 @@ class ArithmeticTask(Task):
 
     def eval_sets(self) -> dict[str, list[Example]]:
         return {self.name: list(self._eval)}
+
+    def validation_examples(self) -> list[Example]:
+        return list(self._validation)
 
     def score(self, generation: str, example: Example) -> dict:
         match = ANSWER.match(generation.strip())

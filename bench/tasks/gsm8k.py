@@ -22,7 +22,7 @@ class GSM8KFormat:
     kind = "gsm8k"
     metrics = ("strict", "flexible", "math_verify")
 
-    def __init__(self, keep_calculator_annotations: bool = False):
+    def __init__(self, keep_calculator_annotations: bool):
         self.keep_calculator_annotations = keep_calculator_annotations
 
     def example(self, row: Row, fields: Mapping, prompt_template: str, target_template: str) -> Example:

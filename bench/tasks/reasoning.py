@@ -13,13 +13,14 @@ from typing import Any
 
 from bench.data.examples import Example
 from bench.data.prompts import PromptFormat
-from bench.errors import DataError
+from bench.errors import ConfigError, DataError
 from bench.tasks.base import Task
 from bench.tasks.fewshot import draw_exemplars, with_fewshot
 from bench.tasks.gsm8k import GSM8KFormat
 from bench.tasks.hendrycks_math import MathFormat
 from bench.tasks.metamathqa import MetaMathQAFormat
 from bench.tasks.sources import load_rows
+from bench.tasks.validation import hold_out
 
 KINDS = ("gsm8k", "math", "metamathqa")
 
@@ -29,18 +30,21 @@ class ReasoningTask(Task):
 
     def __init__(
         self,
+        *,
         name: str,
         train: Mapping,
         eval: Mapping[str, Mapping],
-        prompt_template: str = "Question: {question}\nAnswer:",
-        target_template: str = " {answer}",
-        stop_strings: list[str] = (),
-        prompt_format: str = "plain",
-        system_prompt: str | None = None,
-        num_fewshot: int = 0,
-        fewshot_seed: int = 1234,
-        keep_calculator_annotations: bool = False,
-        max_new_tokens: int = 512,
+        prompt_template: str,
+        target_template: str,
+        stop_strings: list[str],
+        prompt_format: str,
+        system_prompt: str | None,
+        num_fewshot: int,
+        fewshot_seed: int,
+        keep_calculator_annotations: bool,
+        max_new_tokens: int,
+        validation_size: int,
+        validation_seed: int,
     ) -> None:
         if "{question}" not in prompt_template:
             raise ValueError(f"task.prompt_template must contain {{question}}, got {prompt_template!r}")
@@ -55,7 +59,10 @@ class ReasoningTask(Task):
         self.keep_calculator_annotations = keep_calculator_annotations
         self.templates = (prompt_template, target_template)
         self.max_new_tokens = max_new_tokens  # read by conf/config.yaml's eval.max_new_tokens default
-        self._train = self._examples(train, "task.train")
+        # The validation split is held out of the training file before anything else sees it.
+        self.validation_seed = validation_seed
+        self._train, self._validation = hold_out(self._examples(train, "task.train"), validation_size, validation_seed)
+        # Per source key (an example's meta["source"]): how its generations are scored, and its primary metric.
         self._formats: dict[str, Any] = {}
         self._accuracy: dict[str, str] = {}
         self._eval: dict[str, list[Example]] = {}
@@ -72,10 +79,25 @@ class ReasoningTask(Task):
             missing = [ex.id for ex in examples if not ex.gold]
             if missing:
                 raise DataError(f"{key}: {len(missing)} rows have no gold answer, first at {missing[0]}")
-            self._formats[set_name], self._accuracy[set_name], self._eval[set_name] = fmt, accuracy, examples
-        exemplars = draw_exemplars(self._train, self._eval, num_fewshot, fewshot_seed)
+            self._formats[key], self._accuracy[key], self._eval[set_name] = fmt, accuracy, examples
+        if self._validation:
+            self._score_validation_like(train["kind"])
+        exemplars = draw_exemplars(self._train, {**self._eval, "validation": self._validation}, num_fewshot,
+                                   fewshot_seed)
         self.fewshot_ids = [ex.id for ex in exemplars]  # recorded in result.json (prompt_record)
         self._eval = {name: with_fewshot(examples, exemplars) for name, examples in self._eval.items()}
+        self._validation = with_fewshot(self._validation, exemplars)
+
+    def _score_validation_like(self, kind: str) -> None:
+        """The held-out training examples are scored as the first eval set of their kind is (its
+        format and primary accuracy: GSM8K's flexible, MATH's math_verify)."""
+        like = next((key for key, fmt in self._formats.items() if fmt.kind == kind), None)
+        if like is None:
+            raise ConfigError(f"task.validation_size: the training set's kind {kind!r} has no eval set of the "
+                              f"same kind to score it by; use task.validation_size=0")
+        for ex in self._validation:
+            ex.meta["source"] = "task.validation"
+        self._formats["task.validation"], self._accuracy["task.validation"] = self._formats[like], self._accuracy[like]
 
     def _format(self, source: Mapping, key: str):
         kind = source.get("kind")
@@ -105,7 +127,10 @@ class ReasoningTask(Task):
     def eval_sets(self) -> dict[str, list[Example]]:
         return {name: list(examples) for name, examples in self._eval.items()}
 
+    def validation_examples(self) -> list[Example]:
+        return list(self._validation)
+
     def score(self, generation: str, example: Example) -> dict[str, Any]:
-        set_name = example.meta["source"].removeprefix("task.eval.")
-        verdict = self._formats[set_name].score(generation, example)
-        return {**verdict, "accuracy": verdict[self._accuracy[set_name]]}
+        source = example.meta["source"]
+        verdict = self._formats[source].score(generation, example)
+        return {**verdict, "accuracy": verdict[self._accuracy[source]]}
