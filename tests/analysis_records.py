@@ -18,7 +18,8 @@ def record(method: str, model: str, seed: int, status: str = "ok", task: str = "
             if value is not None}
     body = {"status": status, "method": method, "model": model, "task": task, "seed": seed,
             "metrics": {"accuracy": None, "accuracy_by_task": {}, "primary_metric": "accuracy"},
-            "config": {"seed": seed, "train": {"lr": 1e-4, "betas": [0.9, 0.999]}, "method": {"r": 256}},
+            "config": {"seed": seed, "model": {"name": model}, "task": {"name": task},
+                       "train": {"lr": 1e-4, "betas": [0.9, 0.999]}, "method": {"name": method, "r": 256}},
             "env": {"git_sha": "abc", "dirty": False}}
     if status == "ok":
         body["metrics"]["accuracy_by_task"] = sets
@@ -55,7 +56,8 @@ def smoke_record(method: str, model: str, seed: int, verdicts, **metrics) -> tup
     body = {"status": "ok", "method": method, "model": model, "task": "arithmetic", "seed": seed,
             "metrics": {"accuracy": accuracy, "primary_metric": "exact_match",
                         "accuracy_by_task": {"arithmetic": {"exact_match": accuracy, "n": len(verdicts)}}, **metrics},
-            "config": {"seed": seed, "method": {}}, "env": {"git_sha": "abc", "dirty": False}}
+            "config": {"seed": seed, "model": {"name": model}, "method": {"name": method}},
+            "env": {"git_sha": "abc", "dirty": False}}
     return f"{method}-{model}-s{seed}", body, samples("arithmetic", verdicts)
 
 
