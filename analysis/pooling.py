@@ -80,7 +80,7 @@ def variant_labels(keys: list[tuple], pools: list[str | None], flats: list[dict 
             if flat is None:
                 text = "no config recorded"
             else:
-                parts = [f"{k}={flat.get(k)}" for k in differing[:MAX_LABEL_KEYS]]
+                parts = [f"{k}={flat[k] if k in flat else 'unset'}" for k in differing[:MAX_LABEL_KEYS]]
                 more = len(differing) - MAX_LABEL_KEYS
                 text = ", ".join(parts + ([f"+{more} more"] if more > 0 else [])) or "other data files"
             seen[text] += 1

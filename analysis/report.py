@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import RecordError, collect, frame_from_records, mixed_commits_warning, natural_key
-from analysis.comparison import MARK, paired_table
+from analysis.comparison import HEADER as PAIRED_HEADER, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
 from analysis.summary import numeric
 from analysis.tables import BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text
@@ -163,10 +163,7 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
         "efficiency": (f"Efficiency (Δ: change relative to full fine-tuning, %, with the 95% CI of the "
                        f"per-seed paired change; memory: {memory_metric})",
                        efficiency_table(runs, memory_metric, claims)),
-        "paired": (f"Against {baseline} on the same questions (difference in accuracy points, mean over "
-                   f"seeds; 95% CI: paired bootstrap stratified by seed; p (paired): exact McNemar on the "
-                   f"discordant questions pooled over seeds; {MARK}: the 95% CI excludes 0)",
-                   paired_table(runs, baseline)),
+        "paired": (f"Against {baseline} on the same questions ({PAIRED_HEADER})", paired_table(runs, baseline)),
         "paper_vs_ours": ("The papers' claims beside ours", claims_table(runs, claims)),
     }
     for stem, (title, table) in tables.items():

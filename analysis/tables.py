@@ -7,18 +7,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib import resources
 
 import pandas as pd
 
 from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, compare_with_ours
 from analysis.pareto import pareto_front
+from analysis.pooling import base_method
 from analysis.stats import mean_interval, paired_seed_deltas
 from analysis.summary import against_baseline, numeric, status_counts, summarize
 
-# Row order of the papers (reference first, then baselines, then the selection methods); other
-# method names follow alphabetically.
-METHOD_ORDER = ["none", "full", "lora-r128", "lora", "topk", "adagradselect", "ist", "lisa", "badam"]
 BASELINE = "full"
+SWEEP_CONFIG = "config.yaml"  # conf/config.yaml: the method list is written once, in its default sweep
+
+
+def default_sweep_methods() -> list[str]:
+    """The methods of conf/config.yaml's default sweep (`hydra.sweeper.params.method`), in order."""
+    from omegaconf import OmegaConf
+
+    methods = OmegaConf.load(resources.files("conf") / SWEEP_CONFIG).hydra.sweeper.params.method
+    return [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
+
+
+# Row order: the default sweep's (reference first, then baselines, then the selection methods);
+# methods it does not list follow alphabetically.
+METHOD_ORDER = default_sweep_methods()
 MEAN_ROW = "mean over models"
 EFFICIENCY_METRICS = {"train_wall_clock_s": "train s", "train_tokens_per_s": "tokens/s"}
 MEMORY_LABELS = {"peak_gpu_memory_gib": "peak GPU GiB", "peak_gpu_reserved_gib": "reserved GPU GiB",
@@ -31,8 +44,11 @@ class Table:
     data: pd.DataFrame
 
 
-def method_sort_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), str(method))
+def method_sort_key(method: str) -> tuple[int, str, str]:
+    """Sweep order by the plain method name; a method's configurations ("lora [train.lr=…]") together."""
+    name = base_method(method)
+    rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, name, str(method))
 
 
 def ordered_methods(methods) -> list[str]:

@@ -92,3 +92,18 @@ def test_claims_table_puts_paper_and_ours_side_by_side(runs, claims):
     table = claims_table(runs, claims).display.reset_index()
     memory = table[table["metric"] == "peak_gpu_memory_gib"].iloc[0]
     assert memory["paper value"] == "-35.0%" and memory["ours"] == "-50.0%"
+
+
+def test_method_order_is_the_default_sweeps_and_new_methods_appear(tmp_path):
+    from omegaconf import OmegaConf
+
+    from analysis.tables import METHOD_ORDER, ordered_methods
+    from conftest import REPO
+
+    sweep = OmegaConf.load(REPO / "conf" / "config.yaml").hydra.sweeper.params.method
+    assert METHOD_ORDER == sweep.split(",")
+    for seed, method in enumerate(["zeta-method", "lora", "full", "alpha-method"]):
+        write(tmp_path, f"{seed}-{method}", record(method, "m", 0, gsm8k=0.5))
+    runs = collect([tmp_path])
+    assert ordered_methods(runs["method"]) == ["full", "lora", "alpha-method", "zeta-method"]
+    assert accuracy_table(runs).display.index.tolist() == ["full", "lora", "alpha-method", "zeta-method"]
