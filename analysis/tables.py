@@ -11,7 +11,7 @@ from importlib import resources
 
 import pandas as pd
 
-from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, compare_with_ours
+from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, NOT_COMPARABLE, compare_with_ours
 from analysis.pareto import pareto_front
 from analysis.pooling import base_method
 from analysis.stats import mean_interval, paired_seed_deltas
@@ -268,8 +268,11 @@ def claims_table(runs: pd.DataFrame, claims: pd.DataFrame) -> Table:
         "vs": compared["baseline"], "eval set": compared["task"], "metric": compared["metric"],
         "kind": compared["kind"],
         "paper value": [_claim_text(v, k) for v, k in zip(compared["value"], compared["kind"])],
-        "ours": [_claim_text(v, k) for v, k in zip(compared["ours"], compared["kind"])],
-        "ours over": compared["ours_over"], "source": compared["source"],
+        "ours": [note if note == NOT_COMPARABLE else _claim_text(v, k)
+                 for v, k, note in zip(compared["ours"], compared["kind"], compared["comparable"])],
+        "ours over": compared["ours_over"],
+        "note": [note if note != NOT_COMPARABLE else "" for note in compared["comparable"]],
+        "source": compared["source"],
     })
     return Table(display.set_index(["paper", "model", "method"]), compared)
 
