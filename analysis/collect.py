@@ -224,6 +224,7 @@ def frame_from_records(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
         df.insert(df.columns.get_loc("method") + 1, "method_name", df["method"])
         df["method"] = variant_labels(keys, pools, flats)
     df.attrs["superseded"] = superseded
+    df.attrs["identity"] = dict(zip(pools, flats))  # pool -> its config, to relabel a subset (pooling.relabel)
     return df
 
 

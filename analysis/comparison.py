@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.pooling import base_method
 from analysis.samples import read_samples
-from analysis.stats import MIN_SEEDS, N_BOOTSTRAP, excludes_zero, paired_comparison
+from analysis.stats import MIN_SEEDS, excludes_zero, paired_comparison
 from analysis.tables import Table, eval_set_columns, interval_text, method_sort_key, signed
 
 MARK = "*"  # beside a difference whose 95% CI excludes 0, over at least MIN_SEEDS seeds
@@ -27,8 +27,6 @@ HEADER = (f"difference in accuracy points, mean over seeds; 95% CI and p (bootst
 def p_text(p: float) -> str:
     if p is None or math.isnan(p):
         return ""
-    if p == 0:  # a bootstrap p: no replicate on the far side of 0
-        return f"< {1 / N_BOOTSTRAP:.0e}"
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 

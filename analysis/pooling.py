@@ -91,6 +91,18 @@ def variant_labels(keys: list[tuple], pools: list[str | None], flats: list[dict 
 _MISSING = object()
 
 
+def relabel(runs, identity: dict):
+    """A subset of the runs with its labels recomputed (keys that differ only outside the subset
+    no longer name its rows); `identity` is the collected frame's attrs["identity"]."""
+    if runs.empty:
+        return runs
+    keys = list(zip(runs["task"], runs["model"], runs["method_name"]))
+    pools = list(runs["pool"])
+    out = runs.assign(method=variant_labels(keys, pools, [identity.get(p) for p in pools]))
+    out.attrs = dict(runs.attrs)
+    return out
+
+
 def base_method(label: str) -> str:
     """"lora [train.lr=0.0002]" -> "lora"."""
     return str(label).split(" [", 1)[0]

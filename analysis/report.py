@@ -18,7 +18,7 @@ from analysis.collect import (DIED, UNKNOWN_RUNNING, RecordError, collect, frame
                               natural_key)
 from analysis.comparison import HEADER as PAIRED_HEADER, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
-from analysis.pooling import duplicate_seed_warnings
+from analysis.pooling import duplicate_seed_warnings, relabel
 from analysis.summary import SHARED_FLAG, numeric, without_shared_timings
 from analysis.tables import BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text
 
@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     except (RecordError, PaperNumbersError, FileNotFoundError) as err:
         print(f"slmbench-report: {err}", file=sys.stderr)
         sys.exit(2)
+    if args.results is not None:  # the tables: the final stage, at the selected lrs (the page has the selection)
+        print(f"tables below: the final stage's runs (config protocol.stage=final); {args.results}.md has the selection\n")
+        runs = relabel(runs[runs["cfg/protocol.stage"] == "final"], runs.attrs.get("identity", {}))
     report(runs, claims, out_dir, args.memory_metric, plots=not args.no_plots, baseline=args.baseline,
            allow_shared_timings=args.allow_shared_timings)
     if args.results is not None:

@@ -13,8 +13,8 @@
   both stages is their conservative choice): each replicate draws the seeds with replacement,
   then, within each drawn seed, the questions with replacement (both runs' verdicts on a question
   kept together), and averages. The interval is the percentile interval of the replicates; p is
-  the two-sided bootstrap p, twice the share of replicates on the far side of 0 (p < 0.05 exactly
-  when the 95% interval excludes 0). McNemar's exact test on the discordant pairs pooled over seeds
+  the two-sided bootstrap p, twice the share of replicates on the far side of 0 (p < 0.05 goes
+  with a 95% interval that excludes 0). McNemar's exact test on the discordant pairs pooled over seeds
   is kept beside it (questions only: it ignores seed-to-seed variance).
 - With fewer than `MIN_SEEDS` seeds nothing is called significant: two seeds cannot say how much
   the seeds differ (the bootstrap over two seeds sees one spread, the t interval has 1 df).
@@ -91,8 +91,11 @@ def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> list[fl
 
 
 def bootstrap_p(replicates: np.ndarray) -> float:
-    """Two-sided: twice the share of replicates at or beyond 0 on the side away from the estimate."""
-    below, above = float(np.mean(replicates <= 0)), float(np.mean(replicates >= 0))
+    """Two-sided: twice the share of replicates at or beyond 0 on the side away from the estimate,
+    counted as (1 + k) / (1 + B) (Davison & Hinkley 1997, section 4.2.1: a Monte Carlo p-value is
+    never 0)."""
+    n = len(replicates)
+    below, above = (1 + int(np.sum(replicates <= 0))) / (1 + n), (1 + int(np.sum(replicates >= 0))) / (1 + n)
     return min(1.0, 2 * min(below, above))
 
 

@@ -79,3 +79,19 @@ def paper_runs(root: Path) -> Path:
     for name, body in runs:
         write(root, name, body)
     return Path(root)
+
+
+def protocol_record(method: str, stage: str, seed: int, lr: float, verdicts, start: float, seconds: float = 100.0,
+                    memory: float = 10.0, device: str = "NVIDIA H100 80GB HBM3", **config) -> tuple[dict, list[dict]]:
+    """A run of the comparison protocol (config `protocol.stage` selection|final) on SmolLM2 and
+    GSM8K: selection runs are scored on the validation split, final runs on the test set."""
+    split = "validation" if stage == "selection" else "test"
+    name, body, lines = smoke_record(method, "smollm2-135m", seed, verdicts, train_wall_clock_s=seconds,
+                                     peak_gpu_memory_gib=memory, train_steps=30)
+    body["task"] = "gsm8k"
+    body["config"].update({"task": {"name": "gsm8k", "validation_size": 500}, "eval": {"split": split},
+                           "train": {"lr": lr, "epochs": 3}, "protocol": {"stage": stage, "name": "smollm2_gsm8k"},
+                           **config})
+    body.update({"eval_split": split, "started_at": start, "finished_at": start + seconds + 10})
+    body["env"]["device_name"] = device
+    return body, lines
