@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from typing import Any
@@ -29,7 +30,10 @@ def identities(record: dict) -> tuple[str | None, str | None, dict[str, Any] | N
         return record.get("run_key"), None, None
     data_files = record.get("data_files") or None
     unseeded = {**config, SEED_KEY: None}
-    return run_key(config, data_files), run_key(unseeded, data_files), _flatten(identity_config(unseeded))
+    flat = _flatten(identity_config(unseeded))
+    if data_files:  # the files' contents, as a short hash (the label of an edited data file)
+        flat["data_files"] = hashlib.sha256(json.dumps(list(data_files.values())).encode()).hexdigest()[:8]
+    return run_key(config, data_files), run_key(unseeded, data_files), flat
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -82,7 +86,7 @@ def variant_labels(keys: list[tuple], pools: list[str | None], flats: list[dict 
             else:
                 parts = [f"{k}={flat[k] if k in flat else 'unset'}" for k in differing[:MAX_LABEL_KEYS]]
                 more = len(differing) - MAX_LABEL_KEYS
-                text = ", ".join(parts + ([f"+{more} more"] if more > 0 else [])) or "other data files"
+                text = ", ".join(parts + ([f"+{more} more"] if more > 0 else []))
             seen[text] += 1
             names[(key, pool)] = f"{key[2]} [{text}]" if seen[text] == 1 else f"{key[2]} [{text} #{seen[text]}]"
     return [names.get((key, pool), key[2]) for key, pool in zip(keys, pools)]
