@@ -11,7 +11,8 @@ from importlib import resources
 
 import pandas as pd
 
-from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, NOT_COMPARABLE, compare_with_ours
+from analysis.paper_numbers import (BEST_OVER_MODELS, MEAN_OVER_MODELS, NOT_COMPARABLE, comparable_runs,
+                                    compare_with_ours)
 from analysis.pareto import pareto_front
 from analysis.pooling import base_method
 from analysis.stats import mean_interval, paired_seed_deltas
@@ -206,7 +207,10 @@ def efficiency_table(runs: pd.DataFrame, memory_metric: str, claims: pd.DataFram
             changes = data[(data["method"] == method) & (data["metric"] == metric)]["change_pct"].dropna()
             row[f"Δ {label} %"] = signed(changes.mean())
             if metric in published:
-                row[f"paper Δ {label} %"] = signed(published[metric].get((MEAN_OVER_MODELS, method), float("nan")))
+                paper = signed(published[metric].get((MEAN_OVER_MODELS, method), float("nan")))
+                # The papers' GPU figures sit beside ours only where ours could be compared with them.
+                comparable = comparable_runs(runs, metric)[0] is not None
+                row[f"paper Δ {label} %"] = paper if comparable or not paper else f"{paper} [ours: {NOT_COMPARABLE}]"
         rows.append(row)
     display = pd.DataFrame(rows).fillna("") if rows else pd.DataFrame(columns=["model", "method"])
     data = data.assign(on_frontier=[frontier.get(k, False) for k in zip(data["task"], data["model"], data["method"])])

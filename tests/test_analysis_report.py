@@ -173,3 +173,11 @@ def test_smoke_sweep_end_to_end(tmp_path, cache_dir):
         assert f"| {method} |" in accuracy and "(n=2)" in accuracy
     assert (sweep / "report" / "accuracy_vs_memory.png").exists()
     assert (sweep / "report" / "train_time.png").exists()
+
+
+def test_the_tokens_per_s_column_has_one_format(tmp_path, capsys):
+    for seed, tokens in enumerate([431.317, 1129.4]):
+        write(tmp_path, f"{seed}-full", record("full", "m", seed, gsm8k=0.5, train_tokens_per_s=tokens))
+    main([str(tmp_path), "--no-plots"])
+    runs = capsys.readouterr().out.split("## Runs (2)")[1].split("\n\n")[1]
+    assert "|  | 431 |  |" in runs and "|  | 1,129 |  |" in runs and "431.317" not in runs

@@ -124,3 +124,19 @@ def test_without_protocol_records_the_results_page_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path), "--results", str(tmp_path / "page"), "--no-plots"])
     assert exit_.value.code == 2 and "protocol.stage" in capsys.readouterr().err
+
+
+def test_shared_device_runs_get_no_ratio_on_the_page_without_the_flag(tmp_path, with_summary):
+    selection, final = protocol_sweep(tmp_path / "sweep")
+    for path in final.rglob("result.json"):
+        body = json.loads(path.read_text())
+        body["device_share"] = {"gpu_uuid": "GPU-1", "jobs_on_device_max": 2, "launcher_jobs_per_gpu": 2}
+        path.write_text(json.dumps(body))
+    main([str(selection), str(final), "--results", str(tmp_path / "page"), "--no-plots"])
+    ours = {m["method"]: m for m in json.loads((tmp_path / "page.json").read_text())["methods"]}["adagradselect"]
+    assert ours["memory_ratio_vs_full"] is None and ours["time_ratio_vs_full"] is None
+    page = (tmp_path / "page.md").read_text()
+    assert "| ≈12% faster | *inconclusive* | refused: the runs shared their GPU (--allow-shared-timings keeps them) |" in page
+    main([str(selection), str(final), "--results", str(tmp_path / "page"), "--no-plots", "--allow-shared-timings"])
+    ours = {m["method"]: m for m in json.loads((tmp_path / "page.json").read_text())["methods"]}["adagradselect"]
+    assert ours["time_ratio_vs_full"] == pytest.approx(0.97)

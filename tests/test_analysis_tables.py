@@ -78,7 +78,9 @@ def test_efficiency_table_changes_vs_full_and_frontier(runs, claims):
     assert table.loc[("m2", "lora"), "frontier"] == ""
     # The mean over models averages the per-model changes that exist (m1 only), beside the paper's.
     mean = table.loc[("mean over models", "lora")]
-    assert mean["Δ peak GPU GiB %"] == "-50.0" and mean["paper Δ peak GPU GiB %"] == "-35.0"
+    # m1 and m2 are no paper models: the paper's figure is marked, not set beside ours as comparable.
+    assert mean["Δ peak GPU GiB %"] == "-50.0"
+    assert mean["paper Δ peak GPU GiB %"] == "-35.0 [ours: not comparable (CPU / tiny model)]"
 
 
 def test_a_dominated_method_is_off_the_frontier(tmp_path):
