@@ -96,11 +96,12 @@ def _stage_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if STAGE not in runs.columns or not runs[STAGE].isin([SELECTION, FINAL]).any():
         raise ProtocolError("no record has config protocol.stage = selection or final: the results page is built "
                             "from the comparison protocol's records (its experiment config sets protocol.stage)")
+    # The record's eval_split, else the config's eval.split (contract: selection runs score validation).
+    splits = runs["eval_split"] if "eval_split" in runs.columns else pd.Series(None, index=runs.index, dtype=object)
+    if "cfg/eval.split" in runs.columns:
+        splits = splits.where(splits.notna(), runs["cfg/eval.split"])
     for stage, split in STAGE_SPLITS.items():
-        rows = runs[runs[STAGE] == stage]
-        splits = rows["eval_split"].where(rows["eval_split"].notna(), rows.get("cfg/eval.split")) \
-            if "eval_split" in rows.columns else rows.get("cfg/eval.split", pd.Series(dtype=object))
-        wrong = rows[splits.notna() & (splits != split)] if len(rows) else rows
+        wrong = runs[(runs[STAGE] == stage) & splits.notna() & (splits != split)]
         if len(wrong):
             raise ProtocolError(f"{wrong['run_dir'].iloc[0]}: protocol.stage={stage} but eval_split="
                                 f"{splits[wrong.index[0]]}; a {stage} run is scored on {split}")

@@ -140,3 +140,15 @@ def test_shared_device_runs_get_no_ratio_on_the_page_without_the_flag(tmp_path, 
     main([str(selection), str(final), "--results", str(tmp_path / "page"), "--no-plots", "--allow-shared-timings"])
     ours = {m["method"]: m for m in json.loads((tmp_path / "page.json").read_text())["methods"]}["adagradselect"]
     assert ours["time_ratio_vs_full"] == pytest.approx(0.97)
+
+
+def test_a_selection_run_scored_on_the_test_set_is_refused(tmp_path, capsys):
+    selection, final = protocol_sweep(tmp_path / "sweep")
+    path = sorted(selection.rglob("result.json"))[0]
+    body = json.loads(path.read_text())
+    body["eval_split"] = "test"
+    path.write_text(json.dumps(body))
+    with pytest.raises(SystemExit) as exit_:
+        main([str(selection), str(final), "--results", str(tmp_path / "page"), "--no-plots"])
+    assert exit_.value.code == 2
+    assert "protocol.stage=selection but eval_split=test; a selection run is scored on validation" in capsys.readouterr().err
