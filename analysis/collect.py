@@ -1,4 +1,5 @@
-"""Collect every result.json below some directories into one pandas DataFrame (a row per run).
+"""Collect every result.json below some directories into one pandas DataFrame (a row per run:
+records of one run repeated count once, analysis/pooling.py).
 
 Columns: the run's identity (run_dir, status, method, model, task, seed), its error (failed/OOM
 runs keep their row, metrics empty), the flat metrics, one `acc/<eval set>` column per eval set

@@ -2,7 +2,10 @@
 
 Prints markdown to the terminal (every run, the accuracy table, the efficiency table, the
 papers' claims beside ours) and writes CSV + LaTeX + markdown files and PNG plots next to the
-records (`<DIR>/report/` by default). `sweep_table` and `to_markdown` are also the table that
+records (`<DIR>/report/` by default). Rows pool only runs equal but for the seed, a repeated run
+counts once (analysis/pooling.py); runs that shared their GPU give no time or memory figure unless
+--allow-shared-timings. `--results PATH` also writes the comparison protocol's results page
+(analysis/results_page.py). `sweep_table` and `to_markdown` are also the table that
 bench/callbacks.py prints when a multirun ends.
 """
 from __future__ import annotations
