@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from matplotlib import transforms
+import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.pareto import pareto_front
@@ -31,7 +31,7 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 COST_LABELS = {"trainable_params": "trainable parameters (log scale)"}
-SPREAD_POINTS = 7  # our choice: how far apart (in points) coinciding markers are drawn
+SPREAD = 0.025  # our choice: coinciding markers are drawn this share of the x span apart
 
 
 def plot_accuracy_vs_cost(runs: pd.DataFrame, memory_metric: str, path: Path,
@@ -64,17 +64,17 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, memory_metric: str, path: Path,
         lows = wide["lo"].xs((task, model), level=["task", "model"]).reindex(points.index)
         highs = wide["hi"].xs((task, model), level=["task", "model"]).reindex(points.index)
         front = pareto_front(points, memory_metric, accuracy_metric)
-        shifts = _spread(points[memory_metric], 100 * points[accuracy_metric])
+        log_x = memory_metric == "trainable_params"
+        xs = _spread(points[memory_metric], 100 * points[accuracy_metric], log_x)
         for method, p in points.iterrows():
             xerr = _bar(p[memory_metric], lows.at[method, memory_metric], highs.at[method, memory_metric])
             yerr = _bar(p[accuracy_metric], lows.at[method, accuracy_metric], highs.at[method, accuracy_metric], 100)
-            shifted = transforms.offset_copy(ax.transData, fig=fig, x=shifts[method], y=0, units="points")
-            ax.errorbar(p[memory_metric], 100 * p[accuracy_metric], xerr=xerr, yerr=yerr, transform=shifted,
+            ax.errorbar(xs[method], 100 * p[accuracy_metric], xerr=xerr, yerr=yerr,
                         linestyle="none", markersize=8, capsize=3, label=method, **style[method],
                         markeredgecolor="black" if front[method] else style[method]["color"],
                         markeredgewidth=2 if front[method] else 1)
-            ax.annotate(f"n={int(counts.get((task, model, method), 0))}", (p[memory_metric], 100 * p[accuracy_metric]),
-                        xytext=(shifts[method] + 6, -10), textcoords="offset points", fontsize=7, color="dimgrey")
+            ax.annotate(f"n={int(counts.get((task, model, method), 0))}", (xs[method], 100 * p[accuracy_metric]),
+                        xytext=(6, -10), textcoords="offset points", fontsize=7, color="dimgrey")
         line = points[front].sort_values(memory_metric)
         ax.plot(line[memory_metric], 100 * line[accuracy_metric], linestyle="--", color="grey",
                 linewidth=1, zorder=0, label="Pareto frontier (ringed points)")
@@ -94,24 +94,27 @@ def plot_accuracy_vs_memory(runs: pd.DataFrame, memory_metric: str, path: Path,
     return plot_accuracy_vs_cost(runs, memory_metric, path, accuracy_metric)
 
 
-def _spread(x: pd.Series, y: pd.Series) -> dict:
-    """A horizontal shift in points per method: methods whose points coincide (within 1% of the
-    panel's span on both axes) are drawn side by side, centred on the true position."""
-    span_x = (x.max() - x.min()) or abs(x.max()) or 1.0
+def _spread(x: pd.Series, y: pd.Series, log_x: bool = False) -> pd.Series:
+    """The x at which to draw each method: methods whose points coincide (within 1% of the panel's
+    span on both axes) are drawn side by side, `SPREAD` of the x span apart, centred on the true x
+    (on a log axis, in log space)."""
+    u = np.log10(x.clip(lower=1)) if log_x else x.astype(float)
+    span_x = (u.max() - u.min()) or abs(u.max()) or 1.0
     span_y = (y.max() - y.min()) or abs(y.max()) or 1.0
-    shifts, groups = {}, []
-    for method in x.index:
+    groups: list[list] = []
+    for method in u.index:
         for group in groups:
             first = group[0]
-            if abs(x[method] - x[first]) <= 0.01 * span_x and abs(y[method] - y[first]) <= 0.01 * span_y:
+            if abs(u[method] - u[first]) <= 0.01 * span_x and abs(y[method] - y[first]) <= 0.01 * span_y:
                 group.append(method)
                 break
         else:
             groups.append([method])
+    shifted = u.copy()
     for group in groups:
         for i, method in enumerate(group):
-            shifts[method] = (i - (len(group) - 1) / 2) * SPREAD_POINTS
-    return shifts
+            shifted[method] = u[method] + (i - (len(group) - 1) / 2) * SPREAD * span_x
+    return 10 ** shifted if log_x else shifted
 
 
 def _bar(centre: float, lo: float, hi: float, scale: float = 1.0):
