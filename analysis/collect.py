@@ -131,7 +131,7 @@ def record_to_row(record: dict, source: str) -> dict[str, Any]:
         "device": (record.get("env") or {}).get("device_name"),
         # How many jobs shared the run's GPU at most (None: not recorded, treated as alone).
         "jobs_on_device_max": (record.get("device_share") or {}).get("jobs_on_device_max"),
-        "eval_split": record.get("eval_split"),
+        "eval_split": record.get("eval_split"), "validation_size": (record.get("validation") or {}).get("size"),
         "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
     }
     row.update(_interval_columns({k: v for k, v in metrics.items() if not isinstance(v, dict)}))

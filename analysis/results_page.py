@@ -141,7 +141,9 @@ def protocol_results(runs: pd.DataFrame, allow_shared_timings: bool = False) -> 
         "protocol": {
             "epochs": _one_or_list(final.get("cfg/train.epochs", pd.Series(dtype=float))),
             "seeds": sorted({int(s) for s in fin_ok["seed"]}),
-            "validation_size": _one_or_list(selection.get("cfg/task.validation_size", pd.Series(dtype=float))),
+            # The held-out split as recorded (result.json `validation.size`), else as configured.
+            "validation_size": _one_or_list(selection["validation_size"]) if selection["validation_size"].notna().any()
+            else _one_or_list(selection.get("cfg/task.validation_size", pd.Series(dtype=float))),
             "lr_grid": {m: sorted(points) for m, points in grids.items()},
         },
         "selection": [{"method": m, "lr": lr, "val_accuracy": acc}

@@ -92,6 +92,7 @@ def protocol_record(method: str, stage: str, seed: int, lr: float, verdicts, sta
     body["config"].update({"task": {"name": "gsm8k", "validation_size": 500}, "eval": {"split": split},
                            "train": {"lr": lr, "epochs": 3}, "protocol": {"stage": stage, "name": "smollm2_gsm8k"},
                            **config})
-    body.update({"eval_split": split, "started_at": start, "finished_at": start + seconds + 10})
+    body.update({"eval_split": split, "started_at": start, "finished_at": start + seconds + 10,
+                 "validation": {"size": 500, "seed": 0, "sha256": "0" * 64}})
     body["env"]["device_name"] = device
     return body, lines
