@@ -1,4 +1,5 @@
-"""Collect every result.json below some directories into one pandas DataFrame (a row per run).
+"""Collect every result.json below some directories into one pandas DataFrame (a row per run:
+records of one run repeated count once, analysis/pooling.py).
 
 Columns: the run's identity (run_dir, status, method, model, task, seed), its error (failed/OOM
 runs keep their row, metrics empty), the flat metrics, one `acc/<eval set>` column per eval set
@@ -17,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.pooling import identities, keep_newest, variant_labels
 from analysis.samples import read_samples
 from bench.records.stats import CI_SUFFIX, with_intervals
 from bench.records.schema import STATUSES
@@ -126,6 +128,11 @@ def record_to_row(record: dict, source: str) -> dict[str, Any]:
         "model": record["model"], "task": record["task"], "seed": record.get("seed"),
         "error": error.get("message"), "error_type": error.get("type"), "error_step": error.get("step"),
         "git_sha": (record.get("env") or {}).get("git_sha"),
+        "device": (record.get("env") or {}).get("device_name"),
+        # How many jobs shared the run's GPU at most (None: not recorded, treated as alone).
+        "jobs_on_device_max": (record.get("device_share") or {}).get("jobs_on_device_max"),
+        "eval_split": record.get("eval_split"), "validation_size": (record.get("validation") or {}).get("size"),
+        "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
     }
     row.update(_interval_columns({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     primary = metrics.get("primary_metric")
@@ -196,11 +203,29 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def frame_from_records(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
-    """(source, record) pairs -> the DataFrame every table is built from."""
-    rows = [record_to_row(record, source) for source, record in records]
+    """(source, record) pairs -> the DataFrame every table is built from: one row per run
+    identity (the newest ok record; the others are listed in `df.attrs["superseded"]`), `method`
+    labelled so that only runs equal but for the seed share a label (analysis/pooling.py), the
+    plain method name in `method_name`."""
+    pairs = list(records)
+    kept, superseded = keep_newest(pairs, [live_status(record) for _, record in pairs])
+    rows, keys, pools, flats = [], [], [], []
+    for i in kept:
+        source, record = pairs[i]
+        row = record_to_row(record, source)
+        row["run_identity"], row["pool"], flat = identities(record)
+        rows.append(row)
+        keys.append((row["task"], row["model"], row["method"]))
+        pools.append(row["pool"])
+        flats.append(flat)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["run_dir", "status", "method", "model", "task", "seed", "error"])
+        df = pd.DataFrame(columns=["run_dir", "status", "method", "method_name", "model", "task", "seed", "error"])
+    else:
+        df.insert(df.columns.get_loc("method") + 1, "method_name", df["method"])
+        df["method"] = variant_labels(keys, pools, flats)
+    df.attrs["superseded"] = superseded
+    df.attrs["identity"] = dict(zip(pools, flats))  # pool -> its config, to relabel a subset (pooling.relabel)
     return df
 
 

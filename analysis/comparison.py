@@ -1,6 +1,7 @@
 """Each method against a baseline on the same questions: the paired difference of accuracies with
-its 95% interval and McNemar's exact p, per model and eval set, combined over seeds (seed s of the
-method against seed s of the baseline; analysis/stats.py says how). Built from samples.jsonl."""
+its 95% interval and p (a hierarchical bootstrap: seeds, then questions within them) and McNemar's
+exact p (questions only), per model and eval set, combined over seeds (seed s of the method against
+seed s of the baseline; analysis/stats.py says how). Built from samples.jsonl."""
 from __future__ import annotations
 
 import math
@@ -8,13 +9,19 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.pooling import base_method
 from analysis.samples import read_samples
-from analysis.stats import excludes_zero, paired_comparison
+from analysis.stats import MIN_SEEDS, excludes_zero, paired_comparison
 from analysis.tables import Table, eval_set_columns, interval_text, method_sort_key, signed
 
-MARK = "*"  # beside a difference whose 95% CI excludes 0
+MARK = "*"  # beside a difference whose 95% CI excludes 0, over at least MIN_SEEDS seeds
 COLUMNS = ["model", "eval set", "method", "vs", "seeds", "questions", "difference (points)", "95% CI",
-           "p (paired)", "right only: method / baseline", "note"]
+           "p (bootstrap)", "p (McNemar)", "right only: method / baseline", "note"]
+HEADER = (f"difference in accuracy points, mean over seeds; 95% CI and p (bootstrap): hierarchical bootstrap "
+          f"resampling seeds, then questions within them (covers seed-to-seed variance); p (McNemar): exact "
+          f"McNemar on the discordant questions pooled over seeds (questions only); {MARK}: the 95% CI "
+          f"excludes 0, given at least {MIN_SEEDS} seeds (fewer cannot measure seed-to-seed variance: "
+          "nothing is marked)")
 
 
 def p_text(p: float) -> str:
@@ -52,10 +59,15 @@ def paired_table(runs: pd.DataFrame, baseline: str) -> Table:
         by_method = {m: dict(zip(g["seed"], g["run_dir"])) for m, g in group.groupby("method")}
         metric = group["primary_metric"].dropna().iloc[0] if "primary_metric" in group else None
         base_runs = by_method.get(baseline, {})
+        variants = sorted(m for m in by_method if base_method(m) == baseline and m != baseline)
         for method in sorted((m for m in by_method if m != baseline), key=method_sort_key):
             for eval_set in sets:
                 if group[f"acc/{eval_set}"].notna().any():
-                    row = _compare(by_method[method], base_runs, eval_set, metric, loaded)
+                    if not base_runs and variants:
+                        row = {"note": f"{baseline} ran in {len(variants)} configurations: pick one with "
+                                       f"--baseline (e.g. '{variants[0]}')"}
+                    else:
+                        row = _compare(by_method[method], base_runs, eval_set, metric, loaded)
                     numbers = row.pop("numbers", {"note": row["note"]})
                     label = f"{task} / {model}" if runs["task"].nunique() > 1 else model
                     rows.append({"model": label, "eval set": eval_set, "method": method, "vs": baseline, **row})
@@ -82,14 +94,16 @@ def _compare(method_runs: dict, base_runs: dict, eval_set: str, metric: str | No
     if not pairs:
         return {"note": f"no question of {eval_set} scored by {metric} in both runs"}
     result = paired_comparison(pairs)
-    marked = excludes_zero(result["lo"], result["hi"])
+    excludes = excludes_zero(result["lo"], result["hi"])
+    marked = excludes and result["enough_seeds"]
+    note = "" if result["enough_seeds"] else f"{result['seeds']} seed(s) < {MIN_SEEDS}: not marked"
     return {
         "seeds": result["seeds"], "questions": "/".join(str(n) for n in result["questions"]),
         "difference (points)": signed(100 * result["difference"]) + (MARK if marked else ""),
         "95% CI": interval_text(100 * result["lo"], 100 * result["hi"], brackets=False),
-        "p (paired)": p_text(result["p"]),
+        "p (bootstrap)": p_text(result["p"]), "p (McNemar)": p_text(result["p_mcnemar"]),
         "right only: method / baseline": f"{result['method_only']} / {result['baseline_only']}",
-        "note": "", "numbers": {**result, "ci_excludes_zero": marked, "note": ""},
+        "note": note, "numbers": {**result, "ci_excludes_zero": excludes, "marked": marked, "note": note},
     }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.summary import against_baseline, summarize
+from analysis.summary import against_baseline, on_gpu, summarize
 
 DEFAULT_FILE = Path(__file__).with_name("paper_numbers.csv")
 COLUMNS = ["paper", "model", "method", "baseline", "task", "metric", "kind", "value", "source", "note"]
@@ -26,6 +26,14 @@ BEST_OVER_MODELS = "best"
 # Costs: lower is better (for `best`); every other metric is better higher.
 LOWER_IS_BETTER = ("peak_gpu_memory_gib", "peak_gpu_reserved_gib", "eval_peak_gpu_memory_gib", "peak_host_rss_gib",
                    "train_wall_clock_s", "eval_wall_clock_s", "median_step_s")
+
+
+# The papers' models (arXiv 2512.15764v1 abstract: "Qwen2.5-0.5B, LLaMA3.2-1B, and Phi4-mini-3.8B"):
+# their time and memory claims are compared only with GPU runs of these (conf/model/*.yaml names).
+PAPER_MODELS = ("qwen2.5-0.5b", "llama3.2-1b", "phi4-mini")
+# Real models on a GPU that are not the papers': their ratios are shown, with this said.
+OTHER_REAL_MODELS = {"smollm2-135m": "not the paper's model (135M)"}
+NOT_COMPARABLE = "not comparable (CPU / tiny model)"
 
 
 class PaperNumbersError(ValueError):
@@ -79,10 +87,16 @@ def is_accuracy(column: str) -> bool:
 def compare_with_ours(runs: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
     """Each claim with our number of the same kind beside it (`ours`, and `ours_over` = the
     (task, model) pairs it averages). Accuracies are compared in % like the papers."""
-    ours, over = [], []
+    ours, over, comparable = [], [], []
     for _, claim in claims.iterrows():
         column = metric_column(claim["metric"], claim["task"])
-        summary = summarize(runs, [column])
+        claim_runs, note = comparable_runs(runs, column)
+        comparable.append(note)
+        if claim_runs is None:
+            ours.append(float("nan"))
+            over.append("")
+            continue
+        summary = summarize(claim_runs, [column])
         if is_accuracy(column):
             summary[["mean", "std"]] *= 100
         if claim["kind"] != "value":
@@ -100,4 +114,21 @@ def compare_with_ours(runs: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
     out = claims.copy()
     out["ours"] = ours
     out["ours_over"] = over
+    out["comparable"] = comparable
     return out
+
+
+def comparable_runs(runs: pd.DataFrame, column: str) -> tuple[pd.DataFrame | None, str]:
+    """The runs a claim about `column` may be set beside, and what to say about them. Accuracy:
+    every run. Time and memory: GPU runs of the papers' models; else GPU runs of another real
+    model, said so; else none (a CPU or tiny-model timing says nothing about the papers')."""
+    if is_accuracy(column) or runs.empty:
+        return runs, ""
+    gpu = on_gpu(runs)
+    papers = runs[gpu & runs["model"].isin(PAPER_MODELS)]
+    if len(papers):
+        return papers, ""
+    other = runs[gpu & runs["model"].isin(list(OTHER_REAL_MODELS))]
+    if len(other):
+        return other, "; ".join(OTHER_REAL_MODELS[m] for m in dict.fromkeys(other["model"]))
+    return None, NOT_COMPARABLE

@@ -2,7 +2,10 @@
 
 Prints markdown to the terminal (every run, the accuracy table, the efficiency table, the
 papers' claims beside ours) and writes CSV + LaTeX + markdown files and PNG plots next to the
-records (`<DIR>/report/` by default). `sweep_table` and `to_markdown` are also the table that
+records (`<DIR>/report/` by default). Rows pool only runs equal but for the seed, a repeated run
+counts once (analysis/pooling.py); runs that shared their GPU give no time or memory figure unless
+--allow-shared-timings. `--results PATH` also writes the comparison protocol's results page
+(analysis/results_page.py). `sweep_table` and `to_markdown` are also the table that
 bench/callbacks.py prints when a multirun ends.
 """
 from __future__ import annotations
@@ -14,10 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import RecordError, collect, frame_from_records, mixed_commits_warning, natural_key
-from analysis.comparison import MARK, paired_table
+from analysis.collect import (DIED, UNKNOWN_RUNNING, RecordError, collect, frame_from_records, mixed_commits_warning,
+                              natural_key)
+from analysis.comparison import HEADER as PAIRED_HEADER, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
-from analysis.summary import numeric
+from analysis.pooling import duplicate_seed_warnings, relabel
+from analysis.summary import SHARED_FLAG, numeric, without_shared_timings
 from analysis.tables import BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text
 
 SWEEP_COLUMNS = {
@@ -44,21 +49,41 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _cell(value) -> str:
+def error_text(row) -> str:
+    """What went wrong with a run that did not finish ok, in words (a died record has no error)."""
+    if row.status == DIED:
+        return "its process is gone and left no result (killed: SIGKILL, the OOM killer, a node failure)"
+    if row.status == UNKNOWN_RUNNING:
+        return "recorded as running on another host: still running there, or died without a result"
+    parts = [str(v) for v in (row.error_type, row.error) if v is not None and not pd.isna(v)]
+    return ": ".join(parts) or "no error recorded"
+
+
+def _cell(value, float_format: str = ",.3f") -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int) and abs(value) >= 1000:
+        return format(value, float_format)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1000:
         return f"{value:,}"
     return str(value).replace("|", "\\|")
 
 
+def _float_format(column: pd.Series) -> str:
+    """One format per column, so its numbers line up: whole numbers with thousands separators
+    once any value reaches 1000 (tokens/s: 431 and 1,129), else three decimals."""
+    values = [v for v in column if isinstance(v, float) and not pd.isna(v)]
+    return ",.0f" if values and max(abs(v) for v in values) >= 1000 else ",.3f"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    """A markdown table with no extra dependency (pandas' to_markdown needs tabulate)."""
+    """A markdown table with no extra dependency (pandas' to_markdown needs tabulate); each column's
+    numbers share one format."""
+    cells = table.astype(object)
+    formats = [_float_format(cells[c]) for c in cells.columns]
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.astype(object).itertuples(index=False)]
+    body = ["| " + " | ".join(_cell(v, f) for v, f in zip(row, formats)) + " |" for row in cells.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
@@ -108,6 +133,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=BASELINE,
                         help=f"the method every other is compared with on the same questions (default: {BASELINE})")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument(SHARED_FLAG, dest="allow_shared_timings", action="store_true",
+                        help="keep the time and memory of runs that shared their GPU with other jobs "
+                             "(result.json device_share.jobs_on_device_max > 1); by default they are left out")
+    parser.add_argument("--results", type=Path, default=None, metavar="PATH",
+                        help="also write the comparison protocol's results page, PATH.md and PATH.json, "
+                             "from the records of its selection and final stages (config protocol.stage)")
     args = parser.parse_args(argv)
     if args.wandb and args.dirs:
         parser.error("give either run directories or --wandb, not both")
@@ -128,20 +159,41 @@ def main(argv: list[str] | None = None) -> None:
             runs = collect(args.dirs)
             out_dir = args.out or default_out_dir(args.dirs)
         claims = load_paper_numbers([DEFAULT_FILE, *args.paper_numbers])
+        if args.results is not None:
+            from analysis.results_page import ProtocolError, write_results_page
+
+            try:
+                pages = write_results_page(runs, args.results, allow_shared_timings=args.allow_shared_timings)
+            except ProtocolError as err:
+                raise RecordError(str(err)) from err
     except (RecordError, PaperNumbersError, FileNotFoundError) as err:
         print(f"slmbench-report: {err}", file=sys.stderr)
         sys.exit(2)
-    report(runs, claims, out_dir, args.memory_metric, plots=not args.no_plots, baseline=args.baseline)
+    if args.results is not None:  # the tables: the final stage, at the selected lrs (the page has the selection)
+        print(f"tables below: the final stage's runs (config protocol.stage=final); {args.results}.md has the selection\n")
+        runs = relabel(runs[runs["cfg/protocol.stage"] == "final"], runs.attrs.get("identity", {}))
+    report(runs, claims, out_dir, args.memory_metric, plots=not args.no_plots, baseline=args.baseline,
+           allow_shared_timings=args.allow_shared_timings)
+    if args.results is not None:
+        print("results page: " + ", ".join(str(p) for p in pages))
 
 
 def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metric: str, plots: bool = True,
-           baseline: str = BASELINE) -> None:
+           baseline: str = BASELINE, allow_shared_timings: bool = False) -> None:
     """Print the tables as markdown and write them (and the plots) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
+    superseded = runs.attrs.get("superseded", [])
     print(f"## Runs ({len(runs)})\n\n{to_markdown(sweep_table(runs))}\n")
-    if (warning := mixed_commits_warning(runs)) is not None:
-        print(f"{warning}\n")
+    if superseded:
+        print(f"{len(superseded)} records repeat a run listed above (same config and seed) and are not counted "
+              "(the newest ok record of a run counts):")
+        for dropped in superseded:
+            print(f"  {dropped['status']}: {dropped['run_dir']} (counted: {dropped['kept']})")
+        print()
+    for warning in [mixed_commits_warning(runs), *duplicate_seed_warnings(runs)]:
+        if warning is not None:
+            print(f"{warning}\n")
     if runs.empty:
         print(f"no result.json found; nothing else to report (wrote {out_dir / 'runs.csv'})")
         return
@@ -149,8 +201,12 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
     if len(not_ok):
         print(f"{len(not_ok)} of {len(runs)} runs did not finish ok:")
         for r in not_ok.itertuples():
-            print(f"  {r.status}: {r.run_dir}: {r.error_type}: {r.error}")
+            print(f"  {r.status}: {r.run_dir}: {error_text(r)}")
         print()
+    if not allow_shared_timings:
+        runs, shared_note = without_shared_timings(runs)
+        if shared_note is not None:
+            print(f"{shared_note}\n")
     # Claims about methods these runs do not include would only be empty rows: named, then left out.
     about_ours = claims["method"].isin(set(runs["method"]))
     if (~about_ours).any():
@@ -163,24 +219,24 @@ def report(runs: pd.DataFrame, claims: pd.DataFrame, out_dir: Path, memory_metri
         "efficiency": (f"Efficiency (Δ: change relative to full fine-tuning, %, with the 95% CI of the "
                        f"per-seed paired change; memory: {memory_metric})",
                        efficiency_table(runs, memory_metric, claims)),
-        "paired": (f"Against {baseline} on the same questions (difference in accuracy points, mean over "
-                   f"seeds; 95% CI: paired bootstrap stratified by seed; p (paired): exact McNemar on the "
-                   f"discordant questions pooled over seeds; {MARK}: the 95% CI excludes 0)",
-                   paired_table(runs, baseline)),
+        "paired": (f"Against {baseline} on the same questions ({PAIRED_HEADER})", paired_table(runs, baseline)),
         "paper_vs_ours": ("The papers' claims beside ours", claims_table(runs, claims)),
     }
     for stem, (title, table) in tables.items():
         print(f"## {title}\n\n{to_markdown(flat(table.display))}\n")
         write_table(table, out_dir, stem)
-    if numeric(runs, memory_metric).isna().all():
-        print(f"note: no run recorded {memory_metric} (CPU runs record none; try --memory-metric "
-              "peak_host_rss_gib): its columns are empty and the accuracy-vs-memory plot is not drawn")
+    no_memory = numeric(runs, memory_metric).isna().all()
+    if no_memory:
+        print(f"note: no run recorded {memory_metric} (CPU runs record none; --memory-metric peak_host_rss_gib "
+              "reads the host's RSS, which sweeps sharing one process distort): its columns are empty and "
+              "accuracy is plotted against trainable parameters instead of memory")
     if plots:
-        from analysis.plots import plot_accuracy_vs_memory, plot_training_time
+        from analysis.plots import plot_accuracy_vs_cost, plot_training_time
         from analysis.selection import selection_plots
 
-        for path in (plot_accuracy_vs_memory(runs, memory_metric, out_dir / "accuracy_vs_memory.png"),
-                     plot_training_time(runs, out_dir / "train_time.png")):
+        scatter = (plot_accuracy_vs_cost(runs, "trainable_params", out_dir / "accuracy_vs_trainable_params.png")
+                   if no_memory else plot_accuracy_vs_cost(runs, memory_metric, out_dir / "accuracy_vs_memory.png"))
+        for path in (scatter, plot_training_time(runs, out_dir / "train_time.png")):
             if path is not None:
                 print(f"plot: {path}")
         print("\n".join(selection_plots(runs, out_dir)))

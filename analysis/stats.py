@@ -7,12 +7,17 @@
   and a paired bootstrap interval (questions resampled with both verdicts kept together;
   Efron & Tibshirani 1993, ch. 13 percentile interval).
 - Over seeds (seed s of the method paired with seed s of the baseline): the difference is the
-  mean over seeds of the per-seed differences; its interval is a bootstrap stratified by seed
-  (each replicate resamples the questions within every seed, then averages the seeds), and its
-  p-value is the exact McNemar test on the discordant pairs pooled over seeds. Pooling is the
-  conditional test for matched pairs in strata: under "no difference" every discordant pair is
-  a fair coin whichever stratum it is in, so their total is Binomial(b + c, 1/2) (Agresti 2013,
-  section 11.3, the Mantel-Haenszel / conditional logistic view of stratified matched pairs).
+  mean over seeds of the per-seed differences. Its interval and p-value come from a hierarchical
+  bootstrap, so they cover seed-to-seed variance as well as the questions' (Davison & Hinkley,
+  "Bootstrap Methods and their Application", 1997, section 3.8, two-stage resampling; resampling
+  both stages is their conservative choice): each replicate draws the seeds with replacement,
+  then, within each drawn seed, the questions with replacement (both runs' verdicts on a question
+  kept together), and averages. The interval is the percentile interval of the replicates; p is
+  the two-sided bootstrap p, twice the share of replicates on the far side of 0 (p < 0.05 goes
+  with a 95% interval that excludes 0). McNemar's exact test on the discordant pairs pooled over seeds
+  is kept beside it (questions only: it ignores seed-to-seed variance).
+- With fewer than `MIN_SEEDS` seeds nothing is called significant: two seeds cannot say how much
+  the seeds differ (the bootstrap over two seeds sees one spread, the t interval has 1 df).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from scipy import stats as scipy_stats
 N_BOOTSTRAP = 10_000  # our choice: the percentile interval's ends move by < 0.1 point between seeds of the resampling
 BOOTSTRAP_SEED = 0    # our choice: the same records give the same interval
 LEVEL = 0.95
+MIN_SEEDS = 3  # our choice: fewer seeds mark nothing significant (module docstring)
 
 
 def mean_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, float]:
@@ -53,28 +59,53 @@ def discordant_counts(method: np.ndarray, baseline: np.ndarray) -> tuple[int, in
     return int((method & ~baseline).sum()), int((~method & baseline).sum())
 
 
-def stratified_bootstrap_interval(differences: Sequence[np.ndarray], level: float = LEVEL,
-                                  n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> list[float]:
-    """Percentile interval of the mean over strata (seeds) of each stratum's mean per-question
-    difference. Replicate r draws, for stratum 0, 1, ... in order, `len(stratum)` indices with
-    `numpy.random.default_rng(seed).integers(0, len(stratum), size=(n_boot, len(stratum)))`."""
+def hierarchical_bootstrap(values: Sequence[np.ndarray], n_boot: int = N_BOOTSTRAP,
+                           seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Replicates of the mean over seeds of each seed's mean value (a per-question difference, or
+    a verdict). Replicate r draws S seeds with replacement, `numpy.random.default_rng(seed)
+    .integers(0, S, size=(n_boot, S))`, then for slot j = 0, 1, ... and seed s = 0, 1, ... in
+    order, the questions of seed s for the replicates that drew s into slot j: a resample of n
+    questions with replacement is drawn as its counts of each distinct value,
+    `rng.multinomial(n, shares)` (the same distribution, without n draws per replicate)."""
+    strata = [np.asarray(v, dtype=float) for v in values]
+    if not strata or any(len(v) == 0 for v in strata):
+        raise ValueError("hierarchical_bootstrap needs at least one seed, each with at least one question")
     rng = np.random.default_rng(seed)
-    replicate_means = np.zeros(n_boot)
-    for stratum in differences:
-        stratum = np.asarray(stratum, dtype=float)
-        picks = rng.integers(0, len(stratum), size=(n_boot, len(stratum)))
-        replicate_means += stratum[picks].mean(axis=1)
-    replicate_means /= len(differences)
+    n_seeds = len(strata)
+    drawn = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    slot_means = np.zeros((n_boot, n_seeds))
+    levels = [np.unique(v, return_counts=True) for v in strata]
+    for slot in range(n_seeds):
+        for s, (distinct, counts) in enumerate(levels):
+            rows = drawn[:, slot] == s
+            if rows.any():
+                n = int(counts.sum())
+                slot_means[rows, slot] = rng.multinomial(n, counts / n, size=int(rows.sum())) @ distinct / n
+    return slot_means.mean(axis=1)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> list[float]:
     tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(replicate_means, [tail, 100 - tail])
+    lo, hi = np.percentile(replicates, [tail, 100 - tail])
     return [float(lo), float(hi)]
+
+
+def bootstrap_p(replicates: np.ndarray) -> float:
+    """Two-sided: twice the share of replicates at or beyond 0 on the side away from the estimate,
+    counted as (1 + k) / (1 + B) (Davison & Hinkley 1997, section 4.2.1: a Monte Carlo p-value is
+    never 0)."""
+    n = len(replicates)
+    below, above = (1 + int(np.sum(replicates <= 0))) / (1 + n), (1 + int(np.sum(replicates >= 0))) / (1 + n)
+    return min(1.0, 2 * min(below, above))
 
 
 def paired_comparison(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: float = LEVEL,
                       n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict:
     """(method verdicts, baseline verdicts) per seed, each over the same questions in the same
-    order -> difference (mean over seeds, as a proportion), its stratified bootstrap interval,
-    the pooled exact McNemar p, the discordant counts, the seeds and the questions per seed."""
+    order -> difference (mean over seeds, as a proportion), its hierarchical bootstrap interval
+    and p (seeds and questions resampled), the pooled exact McNemar p (`p_mcnemar`), the
+    discordant counts, the seeds, the questions per seed and whether the seeds are enough
+    (`MIN_SEEDS`) for a verdict (`enough_seeds`)."""
     if not pairs:
         raise ValueError("paired_comparison needs at least one (method, baseline) pair of verdicts")
     differences, method_only, baseline_only = [], 0, 0
@@ -84,10 +115,21 @@ def paired_comparison(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: flo
         differences.append(np.asarray(method, dtype=float) - np.asarray(baseline, dtype=float))
         b, c = discordant_counts(method, baseline)
         method_only, baseline_only = method_only + b, baseline_only + c
-    lo, hi = stratified_bootstrap_interval(differences, level, n_boot, seed)
+    replicates = hierarchical_bootstrap(differences, n_boot, seed)
+    lo, hi = percentile_interval(replicates, level)
     return {"difference": float(np.mean([d.mean() for d in differences])), "lo": lo, "hi": hi,
-            "p": mcnemar_exact_p(method_only, baseline_only), "method_only": method_only,
-            "baseline_only": baseline_only, "seeds": len(pairs), "questions": [len(d) for d in differences]}
+            "p": bootstrap_p(replicates), "p_mcnemar": mcnemar_exact_p(method_only, baseline_only),
+            "method_only": method_only, "baseline_only": baseline_only, "seeds": len(pairs),
+            "questions": [len(d) for d in differences], "enough_seeds": len(pairs) >= MIN_SEEDS}
+
+
+def mean_over_seeds(verdicts: Sequence[np.ndarray], level: float = LEVEL, n_boot: int = N_BOOTSTRAP,
+                    seed: int = BOOTSTRAP_SEED) -> dict:
+    """A method's accuracy: the mean over seeds of each seed's share of right answers, with the
+    same hierarchical bootstrap interval as the paired differences."""
+    replicates = hierarchical_bootstrap(verdicts, n_boot, seed)
+    lo, hi = percentile_interval(replicates, level)
+    return {"mean": float(np.mean([np.mean(v) for v in verdicts])), "lo": lo, "hi": hi, "seeds": len(verdicts)}
 
 
 def excludes_zero(lo: float, hi: float) -> bool:

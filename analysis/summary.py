@@ -63,3 +63,40 @@ def against_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     out["change_pct"] = (out["mean"] - nonzero) / nonzero * 100
     out["difference"] = out["mean"] - out["baseline_mean"]
     return out
+
+
+# Time and memory: what another job on the same GPU changes. Ratios of these are refused from
+# runs that shared their GPU (result.json `device_share.jobs_on_device_max` > 1).
+TIMING_METRICS = ("train_wall_clock_s", "eval_wall_clock_s", "train_tokens_per_s", "median_step_s",
+                  "peak_gpu_memory_gib", "peak_gpu_reserved_gib", "eval_peak_gpu_memory_gib",
+                  "eval_peak_gpu_reserved_gib", "peak_host_rss_gib")
+SHARED_FLAG = "--allow-shared-timings"
+
+
+def shared_device(df: pd.DataFrame) -> pd.Series:
+    """True for runs that shared their GPU with another job; a record without `device_share`
+    (older ones) counts as alone."""
+    return numeric(df, "jobs_on_device_max") > 1
+
+
+def without_shared_timings(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The runs with the time and memory of shared-device runs blanked (every table and ratio
+    then treats them as not recorded), and the line that says so (None when no run shared)."""
+    shared = shared_device(df)
+    if not shared.any():
+        return df, None
+    out = df.copy()
+    for metric in TIMING_METRICS:
+        if metric in out.columns:
+            out[metric] = numeric(out, metric).where(~shared)
+    return out, (f"note: {int(shared.sum())} of {len(df)} runs shared their GPU with other jobs "
+                 f"(device_share.jobs_on_device_max > 1): their time and memory are left out of every "
+                 f"table, ratio and plot; {SHARED_FLAG} keeps them")
+
+
+def on_gpu(df: pd.DataFrame) -> pd.Series:
+    """Runs that trained on a GPU: the record's device name (env.device_name), or, for records
+    without one, a recorded peak GPU memory."""
+    device = df["device"] if "device" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    named = device.notna()
+    return (named & (device.astype(str) != "cpu")) | (~named & numeric(df, "peak_gpu_memory_gib").notna())

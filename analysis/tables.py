@@ -7,18 +7,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib import resources
 
 import pandas as pd
 
-from analysis.paper_numbers import BEST_OVER_MODELS, MEAN_OVER_MODELS, compare_with_ours
+from analysis.paper_numbers import (BEST_OVER_MODELS, MEAN_OVER_MODELS, NOT_COMPARABLE, comparable_runs,
+                                    compare_with_ours)
 from analysis.pareto import pareto_front
+from analysis.pooling import base_method
 from analysis.stats import mean_interval, paired_seed_deltas
 from analysis.summary import against_baseline, numeric, status_counts, summarize
 
-# Row order of the papers (reference first, then baselines, then the selection methods); other
-# method names follow alphabetically.
-METHOD_ORDER = ["none", "full", "lora-r128", "lora", "topk", "adagradselect", "ist", "lisa", "badam"]
 BASELINE = "full"
+SWEEP_CONFIG = "config.yaml"  # conf/config.yaml: the method list is written once, in its default sweep
+
+
+def default_sweep_methods() -> list[str]:
+    """The methods of conf/config.yaml's default sweep (`hydra.sweeper.params.method`), in order."""
+    from omegaconf import OmegaConf
+
+    methods = OmegaConf.load(resources.files("conf") / SWEEP_CONFIG).hydra.sweeper.params.method
+    return [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
+
+
+# Row order: the default sweep's (reference first, then baselines, then the selection methods);
+# methods it does not list follow alphabetically.
+METHOD_ORDER = default_sweep_methods()
 MEAN_ROW = "mean over models"
 EFFICIENCY_METRICS = {"train_wall_clock_s": "train s", "train_tokens_per_s": "tokens/s"}
 MEMORY_LABELS = {"peak_gpu_memory_gib": "peak GPU GiB", "peak_gpu_reserved_gib": "reserved GPU GiB",
@@ -31,8 +45,11 @@ class Table:
     data: pd.DataFrame
 
 
-def method_sort_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), str(method))
+def method_sort_key(method: str) -> tuple[int, str, str]:
+    """Sweep order by the plain method name; a method's configurations ("lora [train.lr=…]") together."""
+    name = base_method(method)
+    rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, name, str(method))
 
 
 def ordered_methods(methods) -> list[str]:
@@ -190,7 +207,10 @@ def efficiency_table(runs: pd.DataFrame, memory_metric: str, claims: pd.DataFram
             changes = data[(data["method"] == method) & (data["metric"] == metric)]["change_pct"].dropna()
             row[f"Δ {label} %"] = signed(changes.mean())
             if metric in published:
-                row[f"paper Δ {label} %"] = signed(published[metric].get((MEAN_OVER_MODELS, method), float("nan")))
+                paper = signed(published[metric].get((MEAN_OVER_MODELS, method), float("nan")))
+                # The papers' GPU figures sit beside ours only where ours could be compared with them.
+                comparable = comparable_runs(runs, metric)[0] is not None
+                row[f"paper Δ {label} %"] = paper if comparable or not paper else f"{paper} [ours: {NOT_COMPARABLE}]"
         rows.append(row)
     display = pd.DataFrame(rows).fillna("") if rows else pd.DataFrame(columns=["model", "method"])
     data = data.assign(on_frontier=[frontier.get(k, False) for k in zip(data["task"], data["model"], data["method"])])
@@ -252,8 +272,11 @@ def claims_table(runs: pd.DataFrame, claims: pd.DataFrame) -> Table:
         "vs": compared["baseline"], "eval set": compared["task"], "metric": compared["metric"],
         "kind": compared["kind"],
         "paper value": [_claim_text(v, k) for v, k in zip(compared["value"], compared["kind"])],
-        "ours": [_claim_text(v, k) for v, k in zip(compared["ours"], compared["kind"])],
-        "ours over": compared["ours_over"], "source": compared["source"],
+        "ours": [note if note == NOT_COMPARABLE else _claim_text(v, k)
+                 for v, k, note in zip(compared["ours"], compared["kind"], compared["comparable"])],
+        "ours over": compared["ours_over"],
+        "note": [note if note != NOT_COMPARABLE else "" for note in compared["comparable"]],
+        "source": compared["source"],
     })
     return Table(display.set_index(["paper", "model", "method"]), compared)
 

@@ -18,7 +18,8 @@ def record(method: str, model: str, seed: int, status: str = "ok", task: str = "
             if value is not None}
     body = {"status": status, "method": method, "model": model, "task": task, "seed": seed,
             "metrics": {"accuracy": None, "accuracy_by_task": {}, "primary_metric": "accuracy"},
-            "config": {"seed": seed, "train": {"lr": 1e-4, "betas": [0.9, 0.999]}, "method": {"r": 256}},
+            "config": {"seed": seed, "model": {"name": model}, "task": {"name": task},
+                       "train": {"lr": 1e-4, "betas": [0.9, 0.999]}, "method": {"name": method, "r": 256}},
             "env": {"git_sha": "abc", "dirty": False}}
     if status == "ok":
         body["metrics"]["accuracy_by_task"] = sets
@@ -55,7 +56,8 @@ def smoke_record(method: str, model: str, seed: int, verdicts, **metrics) -> tup
     body = {"status": "ok", "method": method, "model": model, "task": "arithmetic", "seed": seed,
             "metrics": {"accuracy": accuracy, "primary_metric": "exact_match",
                         "accuracy_by_task": {"arithmetic": {"exact_match": accuracy, "n": len(verdicts)}}, **metrics},
-            "config": {"seed": seed, "method": {}}, "env": {"git_sha": "abc", "dirty": False}}
+            "config": {"seed": seed, "model": {"name": model}, "method": {"name": method}},
+            "env": {"git_sha": "abc", "dirty": False}}
     return f"{method}-{model}-s{seed}", body, samples("arithmetic", verdicts)
 
 
@@ -77,3 +79,20 @@ def paper_runs(root: Path) -> Path:
     for name, body in runs:
         write(root, name, body)
     return Path(root)
+
+
+def protocol_record(method: str, stage: str, seed: int, lr: float, verdicts, start: float, seconds: float = 100.0,
+                    memory: float = 10.0, device: str = "NVIDIA H100 80GB HBM3", **config) -> tuple[dict, list[dict]]:
+    """A run of the comparison protocol (config `protocol.stage` selection|final) on SmolLM2 and
+    GSM8K: selection runs are scored on the validation split, final runs on the test set."""
+    split = "validation" if stage == "selection" else "test"
+    name, body, lines = smoke_record(method, "smollm2-135m", seed, verdicts, train_wall_clock_s=seconds,
+                                     peak_gpu_memory_gib=memory, train_steps=30)
+    body["task"] = "gsm8k"
+    body["config"].update({"task": {"name": "gsm8k", "validation_size": 500}, "eval": {"split": split},
+                           "train": {"lr": lr, "epochs": 3}, "protocol": {"stage": stage, "name": "smollm2_gsm8k"},
+                           **config})
+    body.update({"eval_split": split, "started_at": start, "finished_at": start + seconds + 10,
+                 "validation": {"size": 500, "seed": 0, "sha256": "0" * 64}})
+    body["env"]["device_name"] = device
+    return body, lines

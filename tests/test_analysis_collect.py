@@ -33,8 +33,8 @@ def test_eval_sets_config_and_missing_metrics(tmp_path):
 
 def test_more_jobs_than_nine_keep_their_order(tmp_path):
     for job in (10, 2, 1):
-        write(tmp_path, f"{job}-full-m1-s0", record("full", "m1", 0, gsm8k=0.1))
-    assert [p.rsplit("/", 1)[1] for p in collect([tmp_path])["run_dir"]] == ["1-full-m1-s0", "2-full-m1-s0", "10-full-m1-s0"]
+        write(tmp_path, f"{job}-full-m1-s{job}", record("full", "m1", job, gsm8k=0.1))
+    assert [p.rsplit("/", 1)[1] for p in collect([tmp_path])["run_dir"]] == ["1-full-m1-s1", "2-full-m1-s2", "10-full-m1-s10"]
 
 
 @pytest.mark.parametrize("payload, message", [

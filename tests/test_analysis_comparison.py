@@ -7,7 +7,7 @@ from scipy.stats import binomtest
 
 from analysis.collect import collect
 from analysis.comparison import paired_table, paired_verdicts
-from analysis.stats import stratified_bootstrap_interval
+from analysis.stats import hierarchical_bootstrap, percentile_interval
 from analysis_records import paper_runs, smoke_record, write
 
 N = 100
@@ -18,10 +18,10 @@ BETTER = [True] * 50 + [True] * 15 + [False] * 3 + [True] * 6 + [False] * 5 + [F
 SAME = [True] * 50 + [False] * 15 + [True] * 3 + [False] * 6 + [True] * 5 + [False] * 21
 
 
-def smoke_sweep(root):
+def smoke_sweep(root, seeds=(0, 1, 2)):
     job = 0
     for method, verdicts in (("full", BASE), ("topk", BETTER), ("adagradselect", SAME)):
-        for seed in (0, 1):
+        for seed in seeds:
             name, body, lines = smoke_record(method, "tiny-llama", seed, verdicts)
             write(root, f"{job}-{name}", body, lines)
             job += 1
@@ -32,19 +32,38 @@ def test_a_clear_difference_is_marked_and_noise_is_not(tmp_path):
     table = paired_table(collect([smoke_sweep(tmp_path)]), "full")
     better = table.display.loc[("tiny-llama", "arithmetic", "topk")]
     same = table.display.loc[("tiny-llama", "arithmetic", "adagradselect")]
-    assert better["difference (points)"] == "+12.0*" and better["seeds"] == 2 and better["questions"] == "100/100"
+    assert better["difference (points)"] == "+12.0*" and better["seeds"] == 3 and better["questions"] == "100/100/100"
     assert same["difference (points)"] == "-1.0" and "*" not in same["difference (points)"]
     data = table.data.set_index("method")
-    # Pooled over the two seeds: 30 right only with topk, 6 only with full.
-    assert data.at["topk", "p"] == pytest.approx(binomtest(6, 36, 0.5).pvalue, abs=1e-9) and data.at["topk", "p"] < 0.05
-    assert data.at["adagradselect", "p"] == pytest.approx(binomtest(10, 22, 0.5).pvalue, abs=1e-9)
-    assert data.at["adagradselect", "p"] > 0.5
-    assert better["p (paired)"] == f"{data.at['topk', 'p']:.1e}" and same["p (paired)"] == f"{data.at['adagradselect', 'p']:.3f}"
-    # The interval is the seed-stratified bootstrap of the per-question differences.
+    # McNemar pooled over the three seeds: 45 right only with topk, 9 only with full.
+    assert data.at["topk", "p_mcnemar"] == pytest.approx(binomtest(9, 54, 0.5).pvalue, abs=1e-9)
+    assert data.at["adagradselect", "p_mcnemar"] == pytest.approx(binomtest(15, 33, 0.5).pvalue, abs=1e-9)
+    assert data.at["topk", "p"] < 0.05 and data.at["adagradselect", "p"] > 0.5
+    assert same["p (McNemar)"] == f"{data.at['adagradselect', 'p_mcnemar']:.3f}"
+    # The interval is the hierarchical bootstrap (seeds, then questions) of the per-question differences.
     d = np.array(BETTER, float) - np.array(BASE, float)
-    lo, hi = stratified_bootstrap_interval([d, d])
+    lo, hi = percentile_interval(hierarchical_bootstrap([d, d, d]))
     assert (data.at["topk", "lo"], data.at["topk", "hi"]) == (lo, hi)
     assert better["95% CI"] == f"{100 * lo:.1f}, {100 * hi:.1f}" and lo > 0
+
+
+def test_two_seeds_mark_nothing_and_say_why(tmp_path):
+    table = paired_table(collect([smoke_sweep(tmp_path, seeds=(0, 1))]), "full")
+    better = table.display.loc[("tiny-llama", "arithmetic", "topk")]
+    assert better["difference (points)"] == "+12.0" and better["note"] == "2 seed(s) < 3: not marked"
+    assert table.data.set_index("method").at["topk", "ci_excludes_zero"]  # the interval alone would have marked it
+    assert not any("*" in cell for cell in table.display["difference (points)"])
+
+
+def test_runs_of_another_config_are_not_paired_as_the_same_method(tmp_path):
+    smoke_sweep(tmp_path)
+    name, body, lines = smoke_record("topk", "tiny-llama", 0, BASE)
+    body["config"]["train"] = {"lr": 0.5}
+    write(tmp_path, f"9-{name}-lr", body, lines)
+    display = paired_table(collect([tmp_path]), "full").display
+    methods = display.index.get_level_values("method").tolist()
+    assert methods == ["topk [train.lr=0.5]", "topk [train.lr=unset]", "adagradselect"]
+    assert display.loc[("tiny-llama", "arithmetic", "topk [train.lr=0.5]"), "seeds"] == 1
 
 
 def test_questions_pair_by_id_not_by_position():

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from analysis.collect import collect
-from analysis.paper_numbers import COLUMNS, DEFAULT_FILE, PaperNumbersError, compare_with_ours, load_paper_numbers
+from analysis.paper_numbers import (COLUMNS, DEFAULT_FILE, NOT_COMPARABLE, PaperNumbersError, compare_with_ours,
+                                    load_paper_numbers)
 from analysis_records import paper_runs, record, smoke_record, write
 
 HEADER = ",".join(COLUMNS)
@@ -70,11 +71,13 @@ def test_the_smoke_experiment_fills_every_row_its_records_can_answer(tmp_path):
             write(tmp_path, f"{job}-{name}", body, lines)
             job += 1
     compared = compare_with_ours(collect([tmp_path]), load_paper_numbers([DEFAULT_FILE])).set_index(["model", "metric", "task"])
-    assert compared.loc[("mean", "train_wall_clock_s", ""), "ours"] == pytest.approx(-10.0)
+    # CPU timings of tiny models say nothing about the papers' GPU claims: not compared.
+    time = compared.loc[("mean", "train_wall_clock_s", "")]
+    assert math.isnan(time["ours"]) and time["comparable"] == NOT_COMPARABLE
     assert compared.loc[("mean", "accuracy", ""), "ours"] == pytest.approx(10.0)
     assert compared.loc[("mean", "accuracy", ""), "ours_over"] == "arithmetic/tiny-qwen2, arithmetic/tiny-llama"
     for key in [("mean", "accuracy", "gsm8k_test"), ("mean", "accuracy", "math500"),
-                ("mean", "peak_gpu_memory_gib", ""), ("best", "peak_gpu_memory_gib", "")]:
+                ("mean", "peak_gpu_memory_gib", ""), ("best", "peak_gpu_memory_gib", "")]:  # noqa: E501
         assert math.isnan(compared.loc[key, "ours"]), key
 
 
@@ -108,17 +111,36 @@ def test_missing_columns_are_named(tmp_path):
 
 def test_ours_beside_each_claim(tmp_path):
     runs = collect([paper_runs(tmp_path / "runs")])
+    runs["model"] = runs["model"].replace({"m1": "qwen2.5-0.5b"})  # a paper model on GPU (it recorded GPU memory)
     claims_file = tmp_path / "claims.csv"
     claims_file.write_text(
         f"{HEADER}\n"
-        "t,m1,lora,full,,peak_gpu_memory_gib,change_pct,-40,src,\n"   # ours: 6 vs 12 GiB -> -50%
+        "t,qwen2.5-0.5b,lora,full,,peak_gpu_memory_gib,change_pct,-40,src,\n"   # ours: 6 vs 12 GiB -> -50%
         "t,mean,lora,full,gsm8k_test,accuracy,difference,-15,src,\n"        # ours: m1 40-60 = -20; m2 has no full
-        "t,m1,full,,gsm8k_test,accuracy,value,58,src,\n"                    # ours: 60%
+        "t,qwen2.5-0.5b,full,,gsm8k_test,accuracy,value,58,src,\n"                    # ours: 60%
         "t,mean,lora,full,,train_wall_clock_s,change_pct,,src,\n"       # no paper number, ours still shown
         "t,m9,lora,full,,train_wall_clock_s,change_pct,-5,src,\n")      # a model we never ran: empty
     compared = compare_with_ours(runs, load_paper_numbers([claims_file]))
     assert compared["ours"].iloc[0] == pytest.approx(-50.0)
-    assert compared["ours"].iloc[1] == pytest.approx(-20.0) and compared["ours_over"].iloc[1] == "metamathqa/m1"
+    assert compared["ours"].iloc[1] == pytest.approx(-20.0) and compared["ours_over"].iloc[1] == "metamathqa/qwen2.5-0.5b"
     assert compared["ours"].iloc[2] == pytest.approx(60.0)
     assert compared["ours"].iloc[3] == pytest.approx(-10.0) and math.isnan(compared["value"].iloc[3])
     assert math.isnan(compared["ours"].iloc[4]) and compared["ours_over"].iloc[4] == ""
+
+
+def test_time_and_memory_claims_only_beside_gpu_runs_of_the_papers_models(tmp_path):
+    claims = load_paper_numbers([DEFAULT_FILE])
+    for job, (method, seconds, memory) in enumerate([("full", 100.0, 12.0), ("adagradselect", 88.0, 7.8)]):
+        body = record(method, "smollm2-135m", 0, gsm8k=0.5, train_wall_clock_s=seconds, peak_gpu_memory_gib=memory)
+        body["env"]["device_name"] = "NVIDIA H100 80GB HBM3"
+        write(tmp_path / "gpu", f"{job}-{method}", body)
+        cpu = record(method, "tiny-llama", 0, gsm8k=0.5, train_wall_clock_s=seconds)
+        cpu["env"]["device_name"] = "cpu"
+        write(tmp_path / "cpu", f"{job}-{method}", cpu)
+    on_cpu = compare_with_ours(collect([tmp_path / "cpu"]), claims).set_index(["model", "metric", "task"])
+    assert on_cpu.loc[("mean", "train_wall_clock_s", ""), "comparable"] == NOT_COMPARABLE
+    assert math.isnan(on_cpu.loc[("mean", "train_wall_clock_s", ""), "ours"])
+    small = compare_with_ours(collect([tmp_path / "gpu"]), claims).set_index(["model", "metric", "task"])
+    time = small.loc[("mean", "train_wall_clock_s", "")]
+    assert time["comparable"] == "not the paper's model (135M)" and time["ours"] == pytest.approx(-12.0)
+    assert small.loc[("mean", "accuracy", ""), "comparable"] == ""  # accuracy claims: any model

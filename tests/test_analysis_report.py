@@ -30,7 +30,7 @@ def test_report_prints_and_writes_every_table_and_plot(tmp_path, capsys):
     assert "6 published claims are about methods not in these runs (adagradselect): left out" in out
     assert "| full | 60.0 ± 10.0 (n=3) [35.2, 84.8] |" in out
     assert "| accuracy | 95% CI | peak GPU GiB |" in out  # the runs table
-    assert "## Against full on the same questions" in out and "| 95% CI | p (paired) |" in out
+    assert "## Against full on the same questions" in out and "| 95% CI | p (bootstrap) | p (McNemar) |" in out
     report = root / "report"  # next to the records
     for stem in ("accuracy", "efficiency", "paired", "paper_vs_ours"):
         for ext in ("md", "csv", "tex"):
@@ -44,16 +44,43 @@ def test_report_prints_and_writes_every_table_and_plot(tmp_path, capsys):
 def test_the_abstract_claims_sit_beside_our_adagradselect_runs(tmp_path, capsys):
     for seed, (method, memory, seconds) in enumerate([("full", 10.0, 100.0), ("full", 14.0, 100.0),
                                                        ("adagradselect", 7.8, 88.0), ("adagradselect", 7.8, 88.0)]):
-        write(tmp_path, f"{seed}-{method}", record(method, "m1", seed, gsm8k=0.5,
+        write(tmp_path, f"{seed}-{method}", record(method, "qwen2.5-0.5b", seed, gsm8k=0.5,
                                                    peak_gpu_memory_gib=memory, train_wall_clock_s=seconds))
     main([str(tmp_path), "--no-plots"])
     out = capsys.readouterr().out
     # 7.8 vs 12 GiB is -35%, 88 vs 100 s is -12%: ours equals the paper's claim here by construction.
-    assert "| peak_gpu_memory_gib | change_pct | -35.0% | -35.0% | metamathqa/m1 |" in out
-    assert "| train_wall_clock_s | change_pct | -12.0% | -12.0% | metamathqa/m1 |" in out
+    assert "| peak_gpu_memory_gib | change_pct | -35.0% | -35.0% | metamathqa/qwen2.5-0.5b |" in out
+    assert "| train_wall_clock_s | change_pct | -12.0% | -12.0% | metamathqa/qwen2.5-0.5b |" in out
     assert "| mean over models | adagradselect |" in out and "| -35.0 |  | -35.0 |" in out
     # The authors' "up to 35%" sits beside our best model (the only one here).
-    assert "| best | adagradselect | full |  | peak_gpu_memory_gib | change_pct | -35.0% | -35.0% | metamathqa/m1 |" in out
+    assert ("| best | adagradselect | full |  | peak_gpu_memory_gib | change_pct | -35.0% | -35.0% | "
+            "metamathqa/qwen2.5-0.5b |") in out
+
+
+def test_a_paper_time_claim_beside_cpu_runs_reads_not_comparable(tmp_path, capsys):
+    for seed, (method, seconds) in enumerate([("full", 100.0), ("adagradselect", 36.3)]):
+        body = record(method, "tiny-llama", 0, gsm8k=0.5, train_wall_clock_s=seconds, peak_host_rss_gib=1.0)
+        body["env"]["device_name"] = "cpu"
+        write(tmp_path, f"{seed}-{method}", body)
+    main([str(tmp_path), "--no-plots"])
+    claims = capsys.readouterr().out.split("## The papers' claims beside ours")[1]
+    assert "| train_wall_clock_s | change_pct | -12.0% | not comparable (CPU / tiny model) |" in claims
+    assert "-63.7%" not in claims
+
+
+def test_shared_device_runs_get_no_time_ratio_without_the_flag(tmp_path, capsys):
+    for seed, (method, seconds, jobs) in enumerate([("full", 100.0, 1), ("adagradselect", 88.0, 2)]):
+        body = record(method, "qwen2.5-0.5b", 0, gsm8k=0.5, train_wall_clock_s=seconds, peak_gpu_memory_gib=10.0)
+        body["device_share"] = {"gpu_uuid": "GPU-1", "jobs_on_device_max": jobs, "launcher_jobs_per_gpu": 2}
+        write(tmp_path, f"{seed}-{method}", body)
+    main([str(tmp_path), "--no-plots"])
+    out = capsys.readouterr().out
+    assert "note: 1 of 2 runs shared their GPU with other jobs" in out and "--allow-shared-timings keeps them" in out
+    assert "| train_wall_clock_s | change_pct | -12.0% |  |" in out  # ours: refused
+    assert "| qwen2.5-0.5b | adagradselect | 50.0 (n=1) |  |  |  |  |  |  |  |" in out  # no memory, no time
+    main([str(tmp_path), "--no-plots", "--allow-shared-timings"])
+    out = capsys.readouterr().out
+    assert "shared their GPU" not in out and "| train_wall_clock_s | change_pct | -12.0% | -12.0% |" in out
 
 
 def test_the_paired_table_in_the_report_marks_a_clear_difference(tmp_path, capsys):
@@ -61,10 +88,20 @@ def test_the_paired_table_in_the_report_marks_a_clear_difference(tmp_path, capsy
 
     main([str(smoke_sweep(tmp_path)), "--no-plots"])
     out = capsys.readouterr().out
-    assert "| tiny-llama | arithmetic | topk | full | 2 | 100/100 | +12.0* |" in out
-    assert "| tiny-llama | arithmetic | adagradselect | full | 2 | 100/100 | -1.0 |" in out
+    assert "| tiny-llama | arithmetic | topk | full | 3 | 100/100/100 | +12.0* |" in out
+    assert "| tiny-llama | arithmetic | adagradselect | full | 3 | 100/100/100 | -1.0 |" in out
+    assert "hierarchical bootstrap resampling seeds, then questions" in out  # the header says which
     main([str(tmp_path), "--no-plots", "--baseline", "adagradselect"])
-    assert "| tiny-llama | arithmetic | topk | adagradselect | 2 | 100/100 | +13.0* |" in capsys.readouterr().out
+    assert "| tiny-llama | arithmetic | topk | adagradselect | 3 | 100/100/100 | +13.0* |" in capsys.readouterr().out
+
+
+def test_two_seeds_give_no_star(tmp_path, capsys):
+    from test_analysis_comparison import smoke_sweep
+
+    main([str(smoke_sweep(tmp_path, seeds=(0, 1))), "--no-plots"])
+    paired = capsys.readouterr().out.split("## Against full")[1].split("\n## ")[0]
+    assert "| topk | full | 2 | 100/100 | +12.0 |" in paired and "*" not in paired.split("\n", 1)[1]
+    assert "2 seed(s) < 3: not marked" in paired
 
 
 def test_paper_numbers_and_out_options(tmp_path, capsys):
@@ -79,11 +116,16 @@ def test_paper_numbers_and_out_options(tmp_path, capsys):
     assert not (tmp_path / "elsewhere" / "train_time.png").exists()
 
 
-def test_cpu_runs_get_a_note_instead_of_an_empty_plot(tmp_path, capsys):
-    write(tmp_path, "0-full", record("full", "m", 0, gsm8k=0.5, peak_host_rss_gib=1.0, train_wall_clock_s=3.0))
+def test_cpu_runs_plot_accuracy_against_trainable_parameters(tmp_path, capsys):
+    write(tmp_path, "0-full", record("full", "m", 0, gsm8k=0.5, peak_host_rss_gib=1.0, train_wall_clock_s=3.0,
+                                     trainable_params=1000))
+    write(tmp_path, "1-lora", record("lora", "m", 0, gsm8k=0.5, peak_host_rss_gib=1.0, train_wall_clock_s=2.0,
+                                     trainable_params=10))
     main([str(tmp_path)])
-    assert "note: no run recorded peak_gpu_memory_gib" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: no run recorded peak_gpu_memory_gib" in out and "against trainable parameters" in out
     assert not (tmp_path / "report" / "accuracy_vs_memory.png").exists()
+    assert (tmp_path / "report" / "accuracy_vs_trainable_params.png").exists()
     main([str(tmp_path), "--memory-metric", "peak_host_rss_gib"])
     assert (tmp_path / "report" / "accuracy_vs_memory.png").exists()
 
@@ -131,3 +173,11 @@ def test_smoke_sweep_end_to_end(tmp_path, cache_dir):
         assert f"| {method} |" in accuracy and "(n=2)" in accuracy
     assert (sweep / "report" / "accuracy_vs_memory.png").exists()
     assert (sweep / "report" / "train_time.png").exists()
+
+
+def test_the_tokens_per_s_column_has_one_format(tmp_path, capsys):
+    for seed, tokens in enumerate([431.317, 1129.4]):
+        write(tmp_path, f"{seed}-full", record("full", "m", seed, gsm8k=0.5, train_tokens_per_s=tokens))
+    main([str(tmp_path), "--no-plots"])
+    runs = capsys.readouterr().out.split("## Runs (2)")[1].split("\n\n")[1]
+    assert "|  | 431 |  |" in runs and "|  | 1,129 |  |" in runs and "431.317" not in runs

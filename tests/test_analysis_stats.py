@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, t
 
-from analysis.stats import (excludes_zero, mcnemar_exact_p, mean_interval, paired_comparison,
-                            paired_seed_deltas, stratified_bootstrap_interval)
+from analysis.stats import (bootstrap_p, excludes_zero, hierarchical_bootstrap, mcnemar_exact_p, mean_interval,
+                            paired_comparison, paired_seed_deltas, percentile_interval)
 
 
 def test_mean_interval_is_students():
@@ -39,7 +39,7 @@ def test_one_seed_paired_test_on_known_verdicts():
     out = paired_comparison([(method, base)])
     assert out["difference"] == pytest.approx(0.12, abs=1e-12)
     assert (out["method_only"], out["baseline_only"]) == (15, 3)
-    assert out["p"] == pytest.approx(binomtest(3, 18, 0.5).pvalue, abs=1e-9) and out["p"] < 0.05
+    assert out["p_mcnemar"] == pytest.approx(binomtest(3, 18, 0.5).pvalue, abs=1e-9) and out["p"] < 0.05
     assert excludes_zero(out["lo"], out["hi"]) and out["lo"] < 0.12 < out["hi"]
     # The percentile interval is close to the normal one for the mean of the per-question differences.
     d = method.astype(float) - base
@@ -54,20 +54,29 @@ def test_a_difference_inside_the_noise_is_not_marked():
     assert out["p"] > 0.5 and not excludes_zero(out["lo"], out["hi"])
 
 
-def test_seed_stratified_interval_is_the_hand_computed_one():
-    # Seed 0: every question +1 (method right, baseline wrong); seed 1: no question differs.
-    # Every replicate averages 1.0 and 0.0: the interval is exactly [0.5, 0.5].
+def test_the_interval_covers_seed_to_seed_variance():
+    # Seed 0: every question +1 (method right, baseline wrong); seed 1: no question differs. A
+    # bootstrap within seeds only would give exactly [0.5, 0.5]; drawing the seeds too gives
+    # replicates of 0, 0.5 and 1 (both slots seed 1, one of each, both seed 0).
     pairs = [(_verdicts(20, 20), _verdicts(0, 20)), (_verdicts(7, 20), _verdicts(7, 20))]
     out = paired_comparison(pairs)
-    assert (out["difference"], out["lo"], out["hi"]) == (0.5, 0.5, 0.5)
-    assert out["p"] == pytest.approx(2 * 0.5 ** 20, abs=1e-12)  # 20 discordant pairs, all one way
-    # A non-degenerate case, recomputed here from the documented procedure.
+    assert out["difference"] == 0.5 and (out["lo"], out["hi"]) == (0.0, 1.0)
+    assert out["p_mcnemar"] == pytest.approx(2 * 0.5 ** 20, abs=1e-12)  # 20 discordant pairs, all one way
+    assert not out["enough_seeds"]
+    replicates = hierarchical_bootstrap([np.ones(20), np.zeros(20)])
+    assert set(np.unique(replicates)) == {0.0, 0.5, 1.0}
+    assert np.mean(replicates == 0.5) == pytest.approx(0.5, abs=0.02)  # one slot each: 2 of 4 draws
+    assert out["p"] == bootstrap_p(replicates) == pytest.approx(2 * (1 + np.sum(replicates <= 0)) / (1 + len(replicates)))
+
+
+def test_one_seed_is_the_question_bootstrap_and_the_draws_are_fixed():
     rng = np.random.default_rng(0)
-    diffs = [rng.integers(-1, 2, size=30).astype(float), rng.integers(-1, 2, size=45).astype(float)]
-    draw = np.random.default_rng(7)
-    by_hand = sum(d[draw.integers(0, len(d), size=(500, len(d)))].mean(axis=1) for d in diffs) / 2
-    expected = np.percentile(by_hand, [2.5, 97.5])
-    assert stratified_bootstrap_interval(diffs, n_boot=500, seed=7) == pytest.approx(list(expected), abs=1e-12)
+    d = rng.integers(-1, 2, size=300).astype(float)
+    replicates = hierarchical_bootstrap([d], n_boot=4000)
+    assert replicates.std() == pytest.approx(d.std() / np.sqrt(len(d)), rel=0.05)
+    assert np.array_equal(replicates, hierarchical_bootstrap([d], n_boot=4000))  # a fixed seed: same records, same interval
+    lo, hi = percentile_interval(replicates)
+    assert lo < d.mean() < hi
 
 
 def test_pooled_p_is_the_binomial_of_all_discordant_pairs():
@@ -75,7 +84,7 @@ def test_pooled_p_is_the_binomial_of_all_discordant_pairs():
     seed1 = (np.array([1, 0, 1, 1], bool), np.array([0, 0, 0, 1], bool))              # b=2, c=0
     out = paired_comparison([seed0, seed1])
     assert (out["method_only"], out["baseline_only"], out["seeds"], out["questions"]) == (4, 1, 2, [6, 4])
-    assert out["p"] == pytest.approx(binomtest(1, 5, 0.5).pvalue, abs=1e-9)
+    assert out["p_mcnemar"] == pytest.approx(binomtest(1, 5, 0.5).pvalue, abs=1e-9)
     assert out["difference"] == pytest.approx((1 / 6 + 2 / 4) / 2, abs=1e-12)
 
 

@@ -10,13 +10,13 @@ from analysis.collect import RecordError, frame_from_records
 from analysis.wandb_source import records_from_wandb, run_to_record
 
 
-def fake_run(run_id="abc", status="ok", tags=("lora", "m1", "metamathqa"), state="finished"):
+def fake_run(run_id="abc", status="ok", tags=("lora", "m1", "metamathqa"), state="finished", seed=1):
     summary = {"status": status, "_step": 10, "_wandb": {"runtime": 3}}
     if status == "ok":
         summary.update({"accuracy": 0.45, "primary_metric": "exact_match", "peak_gpu_memory_gib": 6.0,
                         "accuracy/gsm8k/exact_match": 0.5, "accuracy/gsm8k/n": 100,
                         "accuracy/math500/exact_match": 0.4})
-    config = {"seed": 1, "model": {"name": "m1"}, "task": {"name": "metamathqa"}, "train": {"lr": 2e-4}}
+    config = {"seed": seed, "model": {"name": "m1"}, "task": {"name": "metamathqa"}, "train": {"lr": 2e-4}}
     return SimpleNamespace(id=run_id, summary=summary, config=config, tags=list(tags), state=state)
 
 
@@ -30,7 +30,7 @@ class FakeApi:
 
 
 def test_a_wandb_run_gives_the_same_columns_as_a_result_json():
-    records = list(records_from_wandb("me/slmbench", FakeApi([fake_run(), fake_run("def", status="oom"),
+    records = list(records_from_wandb("me/slmbench", FakeApi([fake_run(), fake_run("def", status="oom", seed=2),
                                                               fake_run("ghi", state="running")])))
     df = frame_from_records(records)
     assert df["run_dir"].tolist() == ["wandb:me/slmbench/abc", "wandb:me/slmbench/def"]  # running: skipped

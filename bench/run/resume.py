@@ -28,12 +28,19 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what schedulers send be
 STOP_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
 
 
-def run_key(config: dict[str, Any], data_files: dict[str, str] | None = None) -> str:
-    """The run's identity: its config (what it computes) and its data files' contents, in the
-    config's order (`data_file_hashes`); the paths themselves are in the config already."""
+def identity_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that says what a run computes (a copy: the keys that only
+    say how it is run removed). slmbench-report pools runs whose identity differs only in `seed`."""
     identity = copy.deepcopy({k: v for k, v in config.items() if k not in NOT_IDENTITY})
     for key in NOT_IDENTITY_TRAIN:
         identity.get("train", {}).pop(key, None)
+    return identity
+
+
+def run_key(config: dict[str, Any], data_files: dict[str, str] | None = None) -> str:
+    """The run's identity: its config (what it computes) and its data files' contents, in the
+    config's order (`data_file_hashes`); the paths themselves are in the config already."""
+    identity = identity_config(config)
     if data_files:
         identity["data_sha256"] = list(data_files.values())
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
