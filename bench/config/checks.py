@@ -16,7 +16,7 @@ from bench.eval.evaluate import ENGINES, SAMPLES
 from bench.loss import FAST_PATHS
 from bench.records.recorder import WANDB_MODES
 from bench.run.optim import LR_SCALINGS, SCHEDULES
-from bench.runtime import PRECISIONS
+from bench.runtime import PRECISIONS, TIMINGS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
 
@@ -36,6 +36,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
             "train.batching": (t.batching, BATCHINGS),
             "train.lr_scaling": (t.lr_scaling, tuple(LR_SCALINGS)), "eval.engine": (e.engine, ENGINES),
             "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
+            "timing": (cfg.get("timing"), TIMINGS),
             "model.specials_mismatch": (cfg.model.get("specials_mismatch") if cfg.model is not None else None,
                                         SPECIALS_MISMATCH)}
 

@@ -17,7 +17,10 @@ STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 # a reused one `reused_from`; `train.save_model=true` adds `saved_model`).
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
                "pid", "host", "data_files", "weights",
-               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule")
+               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule",
+               # What ran fast (train.fast_path, compile, CUDA graphs), the compile's cache hits and
+               # seconds, and how many jobs shared the device (time is the method's own only at 1).
+               "fast_path", "compile", "device_share")
 
 METRIC_KEYS = (
     # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per
