@@ -87,15 +87,20 @@ def frozen_collector():
 def use_compile_caches(cache_dir: str) -> dict[str, str]:
     """Inductor's and Triton's caches under `<cache_dir>/inductor` and `<cache_dir>/triton`, unless
     the user set TORCHINDUCTOR_CACHE_DIR / TRITON_CACHE_DIR: every job of a sweep (each its own
-    process, bench/run/recipe.py) then finds the kernels and graphs the first one compiled, where
-    torch's default (/tmp/torchinductor_<user>) is per machine and may be wiped. Set before anything
-    compiles: both are read when a compile first looks them up."""
+    process) then finds the graphs and kernels the first one compiled, where torch's default
+    (/tmp/torchinductor_<user>) is per machine and may be wiped. Set before anything compiles: the
+    caches are looked up per compile. Importing torch._dynamo writes torch's default into
+    TORCHINDUCTOR_CACHE_DIR (torch/_dynamo/package.py), so that value counts as unset."""
     import os
     from pathlib import Path
 
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     root = Path(cache_dir).resolve()
-    for env, sub in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
-        os.environ.setdefault(env, str(root / sub))
+    for env, sub, torch_default in (("TORCHINDUCTOR_CACHE_DIR", "inductor", default_cache_dir()),
+                                    ("TRITON_CACHE_DIR", "triton", None)):
+        if os.environ.get(env) in (None, "", torch_default):
+            os.environ[env] = str(root / sub)
     return {"inductor": os.environ["TORCHINDUCTOR_CACHE_DIR"], "triton": os.environ["TRITON_CACHE_DIR"]}
 
 

@@ -256,3 +256,45 @@ def test_the_tiny_base_pretraining_does_not_inherit_the_fast_settings():
     pre = pretraining_config(cfg)
     check(pre)
     assert (pre.train.cuda_graphs, pre.train.compile, pre.train.lr_scaling, pre.train.batching) == (False, False, "none", "random")
+
+
+# Knobs that make every method change its trainable set within the 4 steps (a switch at step 2),
+# LoRA without dropout (its mask would be drawn differently by a compiled graph), BAdam in fp32
+# (the compiled bf16 kernels may round differently: not a deterministic comparison).
+COMPILED_METHODS = {
+    "topk": ("method.select_every=2",),
+    "adagradselect": (),
+    "lisa": ("method.interval_steps=2", "method.n_layers=1"),
+    "badam": ("method.switch_every=2", "method.precision_scheme=fp32"),
+    "lora": ("method.r=4", "method.lora_alpha=8", "method.lora_dropout=0.0"),
+    "ist": ("method.update_interval=2", "method.update_fraction=0.5", "method.rollouts=2", "method.lora.r=4", "method.lora.lora_alpha=8", "method.lora.lora_dropout=0.0",
+            "method.estimation_batch_size=4"),
+}
+
+
+@pytest.mark.parametrize("method", list(COMPILED_METHODS))
+def test_train_compile_trains_every_method_as_eager(method, monkeypatch):
+    """train.compile=true on each selection/adapter method: the same losses as eager over 4 steps
+    that switch the trainable set (requires_grad flips, hooks, IST's no-grad probes), and the layers
+    really ran compiled (dynamo's AOT-autograd backend: Inductor on CPU would need minutes of C++
+    compiling; a recompile-limit hit, which would silently run the layers eager, fails the test)."""
+    import bench.run.recipe as recipe
+    from torch._dynamo.utils import counters
+
+    from bench.loss import compile_decoder_layers
+    from block_harness import tiny_run
+
+    monkeypatch.setattr(recipe, "compile_decoder_layers", lambda model: compile_decoder_layers(model, backend="aot_eager"))
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    losses = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        run = tiny_run(method, *COMPILED_METHODS[method], f"train.compile={str(compiled).lower()}", layers=2,
+                       batch_size=4, total_steps=4)
+        run.train()
+        losses[compiled] = [h["loss"] for h in run.history]
+        assert run.performance_record()["fast_path"]["compile"] is compiled
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
+    torch._dynamo.reset()

@@ -11,7 +11,6 @@ The card's memory comes from a probe (`gpu_memory`): `nvidia-smi` (the real card
 CUDA context in the launcher) or `budget:<GiB>` (a card of that size that only the sweep's jobs
 use: a cap on a shared card, and the CPU tests' stand-in for a GPU).
 """
-from __future__ import annotations
 
 import csv
 import json
