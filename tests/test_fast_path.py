@@ -179,12 +179,15 @@ GRAPH_RUN = ("train.batching=packed", "train.fast_path=chunked_ce", "train.cuda_
     ("train.grad_accum=2", "train.cuda_graphs=true needs train.grad_accum=1"),
     ("train.gradient_checkpointing=true", "train.cuda_graphs=true needs train.gradient_checkpointing=False"),
     ("method=topk", r"needs a method that keeps its trainable set .* methods.topk.TopK does not"),
+    ("method=lisa", r"methods.lisa.LISA does not \(its set changes between steps, and re-capturing per set is not"),
+    ("method=badam", r"methods.badam.BAdam does not"),
 ])
 def test_cuda_graphs_refuses_what_a_replayed_decoder_cannot_run(override, message):
     from bench.config.checks import ConfigError, check
     from conftest import compose_config
 
-    check(compose_config(*GRAPH_RUN))  # the supported combination passes
+    check(compose_config(*GRAPH_RUN))  # the supported combinations pass
+    check(compose_config(*GRAPH_RUN, "method=lora"))
     with pytest.raises(ConfigError, match=message):
         check(compose_config(*GRAPH_RUN, override))
 
@@ -200,11 +203,13 @@ def test_cuda_graphs_on_a_cpu_run_stops_at_build(cache_dir):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs: CUDA only")
+@pytest.mark.parametrize("method", ["full", "lora"])
 @pytest.mark.parametrize("compiled", [False, True])
-def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
-    """Three steps of full fine-tuning through the run, fp32 (no bf16 noise): the replayed decoder's
-    losses and final weights equal the called decoder's (tied embedding included), also when the
-    captured layers are compiled ones, and a batch of another shape is refused."""
+def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled, method):
+    """Three steps of full fine-tuning (and of LoRA, without dropout) through the run, fp32 (no bf16
+    noise): the replayed decoder's losses and final weights equal the called decoder's (tied
+    embedding included), also when the captured layers are compiled ones, and a batch of another
+    shape is refused."""
     from bench.run.recipe import Run
     from conftest import compose_config
 
@@ -212,12 +217,15 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
     torch._dynamo.reset()
     runs = {}
     for graphs in ("false", "true"):
-        run = Run.build(compose_config(*GRAPH_RUN, f"train.cuda_graphs={graphs}", "device=cuda", "train.precision=fp32",
-                                       f"train.compile={str(compiled).lower()}", f"cache_dir={cache_dir}"))
+        lora = ("method.r=8", "method.lora_alpha=16", "method.lora_dropout=0.0") if method == "lora" else ()
+        run = Run.build(compose_config(*GRAPH_RUN, f"method={method}", *lora, f"train.cuda_graphs={graphs}",
+                                       "device=cuda", "train.precision=fp32", f"train.compile={str(compiled).lower()}",
+                                       f"cache_dir={cache_dir}"))
         run.train()
         runs[graphs] = run
     eager, graphed = runs["false"], runs["true"]
     assert graphed.state.decoder_graph.graphed is not None and eager.state.decoder_graph is None
+    assert graphed.performance_record()["fast_path"]["cuda_graphs"] is True
     assert graphed.state.decoder_graph.capture_seconds > 0  # the first steps' breakdown reads it
     assert [h["loss"] for h in graphed.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-5)
     for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):

@@ -111,8 +111,11 @@ def _check_cuda_graphs(cfg) -> None:
                               f"see bench/loss.py DecoderGraph")
     method = _method_class(cfg)
     if method is not None and method.trains and not method.cuda_graph_safe:
+        # Our choice: no re-capture per trainable set (LISA/BAdam switch every N steps; a capture
+        # costs about a compiled step, and the selection methods' hooks would run only while capturing).
         raise ConfigError(f"train.cuda_graphs=true needs a method that keeps its trainable set and adds no "
-                          f"hooks (Method.cuda_graph_safe); {cfg.method._target_} does not: use method=full or "
+                          f"hooks (Method.cuda_graph_safe: full, lora); {cfg.method._target_} does not (its set "
+                          f"changes between steps, and re-capturing per set is not implemented): use "
                           f"train.cuda_graphs=false")
 
 
