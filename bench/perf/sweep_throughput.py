@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = ("train.batching=packed", "train.pack_tokens=16384", "train.lr_scaling=sqrt", "train.fast_path=chunked_ce",
         "train.compile=true", "train.log_every=10", "eval.engine=static", "eval.batch_size=512")
 # lr per method, as the reference workload's method rows (real_workload.py --lr / --lora-lr).
-LR_BY_METHOD = "{none:1e-5,full:1e-5,lora:2e-4,topk:1e-5,adagradselect:1e-5,ist:1e-5,lisa:1e-5,badam:1e-5}"
+LR_BY_METHOD = {"none": 1e-5, "full": 1e-5, "lora": 2e-4, "topk": 1e-5, "adagradselect": 1e-5, "ist": 1e-5,
+                "lisa": 1e-5, "badam": 1e-5}
 # --quick: CPU, a tiny pretrained base on the arithmetic task; compile off (Inductor on CPU: minutes).
 QUICK = ("model=tiny-llama", "task=arithmetic", "train.max_steps=3", "eval.limit=8")
 QUICK_METHODS = "none,lora"
@@ -71,7 +72,7 @@ def sweep_overrides(args) -> list[str]:
     gsm8k = Path(args.data_dir).resolve() / "gsm8k"
     return ["model=smollm2-135m", "task=gsm8k", f"task.train.path={gsm8k / 'train.jsonl'}",
             f"task.eval.gsm8k_test.path={gsm8k / 'test.jsonl'}", "train.epochs=1", "train.max_steps=null",
-            "train.batch_size=16", f"lr_by_method={LR_BY_METHOD}",
+            "train.batch_size=16", *(f"+lr_by_method.{m}={lr}" for m, lr in LR_BY_METHOD.items()),
             "train.lr='${lr_by_method.${hydra:runtime.choices.method}}'", "seed=0", *FAST, "wandb.mode=disabled",
             *args.set]
 
