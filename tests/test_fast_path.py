@@ -302,7 +302,11 @@ def test_train_compile_trains_every_method_as_eager(method, monkeypatch):
                        batch_size=4, total_steps=4)
         run.train()
         losses[compiled] = [h["loss"] for h in run.history]
-        assert run.performance_record()["fast_path"]["compile"] is compiled
+        record = run.performance_record()
+        assert record["fast_path"] == {"loss": "none", "compile": compiled, "cuda_graphs": False}
+        assert record["compile"]["enabled"] is compiled and record["compile"]["seconds"] >= 0
+        assert {"fx_graph_cache_hit", "fx_graph_cache_miss", "aot_autograd_cache_hit"} <= set(record["compile"])
+        assert record["device_share"] == {"gpu_uuid": None, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
     assert counters["stats"]["unique_graphs"] >= 1
     assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
     torch._dynamo.reset()

@@ -41,7 +41,11 @@ class NvidiaSmi:
     QUERY = ("nvidia-smi", "--query-gpu=index,uuid,memory.free,memory.total", "--format=csv,noheader,nounits")
 
     def _rows(self) -> list[dict[str, str]]:
-        out = subprocess.run(self.QUERY, capture_output=True, text=True, check=True).stdout
+        try:
+            out = subprocess.run(self.QUERY, capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as err:
+            raise RuntimeError(f"hydra.launcher.gpu_memory=nvidia-smi: cannot read the GPUs' memory ({err}); "
+                               "set hydra.launcher.gpu_memory=budget:<GiB> to admit jobs by a fixed budget") from None
         return [dict(zip(("index", "uuid", "free", "total"), (c.strip() for c in row)))
                 for row in csv.reader(out.strip().splitlines()) if row]
 

@@ -144,26 +144,28 @@ class ParallelLauncher(Launcher):
         self.peaks = known_peaks_gib(Path(str(self.config.store_dir))) if gpus else {}
         log.info("Launching %d jobs, %d at a time (%s)", len(job_overrides), self._n_slots,
                  f"GPUs {', '.join(gpus)}, up to {self.per_card} per GPU" if gpus else "CPU")
-        pending = deque(Job(initial_job_idx + i, list(o), 0.0) for i, o in enumerate(job_overrides))
+        self.pending = deque(Job(initial_job_idx + i, list(o), 0.0) for i, o in enumerate(job_overrides))
         running: Dict[int, Job] = {}
         returns: Dict[int, JobReturn] = {}
 
         def forward(signum, frame):
             # A preempted launcher passes the signal on: each job checkpoints and exits; no new job starts.
             log.warning("received %s: forwarding it to %d running jobs", signal.Signals(signum).name, len(running))
-            pending.clear()
+            self.pending.clear()
             self.stopped = True
             for job in running.values():
                 job.proc.send_signal(signum)
 
         previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGUSR1)}
         try:
-            self._run_all(pending, running, returns)
+            self._run_all(running, returns)
             if self.solo_timing and not self.stopped:
-                solo = self._solo_jobs(job_overrides, initial_job_idx + len(job_overrides))
-                log.info("Solo timing stage: %d jobs, one per card at a time (timing=solo)", len(solo))
+                self.pending = deque(self._solo_jobs(job_overrides, initial_job_idx + len(job_overrides)))
+                log.info("Solo timing stage: %d jobs, one per card at a time (timing=solo)", len(self.pending))
                 self.per_card = 1
-                self._run_all(deque(solo), running, returns)
+                if self.on_gpu:  # the packed jobs' peaks are known now
+                    self.peaks = known_peaks_gib(Path(str(self.config.store_dir)))
+                self._run_all(running, returns)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -183,7 +185,8 @@ class ParallelLauncher(Launcher):
         key = (method, str(cfg.model.name), str(cfg.task.name))
         return self.peaks.get(key, self.expected_job_gib) + self.memory_margin_gib
 
-    def _run_all(self, pending: deque, running: Dict[int, Job], returns: Dict[int, JobReturn]) -> None:
+    def _run_all(self, running: Dict[int, Job], returns: Dict[int, JobReturn]) -> None:
+        pending = self.pending
         progress = Progress(len(pending))
         last_line = time.monotonic()
         for job in pending:  # the sweep config (and so the expected peak) of every job, once
