@@ -100,3 +100,18 @@ def test_slurm_launcher_config_composes(tmp_path):
     assert "SlurmLauncher" in proc.stdout
     for setting in ("gpus_per_node: 1", "partition: gpu", "max_num_timeout: 3", "timeout_min: 240"):
         assert setting in proc.stdout
+
+
+def test_cards_are_named_by_uuid_through_the_launchers_own_visible_devices(monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES=2,3 the launcher's GPU 0 is physical GPU 2: its job gets that card's
+    UUID (an index would be renumbered), and what others hold at launch is the card's baseline."""
+    from hydra_plugins.slmbench_launcher.admission import NvidiaSmi
+
+    rows = [{"index": str(i), "uuid": f"GPU-{i}", "free": str(80 * 1024 - 1024 * i), "total": str(80 * 1024)}
+            for i in range(4)]
+    monkeypatch.setattr(NvidiaSmi, "_rows", lambda self: rows)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,GPU-3")
+    cards = NvidiaSmi().cards(["0", "1"])
+    assert [(c.index, c.visible, c.uuid, c.baseline_used_gib) for c in cards] == [("0", "GPU-2", "GPU-2", 2.0),
+                                                                                  ("1", "GPU-3", "GPU-3", 3.0)]
+    assert NvidiaSmi().free_total_gib(cards[1]) == (77.0, 80.0)

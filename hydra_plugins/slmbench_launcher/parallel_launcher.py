@@ -263,7 +263,10 @@ class ParallelLauncher(Launcher):
             env["CUDA_VISIBLE_DEVICES"] = card.visible
         # Each job gets its share of the cores: N processes each starting one thread per core
         # oversubscribe the host (seen: a 32-core H200 host, 3 s per tiny CPU step instead of 20 ms).
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self._n_slots)))
+        share = str(max(1, (os.cpu_count() or 1) // self._n_slots))
+        env.setdefault("OMP_NUM_THREADS", share)
+        # Likewise Inductor's compile workers (one per core by default, in every job that compiles).
+        env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", share)
         share_dir = self.sweep_dir / ".device_share"
         share_dir.mkdir(exist_ok=True)
         job.card, job.share_file = card, share_dir / f"{job.idx}.json"
