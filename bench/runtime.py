@@ -12,6 +12,7 @@ import torch
 from bench.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
+TIMINGS = (None, "solo")  # `timing`: an ordinary run, or a solo timing copy (hydra.launcher.solo_timing)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,3 +40,84 @@ def autocast(device: torch.device, precision: str):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# -- a sweep's shared compile cache, and what a run's compile did --------------------------------
+
+def use_compile_caches(cache_dir: str) -> dict[str, str]:
+    """Inductor's and Triton's caches under `<cache_dir>/inductor` and `<cache_dir>/triton`, unless
+    the user set TORCHINDUCTOR_CACHE_DIR / TRITON_CACHE_DIR: every job of a sweep (each its own
+    process) then finds the graphs and kernels the first one compiled, where torch's default
+    (/tmp/torchinductor_<user>) is per machine and may be wiped. Set before anything compiles: the
+    caches are looked up per compile. Importing torch._dynamo writes torch's default into
+    TORCHINDUCTOR_CACHE_DIR (torch/_dynamo/package.py), so that value counts as unset."""
+    import os
+    from pathlib import Path
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    root = Path(cache_dir).resolve()
+    for env, sub, torch_default in (("TORCHINDUCTOR_CACHE_DIR", "inductor", default_cache_dir()),
+                                    ("TRITON_CACHE_DIR", "triton", None)):
+        if os.environ.get(env) in (None, "", torch_default):
+            os.environ[env] = str(root / sub)
+    return {"inductor": os.environ["TORCHINDUCTOR_CACHE_DIR"], "triton": os.environ["TRITON_CACHE_DIR"]}
+
+
+class CompileRecord:
+    """result.json's `compile`, counted from the run's setup on (the counters are the process's):
+    whether the run compiled, its FX-graph and AOT-autograd cache hits and misses
+    (torch._dynamo.utils.counters: a hit is a graph the sweep's cache already held), and the seconds
+    spent compiling (dynamo's compile of the forward graphs with their lowering, plus the backward
+    graphs' lazy compile: torch._dynamo.utils.compilation_time_metrics)."""
+
+    COUNTERS = (("inductor", "fxgraph_cache_hit", "fx_graph_cache_hit"), ("inductor", "fxgraph_cache_miss", "fx_graph_cache_miss"),
+                ("aot_autograd", "autograd_cache_hit", "aot_autograd_cache_hit"),
+                ("aot_autograd", "autograd_cache_miss", "aot_autograd_cache_miss"))
+    TIMERS = ("_compile.compile_inner", "backward._backward_impl")
+
+    def __init__(self, enabled: bool, caches: dict[str, str]):
+        self.enabled, self.caches = enabled, caches
+        self.start = self._read()
+
+    @classmethod
+    def _read(cls) -> dict[str, float]:
+        from torch._dynamo.utils import compilation_time_metrics, counters
+
+        read = {name: counters[group][key] for group, key, name in cls.COUNTERS}
+        read["seconds"] = sum(sum(compilation_time_metrics.get(k, ())) for k in cls.TIMERS)
+        return read
+
+    def summary(self) -> dict:
+        now = self._read()
+        delta = {name: now[name] - self.start[name] for name in now}
+        delta["seconds"] = round(delta["seconds"], 3)
+        return {"enabled": self.enabled, **delta, "cache_dir": self.caches}
+
+
+# -- how many jobs shared the device (hydra_plugins/slmbench_launcher writes what a job reads) ----
+
+DEVICE_SHARE_ENV = "SLMBENCH_DEVICE_SHARE"  # hydra_plugins/slmbench_launcher/parallel_launcher.py writes it
+
+
+def device_share(device: torch.device) -> dict:
+    """result.json's `device_share`: the physical GPU (its UUID) and the most slmbench jobs that ran
+    on it at once during this run (1: the run had it alone), with the launcher's jobs_per_gpu. A job
+    of the parallel launcher reads what the launcher wrote for it (it rewrites the file whenever a
+    job joins the card; on the CPU the host is the device); any other run ran alone (the basic
+    launcher runs one job at a time)."""
+    import json
+    import os
+
+    uuid = None
+    if device.type == "cuda":
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"  # nvidia-smi's spelling
+    share = {"gpu_uuid": uuid, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
+    path = os.environ.get(DEVICE_SHARE_ENV)
+    if path:
+        written = json.loads(open(path).read())
+        share["jobs_on_device_max"] = int(written["jobs_on_device_max"])
+        share["launcher_jobs_per_gpu"] = written["launcher_jobs_per_gpu"]
+        share["gpu_uuid"] = uuid or written["gpu_uuid"]
+    return share

@@ -9,16 +9,17 @@ It runs from a checkout and is not shipped with the wheel (pyproject.toml's pack
     python -m lab memory ...         where a training step's peak GPU memory goes
     python -m lab report ...         docs/performance.md from the JSON the commands above wrote
     python -m lab loss_curves ...    the default and fast rows' loss curves from real_workload's JSON
+    python -m lab sweep_throughput ... the same sweep serially and packed several jobs per GPU
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lab import loss_curves, memory, real_workload, report, shapes
+from lab import loss_curves, memory, real_workload, report, shapes, sweep_throughput
 
 COMMANDS = {"shapes": shapes, "real_workload": real_workload, "memory": memory, "report": report,
-            "loss_curves": loss_curves}
+            "loss_curves": loss_curves, "sweep_throughput": sweep_throughput}
 
 
 def parser() -> argparse.ArgumentParser:

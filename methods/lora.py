@@ -9,6 +9,10 @@ from methods.base import Method, MethodContext
 
 
 class LoRA(Method):
+    # The adapters train on every step, the base stays frozen, and peft adds no hooks (the embedding
+    # one is removed in prepare): the decoder may be captured once and replayed (train.cuda_graphs).
+    cuda_graph_safe = True
+
     def __init__(self, r: int, lora_alpha: float, lora_dropout: float, target_modules: list[str],
                  use_rslora: bool = False):
         if r <= 0:

@@ -179,13 +179,16 @@ GRAPH_RUN = ("train.batching=packed", "train.fast_path=chunked_ce", "train.cuda_
     ("train.grad_accum=2", "train.cuda_graphs=true needs train.grad_accum=1"),
     ("train.gradient_checkpointing=true", "train.cuda_graphs=true needs train.gradient_checkpointing=False"),
     ("method=topk", r"needs a method that keeps its trainable set .* methods.topk.TopK does not"),
+    ("method=lisa", r"methods.lisa.LISA does not \(its set changes between steps, and re-capturing per set is not"),
+    ("method=badam", r"methods.badam.BAdam does not"),
 ])
 def test_cuda_graphs_refuses_what_a_replayed_decoder_cannot_run(override, message):
     from bench.config.checks import check
     from bench.errors import ConfigError
     from conftest import compose_config
 
-    check(compose_config(*GRAPH_RUN))  # the supported combination passes
+    check(compose_config(*GRAPH_RUN))  # the supported combinations pass
+    check(compose_config(*GRAPH_RUN, "method=lora"))
     with pytest.raises(ConfigError, match=message):
         check(compose_config(*GRAPH_RUN, override))
 
@@ -201,11 +204,13 @@ def test_cuda_graphs_on_a_cpu_run_stops_at_build(cache_dir):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs: CUDA only")
+@pytest.mark.parametrize("method", ["full", "lora"])
 @pytest.mark.parametrize("compiled", [False, True])
-def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
-    """Three steps of full fine-tuning through the run, fp32 (no bf16 noise): the replayed decoder's
-    losses and final weights equal the called decoder's (tied embedding included), also when the
-    captured layers are compiled ones, and a batch of another shape is refused."""
+def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled, method):
+    """Three steps of full fine-tuning (and of LoRA, without dropout) through the run, fp32 (no bf16
+    noise): the replayed decoder's losses and final weights equal the called decoder's (tied
+    embedding included), also when the captured layers are compiled ones, and a batch of another
+    shape is refused."""
     from bench.run.recipe import Run
     from conftest import compose_config
 
@@ -213,12 +218,15 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled):
     torch._dynamo.reset()
     runs = {}
     for graphs in ("false", "true"):
-        run = Run.build(compose_config(*GRAPH_RUN, f"train.cuda_graphs={graphs}", "device=cuda", "train.precision=fp32",
-                                       f"train.compile={str(compiled).lower()}", f"cache_dir={cache_dir}"))
+        lora = ("method.r=8", "method.lora_alpha=16", "method.lora_dropout=0.0") if method == "lora" else ()
+        run = Run.build(compose_config(*GRAPH_RUN, f"method={method}", *lora, f"train.cuda_graphs={graphs}",
+                                       "device=cuda", "train.precision=fp32", f"train.compile={str(compiled).lower()}",
+                                       f"cache_dir={cache_dir}"))
         run.train()
         runs[graphs] = run
     eager, graphed = runs["false"], runs["true"]
     assert graphed.state.decoder_graph.graphed is not None and eager.state.decoder_graph is None
+    assert graphed.performance_record()["fast_path"]["cuda_graphs"] is True
     assert graphed.state.decoder_graph.capture_seconds > 0  # the first steps' breakdown reads it
     assert [h["loss"] for h in graphed.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-5)
     for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):
@@ -257,3 +265,49 @@ def test_the_tiny_base_pretraining_does_not_inherit_the_fast_settings():
     pre = pretraining_config(cfg)
     check(pre)
     assert (pre.train.cuda_graphs, pre.train.compile, pre.train.lr_scaling, pre.train.batching) == (False, False, "none", "random")
+
+
+# Knobs that make every method change its trainable set within the 4 steps (a switch at step 2),
+# LoRA without dropout (its mask would be drawn differently by a compiled graph), BAdam in fp32
+# (the compiled bf16 kernels may round differently: not a deterministic comparison).
+COMPILED_METHODS = {
+    "topk": ("method.select_every=2",),
+    "adagradselect": (),
+    "lisa": ("method.interval_steps=2", "method.n_layers=1"),
+    "badam": ("method.switch_every=2", "method.precision_scheme=fp32"),
+    "lora": ("method.r=4", "method.lora_alpha=8", "method.lora_dropout=0.0"),
+    "ist": ("method.update_interval=2", "method.update_fraction=0.5", "method.rollouts=2", "method.lora.r=4", "method.lora.lora_alpha=8", "method.lora.lora_dropout=0.0",
+            "method.estimation_batch_size=4"),
+}
+
+
+@pytest.mark.parametrize("method", list(COMPILED_METHODS))
+def test_train_compile_trains_every_method_as_eager(method, monkeypatch):
+    """train.compile=true on each selection/adapter method: the same losses as eager over 4 steps
+    that switch the trainable set (requires_grad flips, hooks, IST's no-grad probes), and the layers
+    really ran compiled (dynamo's AOT-autograd backend: Inductor on CPU would need minutes of C++
+    compiling; a recompile-limit hit, which would silently run the layers eager, fails the test)."""
+    import bench.run.recipe as recipe
+    from torch._dynamo.utils import counters
+
+    from bench.loss import compile_decoder_layers
+    from block_harness import tiny_run
+
+    monkeypatch.setattr(recipe, "compile_decoder_layers", lambda model: compile_decoder_layers(model, backend="aot_eager"))
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    losses = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        run = tiny_run(method, *COMPILED_METHODS[method], f"train.compile={str(compiled).lower()}", layers=2,
+                       batch_size=4, total_steps=4)
+        run.train()
+        losses[compiled] = [h["loss"] for h in run.history]
+        record = run.performance_record()
+        assert record["fast_path"] == {"loss": "none", "compile": compiled, "cuda_graphs": False}
+        assert record["compile"]["enabled"] is compiled and record["compile"]["seconds"] >= 0
+        assert {"fx_graph_cache_hit", "fx_graph_cache_miss", "aot_autograd_cache_hit"} <= set(record["compile"])
+        assert record["device_share"] == {"gpu_uuid": None, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
+    torch._dynamo.reset()

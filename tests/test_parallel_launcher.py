@@ -1,9 +1,14 @@
-"""hydra_plugins/slmbench_launcher: a 4-job sweep runs as separate processes; SLURM config composes."""
+"""hydra_plugins/slmbench_launcher: jobs run as separate processes, several per GPU when asked (admitted
+by the card's memory, here a budget standing in for a GPU), share one compile cache and record how
+many jobs shared their device; SLURM config composes."""
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import result_files, run_cli
+from hydra_plugins.slmbench_launcher.admission import Card, MemoryBudget, headroom_gib, known_peaks_gib, pick
 
 
 def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path, cache_dir):
@@ -15,6 +20,79 @@ def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path, cache_dir)
     assert len({r["env"]["pid"] for r in records}) == 4  # four processes, none of them the launcher's
     assert "2 at a time (CPU)" in proc.stderr + proc.stdout
     assert len([line for line in proc.stdout.splitlines() if "| tiny-llama |" in line]) == 4
+    # Every job compiles into the sweep's cache under cache_dir (the first job's graphs serve the rest).
+    for record in records:
+        assert record["compile"]["cache_dir"] == {"inductor": str(cache_dir / "inductor"),
+                                                  "triton": str(cache_dir / "triton")}
+        assert record["fast_path"] == {"loss": "none", "compile": False, "cuda_graphs": False}
+        # On the CPU the host is the device: the jobs the launcher ran beside this one, counted.
+        assert record["device_share"]["gpu_uuid"] is None and 1 <= record["device_share"]["jobs_on_device_max"] <= 2
+    assert max(r["device_share"]["jobs_on_device_max"] for r in records) == 2  # the first two start together
+    assert "sweep: 4/4 done, 0 running, 0 failed" in proc.stderr + proc.stdout
+
+
+def test_packed_jobs_wait_for_room_and_a_solo_stage_reruns_one_per_method(tmp_path, cache_dir):
+    """One 'GPU' of 10 GiB (a memory budget: the CPU jobs ignore CUDA_VISIBLE_DEVICES), jobs expected
+    at 4 GiB, three slots: two jobs fit at once, so no record may say more than two shared the card.
+    Then the solo stage: the first job of each method again, alone, as an identity of its own.
+    (method=none: evaluation only, the fastest job.)"""
+    proc = run_cli(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.gpus=[0]", "hydra.launcher.jobs_per_gpu=3",
+                   "hydra.launcher.gpu_memory=budget:10", "hydra.launcher.expected_job_gib=4",
+                   "hydra.launcher.memory_margin_gib=0", "hydra.launcher.solo_timing=true",
+                   "method=none", "seed=0,1,2", f"cache_dir={cache_dir}", "eval.limit=4", "wandb.mode=disabled")
+    records = [json.loads(p.read_text()) for p in result_files(tmp_path / "outputs" / "multirun")]
+    packed = [r for r in records if r["config"]["timing"] is None]
+    solo = [r for r in records if r["config"]["timing"] == "solo"]
+    assert len(packed) == 3 and all(r["status"] == "ok" for r in records)
+    assert [r["device_share"]["launcher_jobs_per_gpu"] for r in packed] == [3] * 3
+    assert max(r["device_share"]["jobs_on_device_max"] for r in packed) == 2  # 2 x 4 GiB fit, a third does not
+    assert "expects 4.0 GiB" in proc.stderr + proc.stdout
+    assert [(r["method"], r["seed"]) for r in solo] == [("none", 0)]
+    assert all(r["device_share"]["jobs_on_device_max"] == 1 for r in solo)
+    assert not {r["run_key"] for r in solo} & {r["run_key"] for r in packed}
+
+
+def test_admission_packs_a_card_by_memory_and_spreads_over_cards():
+    budget = MemoryBudget(10.0)
+    cards = budget.cards(["0"])
+    pending = [(0, 4.0), (1, 4.0), (2, 4.0), (3, 1.5)]
+    first = pick(pending, cards, budget, jobs_per_gpu=4)
+    assert first == (0, cards[0])
+    cards[0].jobs[0] = 4.0
+    assert pick(pending[1:], cards, budget, 4) == (0, cards[0])
+    cards[0].jobs[1] = 4.0
+    # 2 GiB left: the 4 GiB job waits, the 1.5 GiB one behind it may start
+    assert pick(pending[2:], cards, budget, 4) == (1, cards[0])
+    cards[0].jobs[3] = 1.5
+    assert pick(pending[2:3], cards, budget, 4) is None
+    # jobs_per_gpu caps the count whatever the memory
+    assert pick([(5, 0.1)], cards, MemoryBudget(100.0), jobs_per_gpu=3) is None
+    # two cards: the next job goes to the empty one; a job larger than any card runs alone on one
+    two = budget.cards(["0", "1"])
+    two[0].jobs[0] = 1.0
+    assert pick([(1, 1.0)], two, budget, 4)[1] is two[1]
+    assert pick([(2, 50.0)], two, budget, 4)[1] is two[1]
+    two[1].jobs[1] = 1.0
+    assert pick([(2, 50.0)], two, budget, 4) is None
+
+
+def test_headroom_counts_what_started_jobs_will_still_take():
+    """nvidia-smi's free memory lags a job that has just started: its expected peak counts against the
+    card until the card's use shows it (others' use at launch stays theirs)."""
+    card = Card("0", "GPU-x", "GPU-x", baseline_used_gib=10.0, jobs={0: 8.0})
+    assert headroom_gib(free=70.0, total=80.0, card=card) == pytest.approx(62.0)  # job 0 holds nothing yet
+    assert headroom_gib(free=65.0, total=80.0, card=card) == pytest.approx(62.0)  # 5 of its 8 GiB taken
+    assert headroom_gib(free=60.0, total=80.0, card=card) == pytest.approx(60.0)  # past its expected peak
+
+
+def test_expected_peaks_come_from_the_stores_finished_records(tmp_path):
+    for i, (method, status, peak, eval_peak) in enumerate([("lora", "ok", 3.0, 5.5), ("lora", "ok", 4.0, 1.0),
+                                                            ("full", "failed", 30.0, None), ("full", "ok", None, None)]):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "result.json").write_text(json.dumps({
+            "status": status, "method": method, "model": "m", "task": "t",
+            "metrics": {"peak_gpu_reserved_gib": peak, "eval_peak_gpu_reserved_gib": eval_peak}}))
+    assert known_peaks_gib(tmp_path) == {("lora", "m", "t"): 5.5}  # no GPU figure, no failed run
 
 
 def test_slurm_launcher_config_composes(tmp_path):
@@ -22,3 +100,18 @@ def test_slurm_launcher_config_composes(tmp_path):
     assert "SlurmLauncher" in proc.stdout
     for setting in ("gpus_per_node: 1", "partition: gpu", "max_num_timeout: 3", "timeout_min: 240"):
         assert setting in proc.stdout
+
+
+def test_cards_are_named_by_uuid_through_the_launchers_own_visible_devices(monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES=2,3 the launcher's GPU 0 is physical GPU 2: its job gets that card's
+    UUID (an index would be renumbered), and what others hold at launch is the card's baseline."""
+    from hydra_plugins.slmbench_launcher.admission import NvidiaSmi
+
+    rows = [{"index": str(i), "uuid": f"GPU-{i}", "free": str(80 * 1024 - 1024 * i), "total": str(80 * 1024)}
+            for i in range(4)]
+    monkeypatch.setattr(NvidiaSmi, "_rows", lambda self: rows)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,GPU-3")
+    cards = NvidiaSmi().cards(["0", "1"])
+    assert [(c.index, c.visible, c.uuid, c.baseline_used_gib) for c in cards] == [("0", "GPU-2", "GPU-2", 2.0),
+                                                                                  ("1", "GPU-3", "GPU-3", 3.0)]
+    assert NvidiaSmi().free_total_gib(cards[1]) == (77.0, 80.0)

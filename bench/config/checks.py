@@ -16,7 +16,7 @@ from bench.data.batching import BATCHINGS, OVERLONG
 from bench.eval.evaluate import ENGINES, SAMPLES
 from bench.loss import FAST_PATHS
 from bench.records.recorder import WANDB_MODES
-from bench.runtime import PRECISIONS
+from bench.runtime import PRECISIONS, TIMINGS
 from bench.data.prompts import PROMPT_FORMATS
 from bench.models.loading import SPECIALS_MISMATCH
 from bench.protocol import STAGES
@@ -37,6 +37,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
             "train.lr_scaling": (t.lr_scaling, tuple(LR_SCALINGS)), "eval.engine": (e.engine, ENGINES),
             "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
             "eval.split": (e.split, EVAL_SPLITS), "protocol.stage": (cfg.protocol.stage, (None, *STAGES)),
+            "timing": (cfg.get("timing"), TIMINGS),
             "model.specials_mismatch": (cfg.model.get("specials_mismatch") if cfg.model is not None else None,
                                         SPECIALS_MISMATCH)}
 
@@ -112,8 +113,11 @@ def _check_cuda_graphs(cfg) -> None:
                               f"see bench/loss.py DecoderGraph")
     method = _method_class(cfg)
     if method is not None and method.trains and not method.cuda_graph_safe:
+        # Our choice: no re-capture per trainable set (LISA/BAdam switch every N steps; a capture
+        # costs about a compiled step, and the selection methods' hooks would run only while capturing).
         raise ConfigError(f"train.cuda_graphs=true needs a method that keeps its trainable set and adds no "
-                          f"hooks (Method.cuda_graph_safe); {cfg.method._target_} does not: use method=full or "
+                          f"hooks (Method.cuda_graph_safe: full, lora); {cfg.method._target_} does not (its set "
+                          f"changes between steps, and re-capturing per set is not implemented): use "
                           f"train.cuda_graphs=false")
 
 

@@ -116,6 +116,7 @@ class SlmbenchConfig:
     device: str = MISSING
     cache_dir: str = MISSING
     store_dir: str = MISSING
+    timing: Optional[str] = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)

@@ -19,7 +19,10 @@ STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 # file, {size, seed, sha256} (bench/tasks/validation.py; size 0 and sha256 null when none).
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
                "pid", "host", "data_files", "weights", "eval_split", "validation",
-               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule")
+               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule",
+               # What ran fast (train.fast_path, compile, CUDA graphs), the compile's cache hits and
+               # seconds, and how many jobs shared the device (time is the method's own only at 1).
+               "fast_path", "compile", "device_share")
 
 METRIC_KEYS = (
     # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per

@@ -37,7 +37,8 @@ from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
 from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
 from bench.run.store import RunStore, this_process
-from bench.runtime import resolve_device, resolve_precision, synchronize
+from bench.runtime import (CompileRecord, device_share, resolve_device, resolve_precision, synchronize,
+                           use_compile_caches)
 from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
@@ -90,6 +91,9 @@ class Run:
         self.precision = resolve_precision(self.cfg.train.precision, self.device)
         self.record["env"] = environment(self.device)
         set_seed(self.cfg.seed)
+        # A sweep's jobs share one Inductor/Triton cache under cache_dir: only the first compiles.
+        self.compiles = CompileRecord(self.cfg.train.compile, use_compile_caches(self.cfg.cache_dir))
+        self.record["device_share"] = device_share(self.device)
         start_compile_workers(self.cfg.train, self.device)  # the kernels the first step compiles
 
     def setup_store(self) -> None:
@@ -286,9 +290,18 @@ class Run:
         log.info("already finished in %s: skipped (sweep.rerun=true runs it again)", done["run_dir"])
         return self.store.reuse_into(self.run_dir)
 
+    def performance_record(self) -> dict:
+        """What ran fast and what shared the device: result.json's `fast_path`, `compile` and
+        `device_share` (the launcher's count of jobs on this device, read again at the end)."""
+        graph = self.state.decoder_graph if self.state is not None else None
+        return {"fast_path": {"loss": self.cfg.train.fast_path, "compile": bool(self.cfg.train.compile),
+                              "cuda_graphs": graph is not None and graph.graphed is not None},
+                "compile": self.compiles.summary(), "device_share": device_share(self.device)}
+
     def finish(self) -> dict:
         """Record an `ok` run: samples, result.json (run dir and store), W&B summary."""
         record = self.record
+        record.update(self.performance_record())
         record["metrics"], record["eval_protocol"] = self.metrics(), self.eval_protocol
         record["final_params_sha256"] = params_digest(self.model, self.params)
         record["status"], record["finished_at"] = "ok", time.time()
@@ -308,6 +321,8 @@ class Run:
         record["status"] = err.status if isinstance(err, Preempted) else record["status"]
         step = self.state.step if self.state is not None else 0
         record["error"] = {"type": type(err).__name__, "message": str(err), "step": step}
+        if hasattr(self, "compiles"):
+            record.update(self.performance_record())
         record["finished_at"] = time.time()
         if self.recorder is None:
             write_json_atomic(self.run_dir / RESULT_FILE, record)

@@ -1,0 +1,224 @@
+"""Sweep throughput: the same sweep run serially (one job at a time) and packed (several jobs per GPU).
+
+`python -m lab sweep_throughput --data-dir DIR --out docs/perf/sweep_throughput.json
+[--jobs-per-gpu N]` runs, as `slmbench -m hydra/launcher=parallel` runs it, the default sweep's
+methods (conf/config.yaml hydra.sweeper.params.method) x 1 seed x 1 epoch of SmolLM2-135M on GSM8K
+with evaluation, at the fast settings (packed rows of 16k tokens, sqrt lr scaling, the chunked
+loss, compiled layers, the loss read every 10 steps, the static eval engine), three times:
+
+1. `serial`: jobs_per_gpu=1, a fresh store and a fresh compile cache: its first training job
+   compiles cold (`cold_epoch_s`).
+2. `packed`: jobs_per_gpu=N, a fresh store, the serial sweep's compile cache.
+3. `warm_solo`: the full fine-tune alone, a fresh store, the same cache: `warm_epoch_s` (its
+   compile hits the cache; time measured alone, since packed jobs share the card).
+
+Each sweep's wall time is its `slmbench` process's, launcher and every job included. The JSON holds
+per run: accuracy with its 95% interval, final train loss, train and eval seconds, compile cache
+hits, the device share; and the targets' checks (docs/performance.md renders it: `markdown`).
+`--quick`: a CPU smoke run (tiny model, arithmetic, 3 steps, two methods); its figures mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The fast settings, as lab/real_workload.py's harness_fast trains them (PACKED_FAST and
+# FAST_SETTINGS there), without train.cuda_graphs: only full and LoRA keep their trainable set
+# (Method.cuda_graph_safe), and one sweep runs every method with the same settings.
+FAST = ("train.batching=packed", "train.pack_tokens=16384", "train.lr_scaling=sqrt", "train.fast_path=chunked_ce",
+        "train.compile=true", "train.log_every=10", "eval.engine=static", "eval.batch_size=512")
+# lr per method, as the reference workload's method rows (real_workload.py --lr / --lora-lr).
+LR_BY_METHOD = {"none": 1e-5, "full": 1e-5, "lora": 2e-4, "topk": 1e-5, "adagradselect": 1e-5, "ist": 1e-5,
+                "lisa": 1e-5, "badam": 1e-5}
+# --quick: CPU, a tiny pretrained base on the arithmetic task; compile off (Inductor on CPU: minutes).
+QUICK = ("model=tiny-llama", "task=arithmetic", "train.max_steps=3", "eval.limit=8")
+QUICK_METHODS = "none,lora"
+TARGETS = {"speedup_min": 3.0, "cold_epoch_s_max": 12.0, "warm_epoch_s_max": 9.0, "loss_rel_diff_max": 0.01}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with gsm8k/{train,test}.jsonl")
+    p.add_argument("--out", type=Path, default=Path("docs/perf/sweep_throughput.json"))
+    p.add_argument("--jobs-per-gpu", type=int, default=4, help="the packed sweep's jobs per GPU (CPU: jobs at once)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="where the sweeps' dirs, stores and compile cache go (default: outputs/sweep_throughput/<time>)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the runs' cache_dir (default: <work-dir>/cache, fresh: the serial sweep compiles cold)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods (default: the config's default sweep; --quick: none,lora)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every job")
+    p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny model, arithmetic, 3 steps, 2 methods")
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The work and cache dirs' defaults, --quick's methods."""
+    if not args.quick and args.data_dir is None:
+        raise SystemExit("python -m lab sweep_throughput: --data-dir is needed (gsm8k/train.jsonl and "
+                         "gsm8k/test.jsonl), or --quick")
+    args.work_dir = args.work_dir or REPO / "outputs" / "sweep_throughput" / time.strftime("%Y%m%d-%H%M%S")
+    args.cache_dir = args.cache_dir or args.work_dir / "cache"
+    args.methods = args.methods or (QUICK_METHODS if args.quick else None)
+    return args
+
+
+def sweep_overrides(args) -> list[str]:
+    """The overrides every job of the three sweeps shares."""
+    if args.quick:
+        return [*QUICK, "device=cpu", "wandb.mode=disabled", *args.set]
+    gsm8k = Path(args.data_dir).resolve() / "gsm8k"
+    return ["model=smollm2-135m", "task=gsm8k", f"task.train.path={gsm8k / 'train.jsonl'}",
+            f"task.eval.gsm8k_test.path={gsm8k / 'test.jsonl'}", "train.epochs=1", "train.max_steps=null",
+            "train.batch_size=16", *(f"+lr_by_method.{m}={lr}" for m, lr in LR_BY_METHOD.items()),
+            "train.lr='${lr_by_method.${hydra:runtime.choices.method}}'", "seed=0", *FAST, "wandb.mode=disabled",
+            *args.set]
+
+
+def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = ()) -> dict:
+    """One `slmbench -m` sweep in its own sweep dir and store: its wall time and its records."""
+    root = Path(args.work_dir) / name
+    launcher = ["hydra/launcher=parallel", f"hydra.launcher.jobs_per_gpu={jobs_per_gpu}",
+                f"hydra.launcher.n_parallel={jobs_per_gpu}", f"hydra.sweep.dir={root / 'sweep'}",
+                f"store_dir={root / 'store'}", f"cache_dir={Path(args.cache_dir).resolve()}"]
+    methods = [f"method={args.methods}"] if args.methods and not any(e.startswith("method=") for e in extra) else []
+    command = [sys.executable, "-m", "bench.cli", "-m", *launcher, *sweep_overrides(args), *methods, *extra]
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    with open(root / "sweep.log", "w") as log:
+        proc = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    records = sorted((json.loads(p.read_text()) for p in (root / "sweep").glob("*/result.json")),
+                     key=lambda r: r["started_at"])
+    if proc.returncode != 0 or not records:
+        raise RuntimeError(f"sweep {name} exited {proc.returncode} with {len(records)} records; see {root / 'sweep.log'}")
+    return {"wall_s": wall, "jobs_per_gpu": jobs_per_gpu, "command": command[1:], "runs": [run_row(r) for r in records]}
+
+
+def run_row(record: dict) -> dict:
+    metrics = record.get("metrics") or {}
+    return {"method": record["method"], "status": record["status"], "accuracy": metrics.get("accuracy"),
+            "accuracy_ci95": metrics.get("accuracy_ci95"), "final_train_loss": metrics.get("final_train_loss"),
+            "train_wall_clock_s": metrics.get("train_wall_clock_s"), "eval_wall_clock_s": metrics.get("eval_wall_clock_s"),
+            "peak_gpu_reserved_gib": metrics.get("peak_gpu_reserved_gib"), "train_steps": metrics.get("train_steps"),
+            "compile": record.get("compile"), "fast_path": record.get("fast_path"),
+            "device_share": record.get("device_share"), "device_name": (record.get("env") or {}).get("device_name"),
+            "started_at": record.get("started_at"), "finished_at": record.get("finished_at")}
+
+
+def first_training_run(runs: list[dict]) -> dict | None:
+    return next((r for r in runs if r["status"] == "ok" and r["train_steps"]), None)
+
+
+def checks(report: dict) -> dict:
+    """The targets (issue: packed >= 3x serial; cold epoch <= 12 s, warm <= 9 s; packing changes no
+    result: final train loss within 1%, packed accuracy inside the serial run's 95% interval)."""
+    serial = {r["method"]: r for r in report["serial"]["runs"]}
+    packed = {r["method"]: r for r in report["packed"]["runs"]}
+    same_results = {}
+    for method, s in serial.items():
+        p = packed.get(method)
+        if p is None or s["status"] != "ok" or p["status"] != "ok":
+            same_results[method] = {"ok": False, "why": "a run did not finish ok"}
+            continue
+        loss_diff = (abs(p["final_train_loss"] - s["final_train_loss"]) / abs(s["final_train_loss"])
+                     if s["final_train_loss"] else None)
+        low, high = s["accuracy_ci95"] or (None, None)
+        inside = low is not None and low <= p["accuracy"] <= high
+        same_results[method] = {"loss_rel_diff": loss_diff, "accuracy_inside_serial_ci95": inside,
+                                "ok": inside and (loss_diff is None or loss_diff <= TARGETS["loss_rel_diff_max"])}
+    cold, warm = report["cold_epoch_s"], report["warm_epoch_s"]
+    return {"speedup": {"value": report["speedup"], "target": TARGETS["speedup_min"],
+                        "ok": report["speedup"] >= TARGETS["speedup_min"]},
+            "cold_epoch_s": {"value": cold, "target": TARGETS["cold_epoch_s_max"],
+                             "ok": cold is not None and cold <= TARGETS["cold_epoch_s_max"]},
+            "warm_epoch_s": {"value": warm, "target": TARGETS["warm_epoch_s_max"],
+                             "ok": warm is not None and warm <= TARGETS["warm_epoch_s_max"],
+                             "cache_hit": report["warm_compile_cache_hit"]},
+            "packing_changes_no_result": {"per_method": same_results,
+                                          "ok": all(m["ok"] for m in same_results.values())},
+            "eval_vs_hf_generate": {"ok": None, "note": "not measured here: lab/real_workload.py's eval part"}}
+
+
+def commit() -> dict:
+    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
+def measure(args) -> dict:
+    serial = run_sweep(args, "serial", 1)
+    packed = run_sweep(args, "packed", args.jobs_per_gpu)
+    warm_method = "full" if not args.quick else "lora"
+    warm = run_sweep(args, "warm_solo", 1, [f"method={warm_method}"])
+    cold_run, warm_run = first_training_run(serial["runs"]), first_training_run(warm["runs"])
+    warm_compile = (warm_run or {}).get("compile") or {}
+    report = {
+        "device": next((r["device_name"] for r in serial["runs"] if r["device_name"]), None),
+        "commit": commit(), "quick": args.quick, "overrides": sweep_overrides(args),
+        "serial_wall_s": serial["wall_s"], "packed_wall_s": packed["wall_s"], "jobs_per_gpu": args.jobs_per_gpu,
+        "speedup": serial["wall_s"] / packed["wall_s"],
+        "cold_epoch_s": (cold_run or {}).get("train_wall_clock_s"), "cold_method": (cold_run or {}).get("method"),
+        "warm_epoch_s": (warm_run or {}).get("train_wall_clock_s"), "warm_method": warm_method,
+        "warm_compile_cache_hit": bool(warm_compile.get("fx_graph_cache_hit") or warm_compile.get("aot_autograd_cache_hit")),
+        "accuracy_serial": {r["method"]: r["accuracy"] for r in serial["runs"]},
+        "accuracy_packed": {r["method"]: r["accuracy"] for r in packed["runs"]},
+        "final_train_loss_serial": {r["method"]: r["final_train_loss"] for r in serial["runs"]},
+        "final_train_loss_packed": {r["method"]: r["final_train_loss"] for r in packed["runs"]},
+        "eval_wall_clock_s_serial": {r["method"]: r["eval_wall_clock_s"] for r in serial["runs"]},
+        "eval_wall_clock_s_packed": {r["method"]: r["eval_wall_clock_s"] for r in packed["runs"]},
+        "serial": serial, "packed": packed, "warm_solo": warm,
+    }
+    report["checks"] = checks(report)
+    return report
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    """The JSON as a docs/performance.md section."""
+    c = report["checks"]
+    mark = lambda ok: "met" if ok else ("n/a" if ok is None else "missed")  # noqa: E731
+    lines = [f"## Sweep throughput: {len(report['serial']['runs'])} runs, serial vs {report['jobs_per_gpu']} jobs per GPU",
+             "", f"Device: {report['device']}; commit {report['commit']['sha']}"
+             f"{' (dirty)' if report['commit']['dirty'] else ''}{'; --quick (figures mean nothing)' if report['quick'] else ''}.",
+             "", "| target | value | goal | |", "|---|---|---|---|",
+             f"| packed throughput (serial / packed wall) | {report['speedup']:.2f}x "
+             f"({report['serial_wall_s']:.0f} s / {report['packed_wall_s']:.0f} s) | >= {TARGETS['speedup_min']:.0f}x "
+             f"| {mark(c['speedup']['ok'])} |",
+             f"| cold epoch ({report['cold_method']}, first job, fresh cache) | {_fmt(report['cold_epoch_s'])} s "
+             f"| <= {TARGETS['cold_epoch_s_max']:.0f} s | {mark(c['cold_epoch_s']['ok'])} |",
+             f"| warm epoch ({report['warm_method']} alone, cache {'hit' if report['warm_compile_cache_hit'] else 'missed'}) "
+             f"| {_fmt(report['warm_epoch_s'])} s | <= {TARGETS['warm_epoch_s_max']:.0f} s | {mark(c['warm_epoch_s']['ok'])} |",
+             f"| packing changes no result (loss within 1%, accuracy in serial 95% CI) | | | "
+             f"{mark(c['packing_changes_no_result']['ok'])} |",
+             "", "| method | accuracy serial | accuracy packed | loss serial | loss packed | train s serial | "
+             "train s packed | eval s serial | eval s packed | jobs on card (packed) | compile cache hits (packed) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    packed = {r["method"]: r for r in report["packed"]["runs"]}
+    for s in report["serial"]["runs"]:
+        p = packed.get(s["method"], {})
+        share, comp = p.get("device_share") or {}, p.get("compile") or {}
+        lines.append(f"| {s['method']} | {_fmt(s['accuracy'], 3)} | {_fmt(p.get('accuracy'), 3)} | "
+                     f"{_fmt(s['final_train_loss'], 4)} | {_fmt(p.get('final_train_loss'), 4)} | "
+                     f"{_fmt(s['train_wall_clock_s'])} | {_fmt(p.get('train_wall_clock_s'))} | "
+                     f"{_fmt(s['eval_wall_clock_s'])} | {_fmt(p.get('eval_wall_clock_s'))} | "
+                     f"{share.get('jobs_on_device_max', '–')} | {comp.get('fx_graph_cache_hit', '–')} |")
+    lines += ["", "Packed jobs share the card: their train and eval seconds are not the methods' own "
+              "(device_share.jobs_on_device_max > 1); time comparisons use solo runs."]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace, command: str) -> None:
+    report = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
+
