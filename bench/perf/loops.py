@@ -450,6 +450,11 @@ def profile_figures(events, wall_s: float, device: torch.device) -> dict:
                                           row_limit=25, max_name_column_width=60)}
 
 
+def read_losses(history: list[dict]) -> list[float]:
+    """The losses the run read (every step's, or every `train.log_every`-th: the others are null)."""
+    return [h["loss"] for h in history if h["loss"] is not None]
+
+
 def run_harness(run: Run, warmup: int, steps: int, profile_steps: int = 0) -> dict:
     """Train the built `run` for warm-up + timed (+ profiled) steps; the figures come from the
     run's own step timer and memory phase, exactly what its result.json would say."""
@@ -460,7 +465,7 @@ def run_harness(run: Run, warmup: int, steps: int, profile_steps: int = 0) -> di
     tokens = [sum(real_tokens(b) for b in batches[i:i + accum]) for i in range(0, len(batches), accum)]
     result = {**_timing(timer.step_seconds[:warmup + steps], tokens, warmup),
               "peak_allocated_gib": run.train_peaks["allocated_gib"], "peak_reserved_gib": run.train_peaks["reserved_gib"],
-              "alloc_retries": run.train_peaks["alloc_retries"], "losses": [h["loss"] for h in run.history],
+              "alloc_retries": run.train_peaks["alloc_retries"], "losses": read_losses(run.history),
               "final_loss": run.final_loss, "trainable_params": sum(p.numel() for p in run.params),
               "blocks": getattr(run.method, "blocks", None), "step_seconds": timer.step_seconds[:warmup + steps],
               **profiler.summary()}
@@ -533,9 +538,10 @@ def run_harness_window(run: Run, warmup: int, steps: int, until: int | None = No
             "padding_fraction": padding_fraction(batches), "final_loss": run.final_loss,
             "host": {**host.summary(), "steps": len(seconds)},
             "step_seconds": seconds[:warmup + steps],  # the timed window, warm-up first
-            "losses": [h["loss"] for h in run.history],
-            # Each logged step's loss against the real tokens trained on once it is done (train.log_every).
-            "loss_curve": {"tokens": [seen[h["step"]] for h in run.history], "loss": [h["loss"] for h in run.history]}}
+            "losses": read_losses(run.history),
+            # Each read loss against the real tokens trained on once its step is done (train.log_every).
+            "loss_curve": {"tokens": [seen[h["step"]] for h in run.history if h["loss"] is not None],
+                           "loss": read_losses(run.history)}}
 
 
 def timed_generation(run: Run, prompts: list[str], engine: str, batch_size: int, precision: str) -> tuple[float, list[str]]:

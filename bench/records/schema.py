@@ -17,7 +17,8 @@ STATUSES = ("ok", "failed", "oom", "preempted", "interrupted", "running")
 # a reused one `reused_from`; `train.save_model=true` adds `saved_model`).
 RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir", "started_at", "finished_at",
                "pid", "host", "data_files", "weights",
-               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule")
+               "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule",
+               "steps_per_epoch")  # optimizer steps per epoch: where the epochs of metrics.jsonl's steps begin
 
 METRIC_KEYS = (
     # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per
