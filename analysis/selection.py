@@ -22,7 +22,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
 from bench.records.schema import METRICS_FILE, RESULT_FILE
 from bench.tasks.sources import read_jsonl
@@ -131,7 +130,9 @@ def plot_selection(matrix: np.ndarray, steps: list[int], title: str, path: Path,
     extent = (steps[0] - 0.5, steps[-1] + 0.5, -0.5, matrix.shape[0] - 0.5)
     heat.imshow(matrix, aspect="auto", origin="lower", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
                 extent=extent)
-    heat.yaxis.set_major_locator(MaxNLocator(integer=True))  # a row is one block: ticks on its centre
+    n = matrix.shape[0]
+    heat.set_yticks(range(0, n, max(1, math.ceil(n / 12))))  # a row is one block: ticks on its centre
+    heat.set_ylim(-0.5, n + 1.0)  # a strip above the blocks for the epoch labels and explore ticks
     heat.set_ylabel("block (layers first, by depth)")
     key = [Patch(facecolor="black", edgecolor="grey", label="trained"),
            Patch(facecolor="white", edgecolor="grey", label="not trained")]
@@ -143,12 +144,12 @@ def plot_selection(matrix: np.ndarray, steps: list[int], title: str, path: Path,
             for ax in (heat, line):
                 ax.axvline(x, color="C3", linewidth=1.2, linestyle="--")
         for e in range(math.ceil(steps[-1] / steps_per_epoch)):
-            heat.annotate(f"epoch {e + 1}", (e * steps_per_epoch + 0.5, matrix.shape[0] - 0.5), xytext=(3, -10),
-                          textcoords="offset points", fontsize=7, color="C3")
+            heat.annotate(f"epoch {e + 1}", (e * steps_per_epoch + 0.5, n + 0.25), xytext=(3, 0),
+                          textcoords="offset points", fontsize=7, color="C3", va="center")
         key.append(Line2D([], [], color="C3", linestyle="--", label="epoch boundary"))
     if len(explore_steps):
-        heat.plot(list(explore_steps), [matrix.shape[0] - 0.5] * len(explore_steps), "v", color="C1",
-                  markersize=4, clip_on=False, linestyle="none")
+        heat.plot(list(explore_steps), [n + 0.25] * len(explore_steps), "v", color="C1", markersize=4,
+                  linestyle="none")
         key.append(Line2D([], [], color="C1", linestyle="none", marker="v", label="explore step (gradient-norm top-k)"))
     heat.legend(handles=key, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     heat.set_title(f"{title}\n{distinct} of {matrix.shape[0]} blocks ever trained; up to {k} per step", fontsize=10)
