@@ -38,3 +38,29 @@ def test_list_metrics_reach_metrics_jsonl_but_not_wandb_scalars(tmp_path):
                                 "grad_norm": None}
     assert logged == [{"train/loss": 1.5, "train/active_blocks": 2}]
     assert list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+
+
+def test_every_step_has_a_row_under_log_every_with_adagradselects_selection(tmp_path, cache_dir):
+    """train.log_every=3 through the real entry: metrics.jsonl holds one row per optimizer step;
+    the loss and grad_norm are null where they were not read; every row has the active blocks, the
+    explore flag and epsilon, explore rows one gradient norm per block; the final loss is the last read."""
+    from bench.cli import run_job
+    from conftest import compose_config
+    cfg = compose_config("method=adagradselect", f"cache_dir={cache_dir}", "wandb.mode=disabled", "seed=0",
+                         "train.max_steps=7", "eval.limit=1", "train.log_every=3", "method.epsilon0=0.5",
+                         "method.epsilon_decay=0.0")
+    record = run_job(cfg, tmp_path / "run", {"method": "adagradselect", "model": "tiny-llama", "task": "arithmetic"}, None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 8))
+    assert [r["step"] for r in rows if r["loss"] is not None] == [3, 6, 7]
+    assert all(r["grad_norm"] is None for r in rows if r["loss"] is None)
+    assert record["metrics"]["final_train_loss"] == rows[-1]["loss"]
+    assert record["steps_per_epoch"] > 7
+    assert all(len(r["active_block_ids"]) == r["active_blocks"] == 1 and r["epsilon"] == 0.5 for r in rows)
+    explored = [r for r in rows if r["explore"]]
+    assert 0 < len(explored) < 7  # both kinds of step (seeded)
+    for r in rows:
+        norms = r.get("block_grad_norms")
+        assert (norms is not None) == bool(r["explore"])
+        if norms is not None:  # 4 decoder layers; the explore step trained the largest-norm block
+            assert len(norms) == 4 and r["active_block_ids"] == [max(range(4), key=norms.__getitem__)]

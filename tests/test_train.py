@@ -39,15 +39,20 @@ def test_grad_accumulation_counts_every_loss_token_once(tmp_path, cache_dir):
 
 
 def test_log_every_reads_the_loss_every_n_steps_on_the_same_trajectory(tmp_path, cache_dir):
-    """train.log_every=3: metrics.jsonl holds steps 3, 6 and the last; their losses are the
-    every-step run's losses at those steps (the same training), and every step is timed."""
+    """train.log_every=3: metrics.jsonl still holds one row per step, the loss read at steps 3, 6
+    and the last (null on the others); those losses are the every-step run's losses at those steps
+    (the same training), every read window is timed, and the run's final loss is the last read."""
     every = _run(tmp_path / "a", cache_dir, "full", "train.max_steps=7", "eval.limit=1")
     third = _run(tmp_path / "b", cache_dir, "full", "train.max_steps=7", "eval.limit=1", "train.log_every=3")
     lines = {s: [json.loads(line) for line in (tmp_path / s / "full" / "metrics.jsonl").read_text().splitlines()]
              for s in ("a", "b")}
-    assert [m["step"] for m in lines["b"]] == [3, 6, 7]
+    assert [m["step"] for m in lines["b"]] == list(range(1, 8))
+    read = [m for m in lines["b"] if m["loss"] is not None]
+    assert [m["step"] for m in read] == [3, 6, 7]
+    assert all(m["grad_norm"] is None for m in lines["b"] if m["loss"] is None)
     by_step = {m["step"]: m["loss"] for m in lines["a"]}
-    assert all(abs(m["loss"] - by_step[m["step"]]) < 1e-6 for m in lines["b"])
-    assert all(m["step_s"] > 0 for m in lines["b"])
-    assert third["metrics"]["final_train_loss"] == every["metrics"]["final_train_loss"]
+    assert all(abs(m["loss"] - by_step[m["step"]]) < 1e-6 for m in read)
+    assert all(m["step_s"] > 0 for m in read)
+    assert [m["lr"] for m in lines["b"]] == [m["lr"] for m in lines["a"]]
+    assert third["metrics"]["final_train_loss"] == every["metrics"]["final_train_loss"] == read[-1]["loss"]
     assert third["metrics"]["median_step_s"] is not None

@@ -22,7 +22,8 @@ RECORD_KEYS = ("status", "method", "model", "task", "seed", "run_key", "run_dir"
                "metrics", "eval_protocol", "final_params_sha256", "config", "env", "schedule",
                # What ran fast (train.fast_path, compile, CUDA graphs), the compile's cache hits and
                # seconds, and how many jobs shared the device (time is the method's own only at 1).
-               "fast_path", "compile", "device_share")
+               "fast_path", "compile", "device_share",
+               "steps_per_epoch")  # optimizer steps per epoch: where the epochs of metrics.jsonl's steps begin
 
 METRIC_KEYS = (
     # Accuracy: the task's primary metric averaged over its eval sets, its 95% interval (Wilson per

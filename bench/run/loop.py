@@ -67,7 +67,7 @@ def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) ->
         method.after_step(step, model)
         state.step = step + 1
         # train.log_every: read the loss (a host sync) only every N steps, so the host can queue the
-        # next steps' kernels while the GPU works; the other steps log nothing.
+        # next steps' kernels while the GPU works; the other steps log a null loss.
         synced = state.step % log_every == 0 or state.step == until
         loss_value = loss.item() if synced else loss_value
         metrics = {"loss": loss_value if synced else None, "lr": state.scheduler.get_last_lr()[0],

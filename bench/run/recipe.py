@@ -64,7 +64,7 @@ class Run:
                        "metrics": {k: None for k in METRIC_KEYS}, "config": self.config, "env": None,
                        "schedule": None}  # the lr and warm-up used (train.lr_scaling), once the optimizer is built
         self.recorder, self.state, self.checkpoints, self.final_loss = None, None, None, None
-        self.history: list[dict] = []  # every logged step: a resumed run's metrics.jsonl holds them all
+        self.history: list[dict] = []  # every step's metrics: a resumed run's metrics.jsonl holds them all
         self.signals = PreemptionSignals()
 
     @classmethod
@@ -137,6 +137,7 @@ class Run:
         self.steps_per_epoch = max(1, self.batches.batches_per_epoch // train_cfg.grad_accum)
         steps = train_cfg.max_steps if train_cfg.max_steps is not None else train_cfg.epochs * self.steps_per_epoch
         self.total_steps = steps if self.method.trains else 0
+        self.record["steps_per_epoch"] = self.steps_per_epoch  # where a selection trace's epochs begin
 
     def prepare_method(self) -> None:
         train_cfg = self.cfg.train
@@ -223,10 +224,11 @@ class Run:
         pass
 
     def step_end(self, step: int, metrics: dict) -> None:
-        if metrics["loss"] is not None:  # train.log_every: only the steps whose loss was read
-            self.history.append({"step": step, **metrics})
-            if self.recorder is not None:
-                self.recorder.log_step(step, metrics)
+        # Every step (its selection, lr, tokens); under train.log_every the loss and grad_norm are
+        # null on the steps whose loss was not read, and step_s only on those whose was.
+        self.history.append({"step": step, **metrics})
+        if self.recorder is not None:
+            self.recorder.log_step(step, metrics)
         every, received = self.cfg.train.checkpoint_every, self.signals.received
         if self.checkpoints is not None and (received or (every and step % every == 0 and step < self.total_steps)):
             self.checkpoints.save(step, self.state_dict())
