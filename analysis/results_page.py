@@ -27,6 +27,7 @@ from analysis.samples import read_samples
 from analysis.stats import MIN_SEEDS, mean_interval, mean_over_seeds, paired_comparison
 from analysis.summary import SHARED_FLAG, numeric, on_gpu, shared_device
 from analysis.tables import BASELINE, method_sort_key
+from bench.protocol import choose_lr
 from bench.records.schema import METRICS_FILE
 from bench.tasks.sources import read_jsonl
 
@@ -59,13 +60,6 @@ CLAIM_RULES = (
 
 class ProtocolError(ValueError):
     """Records that do not make the protocol's two stages; the message says what is missing."""
-
-
-def select_lr(points: dict[float, float]) -> float:
-    """The selection rule: the lr with the highest validation accuracy; ties go to the smaller lr.
-    (The protocol's own selection, bench/protocol.py, is not in this branch: the same rule, once
-    more, here.)"""
-    return max(points, key=lambda lr: (points[lr], -lr))
 
 
 def write_results_page(runs: pd.DataFrame, path: Path, allow_shared_timings: bool = False) -> list[Path]:
@@ -168,7 +162,7 @@ def _selection(sel_ok: pd.DataFrame) -> tuple[dict, dict]:
         accuracy = numeric(rows, "accuracy")
         grids[method] = {float(lr): float(100 * accuracy[rows["cfg/train.lr"] == lr].mean())
                          for lr in sorted(set(rows["cfg/train.lr"]))}
-    return grids, {m: select_lr(points) for m, points in grids.items() if points}
+    return grids, {m: choose_lr(points) for m, points in grids.items() if points}
 
 
 def _final_pool(fin_ok: pd.DataFrame, method: str, lr: float | None) -> pd.DataFrame:

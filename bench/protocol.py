@@ -63,14 +63,20 @@ def selection_table(records: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda row: (row["method"], row["lr"]))
 
 
+def choose_lr(val_accuracy_by_lr: dict[float, float]) -> float:
+    """The selection rule, written once (the final stage's lr and the results page both use it): the
+    lr with the highest validation accuracy; a tie goes to the smaller lr (our choice: the gentler
+    update)."""
+    return min(val_accuracy_by_lr, key=lambda lr: (-val_accuracy_by_lr[lr], lr))
+
+
 def best_lr(records: list[dict], method: str, where: str = "the records") -> float:
-    """The chosen lr: the highest validation accuracy; a tie goes to the smaller lr (our choice: the
-    gentler update). Only `ok` runs scored on validation count."""
+    """The chosen lr (`choose_lr`) of `method`; only `ok` runs scored on validation count."""
     rows = [row for row in selection_table(records) if row["method"] == method]
     if not rows:
         raise ConfigError(f"protocol.selection_dir: no `ok` selection run of method {method!r} scored on "
                           f"validation in {where}; run the selection stage for it first")
-    return min(rows, key=lambda row: (-row["val_accuracy"], row["lr"]))["lr"]
+    return choose_lr({row["lr"]: row["val_accuracy"] for row in rows})
 
 
 def protocol_lr(method: str, *, _root_) -> float:

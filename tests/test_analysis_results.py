@@ -8,7 +8,7 @@ import pytest
 import analysis.selection
 from analysis.collect import collect
 from analysis.report import main
-from analysis.results_page import select_lr
+from bench.protocol import choose_lr as select_lr
 from analysis_records import protocol_record, write
 
 N = 200

@@ -184,3 +184,21 @@ def test_tiny_protocol_runs_both_stages(tmp_path, cache_dir):
         assert record["eval_split"] == "test" and record["config"]["protocol"]["stage"] == "final"
         assert list(record["metrics"]["accuracy_by_task"]) == ["arithmetic"]
         assert record["validation"] == selection[0]["validation"]  # trained without the same held-out examples
+
+    # The results page from the two stages' records: every key the protocol's JSON promises.
+    page = tmp_path / "results" / "tiny"
+    subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "selection"), str(tmp_path / "final"),
+                    "--results", str(page), "--out", str(tmp_path / "report")],
+                   capture_output=True, text=True, check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    results = json.loads(page.with_suffix(".json").read_text())
+    assert set(results) >= {"device", "commit", "wall_clock_s", "protocol", "selection", "methods",
+                            "adagradselect_selection"}
+    assert set(results["protocol"]) >= {"epochs", "seeds", "validation_size", "lr_grid"}
+    assert results["protocol"]["seeds"] == [0, 1, 2] and results["protocol"]["validation_size"] == 60
+    chosen = {row["method"]: row["lr"] for row in results["methods"]}
+    assert chosen == expected  # the page's selection is the final stage's
+    for row in results["methods"]:
+        assert set(row) >= {"method", "lr", "seeds", "test_accuracy_mean", "ci95", "vs_full", "vs_lora",
+                            "memory_ratio_vs_full", "time_ratio_vs_full"}
+    assert {(row["method"], row["lr"]) for row in results["selection"]} == {(r["method"], r["config"]["train"]["lr"])
+                                                                             for r in selection}
