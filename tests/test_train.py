@@ -21,8 +21,8 @@ def test_full_finetuning_lowers_loss_and_lifts_accuracy_above_the_base(tmp_path,
     first, last = json.loads(losses[0])["loss"], json.loads(losses[-1])["loss"]
     n = full["metrics"]["accuracy_by_task"]["arithmetic"]["n"]
     assert n >= 150
-    # The base never saw "#": it answers with a neighbouring operator's result. 150 steps of full
-    # fine-tuning must lift exact match by at least 40 points on >= 150 held-out pairs, which
+    # The base never saw "#": it answers with a neighbouring operator's result. The default steps of
+    # full fine-tuning must lift exact match by at least 40 points on >= 150 held-out pairs, which
     # chance (or a lucky operator confusion) cannot produce.
     assert base["accuracy"] <= 0.1
     assert full["metrics"]["accuracy"] >= base["accuracy"] + 0.4
