@@ -8,7 +8,7 @@ import pytest
 
 from bench.tasks.scoring import (extract_math_answer, gsm8k_flexible, gsm8k_strict, last_boxed,
                            normalize_math_answer, score_gsm8k, score_math)
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 
 # (generation, gold, strict, flexible): lm-eval gsm8k semantics (strict: first "#### N" or
 # "The answer is N"; flexible: last number; both after removing , $ "(?s).*#### " and a final ".").
@@ -171,7 +171,7 @@ def _rows(path):
 
 def test_gold_self_check_gsm8k_test():
     """Every GSM8K test gold solution, scored as a generation: the primary (flexible) >= 99.5%."""
-    rows = _rows(SHARED_DATA / "gsm8k" / "test.jsonl")
+    rows = _rows(FIXTURES / "gsm8k" / "test.jsonl")
     verdicts = [score_gsm8k(r["answer"], r["answer"].split("####")[-1].strip()) for r in rows]
     rates = {m: sum(v[m] for v in verdicts) / len(rows) for m in ("strict", "flexible", "math_verify")}
     print("gsm8k gold self-check", len(rows), rates)
@@ -181,7 +181,7 @@ def test_gold_self_check_gsm8k_test():
 
 def test_gold_self_check_math500():
     """Every MATH-500 gold solution, scored as a generation against the official answer."""
-    rows = _rows(SHARED_DATA / "math" / "math500_test.jsonl")
+    rows = _rows(FIXTURES / "math" / "math500_test.jsonl")
     verdicts = [score_math(r["solution"], r["answer"]) for r in rows]
     rates = {m: sum(v[m] for v in verdicts) / len(rows) for m in ("math_verify", "exact_match")}
     print("math500 gold self-check", len(rows), rates)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.tasks.sources import DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 from tests.task_helpers import MATH_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
 
 
@@ -29,7 +29,7 @@ def test_math_rows_fields_and_gold(no_hub):
 
 def test_math_full_test_split_as_an_eval_source(no_hub):
     task, _ = build_task("math", *MATH_LOCAL, "task.train.limit=1",
-                         f"task.eval.math500.path={SHARED_DATA}/math/test.jsonl", "task.eval.math500.fields.answer=null",
+                         f"task.eval.math500.path={FIXTURES}/math/test.jsonl", "task.eval.math500.fields.answer=null",
                          "task.eval.math500.fields.subject=type")
     examples = task.eval_sets()["math500"]
     assert len(examples) == 5000 and all(ex.gold for ex in examples)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.tasks.sources import DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 from tests.task_helpers import build_task, no_hub  # noqa: F401 (fixture)
 
 ROWS = [
@@ -15,8 +15,8 @@ ROWS = [
     {"query": "Simplify $\\frac{2}{4}$.", "response": "We get $\\boxed{\\frac{1}{2}}$.\nThe answer is: \\frac{1}{2}",
      "type": "MATH_Rephrased"},
 ]
-EVAL_LOCAL = (f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",
-              f"task.eval.math500.path={SHARED_DATA}/math/math500_test.jsonl")
+EVAL_LOCAL = (f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
+              f"task.eval.math500.path={FIXTURES}/math/math500_test.jsonl")
 
 
 @pytest.fixture
