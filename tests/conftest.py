@@ -19,6 +19,11 @@ FIXTURES = REPO / "tests" / "fixtures"
 # model yamls read the same variable, so in-process runs (which start in a tmp dir) find it too.
 SHARED_DATA = Path(os.environ.get("SLMBENCH_ASSETS") or REPO.parent / "shared" / "data").resolve()
 os.environ["SLMBENCH_ASSETS"] = str(SHARED_DATA)
+# The hub models' tokenizer and config files below the assets folder (the tiny-<hub> model yamls').
+QWEN25, LLAMA32, PHI4_MINI = "models/Qwen__Qwen2.5-0.5B", "models/meta-llama__Llama-3.2-1B", "models/microsoft__Phi-4-mini-instruct"
+HUB_TOKENIZERS = pytest.mark.assets(QWEN25, LLAMA32, PHI4_MINI)
+# The benchmark lab's `--data-dir`: an assets folder with the models and the full GSM8K.
+HUB_ASSETS = pytest.mark.assets(QWEN25, LLAMA32, PHI4_MINI, "gsm8k/train.jsonl", "gsm8k/test.jsonl")
 # CI sets it (.ci/run): a test whose assets are missing fails there instead of skipping.
 REQUIRE_ASSETS = os.environ.get("SLMBENCH_REQUIRE_ASSETS") == "1"
 
@@ -37,7 +42,7 @@ def pytest_runtest_setup(item):
         missing = [p for p in mark.args if not (SHARED_DATA / p).exists()]
         if missing:
             absent(f"needs {', '.join(missing)} in the assets folder {SHARED_DATA}: set SLMBENCH_ASSETS "
-                   f"to a folder holding the hub files (README \"Assets\")")
+                   f"to a folder holding them (README \"Assets\")")
 
 
 def absent(reason: str) -> None:

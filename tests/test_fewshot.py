@@ -8,7 +8,7 @@ from bench.data.prompts import prompt_record
 from bench.models.loading import load_tokenizer
 from bench.tasks.base import Example
 from bench.tasks.fewshot import draw_exemplars
-from tests.conftest import FIXTURES, compose_config
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 - fixture
 
 SMALL = ("task.train.limit=200", "task.eval.gsm8k_test.limit=20")
@@ -61,6 +61,7 @@ def test_draw_ignores_eval_questions_directly():
         assert "t3" not in {ex.id for ex in draw_exemplars(train, evals, 9, seed)}
 
 
+@HUB_TOKENIZERS
 def test_the_record_lists_the_shots(no_hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     task = fewshot_task(3)

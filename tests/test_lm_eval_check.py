@@ -15,7 +15,7 @@ from bench.models.saving import save_model, weights_origin
 from bench.run.base_model import load_or_build_base
 from methods.base import MethodContext
 from methods.lora import LoRA
-from tests.conftest import FIXTURES, compose_config
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config
 
 pytest.importorskip("lm_eval")
 
@@ -69,6 +69,7 @@ def test_eval_sets_lm_eval_cannot_score_are_refused():
                           "extracted": {}, "strict": True, "flexible": True, "math_verify": True}) == "gsm8k"
 
 
+@HUB_TOKENIZERS
 def test_gsm8k_cross_check_sends_lm_eval_our_chat_prompts(tmp_path):
     """The real Qwen2.5 tokenizer and chat template, the local GSM8K test file, lm-eval's gsm8k
     filters: lm-eval sees the very prompts the run scored (a random-init tiny model: every verdict

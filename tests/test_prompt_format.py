@@ -9,8 +9,10 @@ import pytest
 from bench.config.checks import ConfigError, check
 from bench.data.prompts import PromptFormat, build_prompt, prompt_record, template_system_prompt
 from bench.models.loading import load_tokenizer
-from tests.conftest import FIXTURES, compose_config, run_cli
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config, run_cli
 from tests.task_helpers import GSM8K_LOCAL, build_task
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 QUESTION = "Question: 2+2?\nAnswer:"
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen2.5-0.5B tokenizer_config.json chat_template

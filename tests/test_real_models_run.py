@@ -7,7 +7,9 @@ import json
 import pytest
 
 from bench.cli import run_job
-from tests.conftest import FIXTURES, compose_config
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 GSM8K = (f"task.train.path={FIXTURES}/gsm8k/train.jsonl", f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
          "task=gsm8k", "task.train.limit=8", "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=0",

@@ -12,7 +12,7 @@ from bench.data.examples import TokenizedExample
 from bench.data.packing import PackedBatches
 from bench.perf import loss_curves, real_workload, report as perf_report
 from bench.perf.workload import real_tokens
-from conftest import SHARED_DATA
+from conftest import HUB_ASSETS, SHARED_DATA
 
 QUICK = ["--quick", "--model", "tiny-llama3.2", "--device", "cpu", "--data-dir", str(SHARED_DATA)]
 TRAIN_KEYS = {"tokens_per_s", "median_step_s", "peak_gpu_gib", "overrides", "status"}
@@ -20,6 +20,7 @@ METHOD_KEYS = {"method", "status", "accuracy", "ci95", "peak_gpu_memory_gib", "t
 PAPER_KEYS = {"shape", "method", "memory_ratio_vs_full", "time_ratio_vs_full", "peak_gpu_gib", "median_step_s"}
 
 
+@HUB_ASSETS
 def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_path):
     out = tmp_path / "real_workload.json"
     real_workload.main([*QUICK, "--out", str(out)])

@@ -19,7 +19,7 @@ import pytest
 from analysis.collect import collect
 from analysis.report import main as report_main
 from bench.records.recorder import write_json_atomic
-from conftest import REPO, FIXTURES, result_files, run_cli
+from conftest import FIXTURES, HUB_TOKENIZERS, REPO, result_files, run_cli
 
 QUICK = ("train.max_steps=3", "eval.limit=4", "wandb.mode=disabled")
 LONG = ("train.max_steps=5000", "eval.limit=4")  # stopped by a signal long before the end
@@ -91,6 +91,7 @@ def _gsm8k_files(root: Path) -> tuple[Path, Path]:
     return train, test
 
 
+@HUB_TOKENIZERS
 def test_a_data_file_edited_in_place_is_a_new_run_not_a_stale_skip(tmp_path, cache_dir):
     train, test = _gsm8k_files(tmp_path)
     args = (*GSM8K_TINY, f"task.train.path={train}", f"task.eval.gsm8k_test.path={test}", f"cache_dir={cache_dir}")

@@ -33,7 +33,7 @@ def test_metamathqa_protocol(no_hub, metamath_file):
     assert train[0].target == " 2 + 3 = 5.\nThe answer is: 5" and train[0].gold == "5"
     assert train[1].meta["type"] == "MATH_Rephrased"
     evals = task.eval_sets()
-    assert {name: len(ex) for name, ex in evals.items()} == {"gsm8k_test": 1319, "math500": 500}
+    assert {name: len(ex) for name, ex in evals.items()} == {"gsm8k_test": 40, "math500": 40}
     # MetaMathQA-style answers are scored on both sets: "The answer is: N" / the box, else that line.
     assert task.score("so 18.\nThe answer is: 18", evals["gsm8k_test"][0])["strict"]
     math_ex = evals["math500"][0]
