@@ -9,17 +9,22 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from transformers.utils import logging as hf_logging
 
 import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
+from bench.config.checks import check_known_keys
 from bench.errors import ConfigError, DataError
-from bench.run.recipe import Run
+
+# Torch, transformers and the eval engines load inside the functions below (bench.run.recipe),
+# after Hydra has composed the config and the pure checks have passed: `--help`, `--cfg job` and
+# a misspelt key take about a second instead of the heavy imports' many seconds.
 
 log = logging.getLogger("slmbench")
 
 
 def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None = None) -> dict:
     """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it."""
+    from bench.run.recipe import Run
+
     run = Run(cfg, run_dir, names)
     if (done := run.finished()) is not None:
         return run.reuse(done)
@@ -37,11 +42,15 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars
     hydra_cfg = HydraConfig.get()
     names = {"method": hydra_cfg.runtime.choices.get("method"), "model": cfg.model.name, "task": cfg.task.name}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        if not multirun:  # refused before torch loads; a sweep's jobs record the refusal in their result.json
+            check_known_keys(cfg)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars
         record = run_job(cfg, Path(hydra_cfg.runtime.output_dir), names,
                          Path(hydra_cfg.sweep.dir).name if multirun else None)
         log.info("%s on %s/%s: accuracy %.3f", names["method"], names["model"], names["task"],

@@ -15,9 +15,9 @@ import torch
 from omegaconf import DictConfig
 
 from bench.data.examples import IGNORE_INDEX
-from bench.paths import REPO_ROOT
+from bench.paths import CODE_ROOT
 
-CONF = REPO_ROOT / "conf"
+CONF = CODE_ROOT / "conf"
 
 
 def model_overrides(model: str, data_dir: Path | None) -> list[str]:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config.errors import ConfigError
+from bench.errors import ConfigError
 from methods.blocks import MEASURE, BlockSelectionMethod, GradNormTopK, numpy_rng
 
 RNG_SALT = 0xADA  # keeps this method's draws apart from other users of the run seed

@@ -12,11 +12,45 @@ from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-SHARED_DATA = REPO.parent / "shared" / "data"
+# A few real GSM8K and MATH rows, committed (tests/fixtures/README.md): the data tests read these.
+FIXTURES = REPO / "tests" / "fixtures"
+# The assets folder (README "Assets"): the hub models' tokenizer and config files, the full data
+# files. `../shared/data` beside the checkout, or where SLMBENCH_ASSETS points; the tiny-<hub>
+# model yamls read the same variable, so in-process runs (which start in a tmp dir) find it too.
+SHARED_DATA = Path(os.environ.get("SLMBENCH_ASSETS") or REPO.parent / "shared" / "data").resolve()
+os.environ["SLMBENCH_ASSETS"] = str(SHARED_DATA)
+# The hub models' tokenizer and config files below the assets folder (the tiny-<hub> model yamls').
+QWEN25, LLAMA32, PHI4_MINI = "models/Qwen__Qwen2.5-0.5B", "models/meta-llama__Llama-3.2-1B", "models/microsoft__Phi-4-mini-instruct"
+HUB_TOKENIZERS = pytest.mark.assets(QWEN25, LLAMA32, PHI4_MINI)
+# The benchmark lab's `--data-dir`: an assets folder with the models and the full GSM8K.
+HUB_ASSETS = pytest.mark.assets(QWEN25, LLAMA32, PHI4_MINI, "gsm8k/train.jsonl", "gsm8k/test.jsonl")
+# CI sets it (.ci/run): a test whose assets are missing fails there instead of skipping.
+REQUIRE_ASSETS = os.environ.get("SLMBENCH_REQUIRE_ASSETS") == "1"
 
 # Small and deterministic: tests share the 2 CPU cores with each other.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "assets(*paths): needs these paths below the assets folder "
+                                       "(SLMBENCH_ASSETS, default ../shared/data); skips without them")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("assets"):
+        missing = [p for p in mark.args if not (SHARED_DATA / p).exists()]
+        if missing:
+            absent(f"needs {', '.join(missing)} in the assets folder {SHARED_DATA}: set SLMBENCH_ASSETS "
+                   f"to a folder holding them (README \"Assets\")")
+
+
+def absent(reason: str) -> None:
+    """Skip a test whose outside assets are missing, in one line saying how to provide them; fail
+    instead under SLMBENCH_REQUIRE_ASSETS=1, so CI never skips silently."""
+    if REQUIRE_ASSETS:
+        pytest.fail(f"SLMBENCH_REQUIRE_ASSETS=1: this test {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

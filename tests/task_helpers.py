@@ -5,12 +5,12 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from tests.conftest import SHARED_DATA, compose_config
+from tests.conftest import FIXTURES, compose_config
 
-GSM8K_LOCAL = (f"task.train.path={SHARED_DATA}/gsm8k/train.jsonl",
-               f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl")
-MATH_LOCAL = (f"task.train.path={SHARED_DATA}/math/train.jsonl",
-              f"task.eval.math500.path={SHARED_DATA}/math/math500_test.jsonl")
+GSM8K_LOCAL = (f"task.train.path={FIXTURES}/gsm8k/train.jsonl",
+               f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl")
+MATH_LOCAL = (f"task.train.path={FIXTURES}/math/train.jsonl",
+              f"task.eval.math500.path={FIXTURES}/math/math500_test.jsonl")
 
 
 def build_task(task: str, *overrides: str):

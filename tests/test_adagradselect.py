@@ -230,7 +230,7 @@ def test_each_rule_counts_its_own_updates(rule):
     ("focus_growth", 0.5, "method.focus_growth must be >= 1"),
 ])
 def test_bad_knobs_are_named(knob, value, message):
-    from bench.config.errors import ConfigError
+    from bench.errors import ConfigError
     with pytest.raises(ConfigError, match=message):
         AdaGradSelect(**knobs(**{knob: value}))
 

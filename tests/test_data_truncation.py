@@ -9,8 +9,10 @@ import pytest
 
 from bench.data.batching import IGNORE_INDEX, build_prompt, tokenize_examples
 from bench.models.loading import load_tokenizer
-from tests.conftest import compose_config
+from tests.conftest import HUB_TOKENIZERS, compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 
 def test_truncation_never_keeps_a_sequence_without_target(no_hub, caplog):

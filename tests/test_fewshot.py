@@ -8,7 +8,7 @@ from bench.data.examples import Example
 from bench.data.prompts import prompt_record
 from bench.models.loading import load_tokenizer
 from bench.tasks.fewshot import draw_exemplars
-from tests.conftest import SHARED_DATA, compose_config
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 - fixture
 
 SMALL = ("task.train.limit=200", "task.eval.gsm8k_test.limit=20")
@@ -22,7 +22,7 @@ def fewshot_task(n: int, *overrides: str):
 def test_each_eval_prompt_has_exactly_n_shots_from_train_in_lm_eval_format(no_hub):
     task = fewshot_task(5)
     train = {ex.id: ex for ex in task.train_examples()}
-    assert len(task.fewshot_ids) == 5 and all(i.startswith(f"{SHARED_DATA}/gsm8k/train.jsonl:") for i in task.fewshot_ids)
+    assert len(task.fewshot_ids) == 5 and all(i.startswith(f"{FIXTURES}/gsm8k/train.jsonl:") for i in task.fewshot_ids)
     prefix = "".join(train[i].prompt + train[i].target + "\n\n" for i in task.fewshot_ids)
     zero_shot = fewshot_task(0).eval_sets()["gsm8k_test"]
     for ex, plain in zip(task.eval_sets()["gsm8k_test"], zero_shot, strict=True):
@@ -43,14 +43,14 @@ def test_the_same_seed_draws_the_same_exemplars_another_seed_others(no_hub):
 
 def test_exemplars_never_come_from_the_eval_split(no_hub):
     # A train source that is the eval file itself: no question of the eval set may become a shot.
-    task, _ = build_task("gsm8k", f"task.train.path={SHARED_DATA}/gsm8k/test.jsonl",
-                         f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",
+    task, _ = build_task("gsm8k", f"task.train.path={FIXTURES}/gsm8k/test.jsonl",
+                         f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
                          "task.train.limit=30", "task.eval.gsm8k_test.limit=25", "task.num_fewshot=5")
-    eval_questions = {f"{SHARED_DATA}/gsm8k/test.jsonl:{line}" for line in range(1, 26)}
+    eval_questions = {f"{FIXTURES}/gsm8k/test.jsonl:{line}" for line in range(1, 26)}
     assert not set(task.fewshot_ids) & eval_questions and len(task.fewshot_ids) == 5
     with pytest.raises(ValueError, match=r"task.num_fewshot=6 exceeds the 5 usable training examples"):
-        build_task("gsm8k", f"task.train.path={SHARED_DATA}/gsm8k/test.jsonl",
-                   f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",
+        build_task("gsm8k", f"task.train.path={FIXTURES}/gsm8k/test.jsonl",
+                   f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
                    "task.train.limit=30", "task.eval.gsm8k_test.limit=25", "task.num_fewshot=6")
 
 
@@ -61,6 +61,7 @@ def test_draw_ignores_eval_questions_directly():
         assert "t3" not in {ex.id for ex in draw_exemplars(train, evals, 9, seed)}
 
 
+@HUB_TOKENIZERS
 def test_the_record_lists_the_shots(no_hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     task = fewshot_task(3)

@@ -12,7 +12,7 @@ import torch
 
 from bench.models.gguf import MARKER, converted_dir, find_gguf
 from bench.models.loading import load_model, load_tokenizer, unique_parameters
-from tests.conftest import SHARED_DATA, compose_config, run_cli
+from tests.conftest import FIXTURES, compose_config, run_cli
 
 IM_START, IM_END = 1, 2  # the GGUF's tokenizer.ggml.bos_token_id / eos_token_id
 
@@ -97,7 +97,7 @@ def test_smollm2_greedy_answer_stops_at_im_end(smollm2):
 def test_smollm2_trains_one_step_and_evaluates(tmp_path, cache_dir):
     """The whole run: GSM8K in SmolLM2's own chat format, one optimizer step, one greedy answer."""
     run_cli(tmp_path, "method=full", "model=smollm2-135m", "task=gsm8k", "task.prompt_format=chat",
-            f"task.train.path={SHARED_DATA}/gsm8k/train.jsonl", f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",
+            f"task.train.path={FIXTURES}/gsm8k/train.jsonl", f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
             "task.train.limit=2", "train.batch_size=1", "train.max_steps=1", "train.lr=2e-5", "eval.limit=1",
             "eval.max_new_tokens=16", "wandb.mode=disabled", f"cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run",
             env={"HF_HUB_OFFLINE": "1"})

@@ -10,7 +10,9 @@ from bench.models.loading import enable_gradient_checkpointing, load_model, load
 from methods.base import MethodContext
 from methods.full import FullFineTuning
 from methods.lora import LoRA
-from tests.conftest import compose_config
+from tests.conftest import HUB_TOKENIZERS, compose_config
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 
 def _setup(method):

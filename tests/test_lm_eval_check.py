@@ -16,7 +16,7 @@ from bench.run.base_model import load_or_build_base
 from bench.run.recipe import Run
 from methods.base import MethodContext
 from methods.lora import LoRA
-from tests.conftest import REPO, compose_config
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config
 
 pytest.importorskip("lm_eval")
 
@@ -70,11 +70,12 @@ def test_eval_sets_lm_eval_cannot_score_are_refused():
                           "extracted": {}, "strict": True, "flexible": True, "math_verify": True}) == "gsm8k"
 
 
+@HUB_TOKENIZERS
 def test_gsm8k_cross_check_sends_lm_eval_our_chat_prompts(tmp_path):
     """The real Qwen2.5 tokenizer and chat template, the local GSM8K test file, lm-eval's gsm8k
     filters: lm-eval sees the very prompts the run scored (a random-init tiny model: every verdict
     is false, so this checks the format, not the agreement)."""
-    data = REPO.parent / "shared" / "data" / "gsm8k"
+    data = FIXTURES / "gsm8k"
     cfg = compose_config("model=tiny-qwen2.5", "task=gsm8k", "task.prompt_format=chat", f"task.train.path={data / 'train.jsonl'}",
                          "task.train.limit=8", f"task.eval.gsm8k_test.path={data / 'test.jsonl'}", "eval.limit=3",
                          "eval.max_new_tokens=8")

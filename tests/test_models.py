@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from bench.models.loading import load_model, load_tokenizer, unique_parameters
-from tests.conftest import SHARED_DATA, compose_config
+from tests.conftest import HUB_TOKENIZERS, SHARED_DATA, compose_config
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,13 @@ import pytest
 from lab.cli import main as lab, parse_args
 from lab.shapes import row_config
 from lab.workload import compose
-from conftest import SHARED_DATA, run_cli
+from conftest import HUB_ASSETS, SHARED_DATA, run_cli
 
 SMALL = ["task.train.limit=48", "train.max_seq_len=256"]
 QUICK = ["--set", *SMALL, "--device", "cpu", "--data-dir", str(SHARED_DATA)]
 
 
+@HUB_ASSETS
 def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     out = tmp_path / "perf.json"
     lab(["shapes", "--models", "tiny-llama3.2", "--methods", "full", "static25", "--plain", "full", "static25",
@@ -48,6 +49,7 @@ def test_perf_runs_both_loops_and_eval_and_the_report_renders(tmp_path):
     assert report["command"] in text and "| tiny-llama3.2 | static25 |" in text
 
 
+@HUB_ASSETS
 def test_harness_row_is_the_slmbench_run(tmp_path, cache_dir):
     """One code path: the lab's harness row and `slmbench` with the row's own overrides give the
     same loss trajectory (to 1e-6)."""
@@ -63,6 +65,7 @@ def test_harness_row_is_the_slmbench_run(tmp_path, cache_dir):
     assert max(abs(a - b) for a, b in zip(cli_losses, row["losses"])) < 1e-6
 
 
+@HUB_ASSETS
 def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
     """--fast-methods: chunked-loss rows for full and a block method; method/full pairs rows of the
     same loss path; --set reaches every row; no plain rows asked, none run."""
@@ -80,6 +83,7 @@ def test_fast_path_rows_compare_with_full_on_the_same_loss_path(tmp_path):
     assert topk["step_over_full"] == mine["median_step_s"] / full["median_step_s"]
 
 
+@HUB_ASSETS
 def test_method_rows_take_knobs():
     """`--methods adagradselect:policy=keep` measures a method with a knob changed, as
     `slmbench method=adagradselect method.policy=keep` would run it; hub models become their real

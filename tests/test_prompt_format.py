@@ -10,8 +10,10 @@ from bench.config.checks import check
 from bench.errors import ConfigError
 from bench.data.prompts import PromptFormat, build_prompt, prompt_record, template_system_prompt
 from bench.models.loading import load_tokenizer
-from tests.conftest import SHARED_DATA, compose_config, run_cli
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config, run_cli
 from tests.task_helpers import GSM8K_LOCAL, build_task
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 QUESTION = "Question: 2+2?\nAnswer:"
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen2.5-0.5B tokenizer_config.json chat_template
@@ -78,7 +80,7 @@ def test_a_sweep_gets_one_format_for_every_model(tmp_path):
             "hydra.sweep.subdir=${hydra.job.num}-${hydra.runtime.choices.model}-${task.prompt_format}",
             check=False)
     questions = [json.loads(line)["question"] for line in
-                 (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[:3]]
+                 (FIXTURES / "gsm8k" / "test.jsonl").read_text().splitlines()[:3]]
     plain = {f"Question: {q}\nAnswer:" for q in questions}
     runs = {p.parent.name.split("-", 1)[1]: p.parent for p in sweep.glob("*/result.json")}
     assert sorted(runs) == ["tiny-llama3.2-chat", "tiny-llama3.2-plain", "tiny-qwen2.5-chat", "tiny-qwen2.5-plain"]

@@ -7,9 +7,11 @@ import json
 import pytest
 
 from bench.cli import run_job
-from tests.conftest import SHARED_DATA, compose_config
+from tests.conftest import FIXTURES, HUB_TOKENIZERS, compose_config
 
-GSM8K = (f"task.train.path={SHARED_DATA}/gsm8k/train.jsonl", f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
+
+GSM8K = (f"task.train.path={FIXTURES}/gsm8k/train.jsonl", f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
          "task=gsm8k", "task.train.limit=8", "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=0",
          "train.max_seq_len=320", "train.overlong=drop", "eval.limit=3", "eval.sample=random",
          "eval.max_new_tokens=4", "eval.batch_size=3", "wandb.mode=disabled", "device=cpu")

@@ -13,7 +13,7 @@ from bench.data.packing import PackedBatches
 from lab import real_workload, report as perf_report
 from lab.cli import main as lab
 from lab.workload import real_tokens
-from conftest import SHARED_DATA
+from conftest import HUB_ASSETS, SHARED_DATA
 
 QUICK = ["--quick", "--model", "tiny-llama3.2", "--device", "cpu", "--data-dir", str(SHARED_DATA)]
 TRAIN_KEYS = {"tokens_per_s", "median_step_s", "peak_gpu_gib", "overrides", "status"}
@@ -21,6 +21,7 @@ METHOD_KEYS = {"method", "status", "accuracy", "ci95", "peak_gpu_memory_gib", "t
 PAPER_KEYS = {"shape", "method", "memory_ratio_vs_full", "time_ratio_vs_full", "peak_gpu_gib", "median_step_s"}
 
 
+@HUB_ASSETS
 def test_quick_run_writes_every_key_then_adds_a_part_and_the_report_renders(tmp_path):
     out = tmp_path / "real_workload.json"
     lab(["real_workload", *QUICK, "--out", str(out)])

@@ -19,7 +19,7 @@ import pytest
 from analysis.collect import collect
 from analysis.report import main as report_main
 from bench.records.recorder import write_json_atomic
-from conftest import REPO, SHARED_DATA, result_files, run_cli
+from conftest import FIXTURES, HUB_TOKENIZERS, REPO, result_files, run_cli
 
 QUICK = ("train.max_steps=3", "eval.limit=4", "wandb.mode=disabled")
 LONG = ("train.max_steps=5000", "eval.limit=4")  # stopped by a signal long before the end
@@ -85,12 +85,13 @@ def test_sigterm_with_wandb_offline_exits_143_with_a_preempted_record_and_a_chec
 
 def _gsm8k_files(root: Path) -> tuple[Path, Path]:
     train, test = root / "train.jsonl", root / "test.jsonl"
-    rows = (SHARED_DATA / "gsm8k" / "train.jsonl").read_text().splitlines()
+    rows = (FIXTURES / "gsm8k" / "train.jsonl").read_text().splitlines()
     train.write_text("\n".join(rows[:8]) + "\n")
-    test.write_text("\n".join((SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[:2]) + "\n")
+    test.write_text("\n".join((FIXTURES / "gsm8k" / "test.jsonl").read_text().splitlines()[:2]) + "\n")
     return train, test
 
 
+@HUB_TOKENIZERS
 def test_a_data_file_edited_in_place_is_a_new_run_not_a_stale_skip(tmp_path, cache_dir):
     train, test = _gsm8k_files(tmp_path)
     args = (*GSM8K_TINY, f"task.train.path={train}", f"task.eval.gsm8k_test.path={test}", f"cache_dir={cache_dir}")
@@ -197,10 +198,10 @@ BAD_INPUT = {
     "misspelt_key_added": (lambda root: ("+train.lrr=1",), "train.lrr"),
     "store_not_writable": (lambda root: (f"store_dir={_a_file(root)}/store",), "store_dir"),
     "binary_data_file": (lambda root: ("task=gsm8k", "model=tiny-qwen2.5", f"task.train.path={_binary_file(root)}",
-                                       f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl"),
+                                       f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl"),
                          "train.bin.jsonl:1 is not UTF-8 JSON"),
     "directory_data_file": (lambda root: ("task=gsm8k", "model=tiny-qwen2.5", f"task.train.path={root}",
-                                          f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl"),
+                                          f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl"),
                             "task.train.path"),
 }
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.tasks.scoring import (extract_math_answer, gsm8k_flexible, gsm8k_strict, last_boxed,
                            normalize_math_answer, score_gsm8k, score_math)
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES, SHARED_DATA
 
 # (generation, gold, strict, flexible): lm-eval gsm8k semantics (strict: first "#### N" or
 # "The answer is N"; flexible: last number; both after removing , $ "(?s).*#### " and a final ".").
@@ -169,21 +169,31 @@ def _rows(path):
     return [json.loads(line) for line in open(path)]
 
 
-def test_gold_self_check_gsm8k_test():
+# Each self-check runs on the committed rows (tests/fixtures) and on the whole file from the assets
+# folder (README "Assets"), which skips where that is absent.
+GSM8K_TEST = [pytest.param(FIXTURES, 40, id="fixture"),
+              pytest.param(SHARED_DATA, 1319, id="full", marks=pytest.mark.assets("gsm8k/test.jsonl"))]
+MATH500 = [pytest.param(FIXTURES, 40, id="fixture"),
+           pytest.param(SHARED_DATA, 500, id="full", marks=pytest.mark.assets("math/math500_test.jsonl"))]
+
+
+@pytest.mark.parametrize(("root", "n_rows"), GSM8K_TEST)
+def test_gold_self_check_gsm8k_test(root, n_rows):
     """Every GSM8K test gold solution, scored as a generation: the primary (flexible) >= 99.5%."""
-    rows = _rows(SHARED_DATA / "gsm8k" / "test.jsonl")
+    rows = _rows(root / "gsm8k" / "test.jsonl")
     verdicts = [score_gsm8k(r["answer"], r["answer"].split("####")[-1].strip()) for r in rows]
     rates = {m: sum(v[m] for v in verdicts) / len(rows) for m in ("strict", "flexible", "math_verify")}
     print("gsm8k gold self-check", len(rows), rates)
-    assert len(rows) == 1319
+    assert len(rows) == n_rows
     assert rates["flexible"] >= 0.995 and rates["strict"] >= 0.995 and rates["math_verify"] >= 0.995
 
 
-def test_gold_self_check_math500():
+@pytest.mark.parametrize(("root", "n_rows"), MATH500)
+def test_gold_self_check_math500(root, n_rows):
     """Every MATH-500 gold solution, scored as a generation against the official answer."""
-    rows = _rows(SHARED_DATA / "math" / "math500_test.jsonl")
+    rows = _rows(root / "math" / "math500_test.jsonl")
     verdicts = [score_math(r["solution"], r["answer"]) for r in rows]
     rates = {m: sum(v[m] for v in verdicts) / len(rows) for m in ("math_verify", "exact_match")}
     print("math500 gold self-check", len(rows), rates)
-    assert len(rows) == 500
+    assert len(rows) == n_rows
     assert rates["math_verify"] >= 0.995 and rates["exact_match"] >= 0.995

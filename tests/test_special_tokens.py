@@ -10,7 +10,7 @@ import pytest
 from bench.config.checks import check
 from bench.errors import ConfigError
 from bench.models.loading import load_tokenizer
-from tests.conftest import compose_config
+from tests.conftest import HUB_TOKENIZERS, compose_config
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +23,7 @@ def offline(monkeypatch):
     ("tiny-llama3.2", "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"),
     ("tiny-phi4-mini", "<|endoftext|>", "<|endoftext|>", "<|endoftext|>"),
 ])
+@HUB_TOKENIZERS
 def test_published_specials_load_without_a_warning(model, bos, eos, pad, caplog):
     with caplog.at_level(logging.WARNING, logger="bench.models.loading"):
         tokenizer = load_tokenizer(compose_config(f"model={model}").model)
@@ -30,6 +31,7 @@ def test_published_specials_load_without_a_warning(model, bos, eos, pad, caplog)
     assert not caplog.records
 
 
+@HUB_TOKENIZERS
 def test_a_pinned_eos_that_differs_is_fixed_with_a_warning_naming_both(caplog):
     cfg = compose_config("model=tiny-qwen2.5", "model.special_tokens.eos='<|im_end|>'").model
     with caplog.at_level(logging.WARNING, logger="bench.models.loading"):
@@ -40,6 +42,7 @@ def test_a_pinned_eos_that_differs_is_fixed_with_a_warning_naming_both(caplog):
     assert "'<|endoftext|>'" in warning.getMessage() and "'<|im_end|>'" in warning.getMessage()
 
 
+@HUB_TOKENIZERS
 def test_a_pinned_eos_that_differs_is_refused_with_error():
     cfg = compose_config("model=tiny-qwen2.5", "model.special_tokens.eos='<|im_end|>'",
                          "model.specials_mismatch=error").model
@@ -48,6 +51,7 @@ def test_a_pinned_eos_that_differs_is_refused_with_error():
         load_tokenizer(cfg)
 
 
+@HUB_TOKENIZERS
 def test_a_pinned_none_removes_a_loaded_token(caplog):
     cfg = compose_config("model=tiny-llama3.2", "model.special_tokens.bos=null").model
     with caplog.at_level(logging.WARNING, logger="bench.models.loading"):

@@ -10,7 +10,9 @@ from bench.eval.evaluate import generate_hf
 from bench.eval.static_engine import generate_static
 from bench.eval.stop_tokens import stop_token_ids
 from bench.models.loading import load_model, load_tokenizer
-from tests.conftest import compose_config
+from tests.conftest import HUB_TOKENIZERS, compose_config
+
+pytestmark = HUB_TOKENIZERS  # every test loads a hub model's tokenizer (the assets folder)
 
 CPU = torch.device("cpu")
 END, ENDOFTEXT = 200020, 199999  # Phi-4-mini-instruct's `<|end|>` and `<|endoftext|>` (its eos)

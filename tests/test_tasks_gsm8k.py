@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from bench.data.batching import tokenize_examples, IGNORE_INDEX
 from bench.models.loading import load_tokenizer
-from tests.conftest import compose_config
+from tests.conftest import HUB_TOKENIZERS, compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
 
 
 def test_gsm8k_rows_fields_and_targets(no_hub):
     task, _ = build_task("gsm8k", *GSM8K_LOCAL)
     train, evals = task.train_examples(), task.eval_sets()
-    assert len(train) == 7473 and list(evals) == ["gsm8k_test"] and len(evals["gsm8k_test"]) == 1319
+    assert len(train) == 40 and list(evals) == ["gsm8k_test"] and len(evals["gsm8k_test"]) == 40  # tests/fixtures
     first = evals["gsm8k_test"][0]
     assert first.prompt.startswith("Question: Janet\u2019s ducks lay 16 eggs") and first.prompt.endswith("\nAnswer:")
     assert first.gold == "18"
@@ -37,6 +37,7 @@ def test_gsm8k_scores_and_states_its_primary_accuracy(no_hub):
     assert task.score("#### 18\nso 19", task.eval_sets()["gsm8k_test"][0])["accuracy"] is True
 
 
+@HUB_TOKENIZERS
 def test_gsm8k_prompt_build_with_real_tokenizers(no_hub):
     """prompt_format=auto: the chat template for Qwen (ChatML) and Phi-4-mini, the plain prompt for
     Llama-3.2 base (no template); the target is the only loss-bearing part."""

@@ -6,19 +6,19 @@ import json
 import pytest
 
 from bench.errors import DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 from tests.task_helpers import MATH_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
 
 
 def test_math_rows_fields_and_gold(no_hub):
     task, _ = build_task("math", *MATH_LOCAL)
     train, evals = task.train_examples(), task.eval_sets()
-    assert len(train) == 7500 and len(evals["math500"]) == 500
+    assert len(train) == 39 and len(evals["math500"]) == 40  # tests/fixtures/README.md
     # fields.answer is null for train: the gold is the solution's last \boxed{}, including the
-    # `\boxed 2` form of the two rows whose `answer` field is null in ../shared/data
+    # `\boxed 2` form of the two rows whose `answer` field is null (the fixture's lines 36 and 37)
     assert all(ex.gold is not None for ex in train)
     assert sum(ex.gold == "" for ex in train) == 2   # two number-theory rows box nothing: `\boxed{}`
-    assert [ex.gold for ex in train if ex.id.endswith(("train.jsonl:1656",))] == ["2"]
+    assert [ex.gold for ex in train if ex.id.endswith(("train.jsonl:36",))] == ["2"]
     assert {ex.meta["subject"] for ex in train} == {"Algebra", "Counting & Probability", "Geometry",
                                                     "Intermediate Algebra", "Number Theory", "Prealgebra", "Precalculus"}
     first = evals["math500"][0]
@@ -29,10 +29,10 @@ def test_math_rows_fields_and_gold(no_hub):
 
 def test_math_full_test_split_as_an_eval_source(no_hub):
     task, _ = build_task("math", *MATH_LOCAL, "task.train.limit=1",
-                         f"task.eval.math500.path={SHARED_DATA}/math/test.jsonl", "task.eval.math500.fields.answer=null",
+                         f"task.eval.math500.path={FIXTURES}/math/test.jsonl", "task.eval.math500.fields.answer=null",
                          "task.eval.math500.fields.subject=type")
     examples = task.eval_sets()["math500"]
-    assert len(examples) == 5000 and all(ex.gold for ex in examples)
+    assert len(examples) == 35 and all(ex.gold for ex in examples)
 
 
 def test_math_scores_the_last_box_with_math_verify(no_hub):

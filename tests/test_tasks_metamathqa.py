@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.errors import DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 from tests.task_helpers import build_task, no_hub  # noqa: F401 (fixture)
 
 ROWS = [
@@ -15,8 +15,8 @@ ROWS = [
     {"query": "Simplify $\\frac{2}{4}$.", "response": "We get $\\boxed{\\frac{1}{2}}$.\nThe answer is: \\frac{1}{2}",
      "type": "MATH_Rephrased"},
 ]
-EVAL_LOCAL = (f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl",
-              f"task.eval.math500.path={SHARED_DATA}/math/math500_test.jsonl")
+EVAL_LOCAL = (f"task.eval.gsm8k_test.path={FIXTURES}/gsm8k/test.jsonl",
+              f"task.eval.math500.path={FIXTURES}/math/math500_test.jsonl")
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_metamathqa_protocol(no_hub, metamath_file):
     assert train[0].target == " 2 + 3 = 5.\nThe answer is: 5" and train[0].gold == "5"
     assert train[1].meta["type"] == "MATH_Rephrased"
     evals = task.eval_sets()
-    assert {name: len(ex) for name, ex in evals.items()} == {"gsm8k_test": 1319, "math500": 500}
+    assert {name: len(ex) for name, ex in evals.items()} == {"gsm8k_test": 40, "math500": 40}
     # MetaMathQA-style answers are scored on both sets: "The answer is: N" / the box, else that line.
     assert task.score("so 18.\nThe answer is: 18", evals["gsm8k_test"][0])["strict"]
     math_ex = evals["math500"][0]

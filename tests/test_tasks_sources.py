@@ -8,7 +8,7 @@ import pytest
 
 from bench.errors import DataError
 from bench.tasks.sources import Row, field, load_rows, read_jsonl
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 
 
 @pytest.fixture(autouse=True)
@@ -24,26 +24,30 @@ def offline(monkeypatch):
 
 
 def test_local_path_rows_and_origin():
-    rows = load_rows({"path": str(SHARED_DATA / "gsm8k" / "test.jsonl"), "hub": "openai/gsm8k",
+    rows = load_rows({"path": str(FIXTURES / "gsm8k" / "test.jsonl"), "hub": "openai/gsm8k",
                       "config": "main", "split": "test"}, "task.eval.gsm8k_test")
-    assert len(rows) == 1319
+    assert len(rows) == 40  # tests/fixtures/README.md
     assert rows[0].origin.endswith("gsm8k/test.jsonl:1") and set(rows[0].data) == {"question", "answer"}
 
 
-def test_relative_paths_resolve_against_the_repo_root(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # not the repo: the path must still resolve
-    rows = load_rows({"path": "../shared/data/gsm8k/test.jsonl", "limit": 5}, "task.train")
-    assert len(rows) == 5
+def test_relative_paths_resolve_against_the_directory_started_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(FIXTURES)  # as the user's shell would read the path
+    rows = load_rows({"path": "gsm8k/test.jsonl", "limit": 5}, "task.train")
+    assert len(rows) == 5 and rows[0].origin.startswith(str(FIXTURES / "gsm8k" / "test.jsonl"))
+    monkeypatch.chdir(tmp_path)  # the same relative path elsewhere is another file: refused, naming where it looked
+    with pytest.raises(FileNotFoundError, match=f"task.train.path='gsm8k/test.jsonl': {tmp_path}/gsm8k/test.jsonl "
+                                                f"does not exist .*started in, {tmp_path}"):
+        load_rows({"path": "gsm8k/test.jsonl", "limit": 5}, "task.train")
 
 
 def test_limit_takes_the_first_rows():
-    path = SHARED_DATA / "math" / "math500_test.jsonl"
+    path = FIXTURES / "math" / "math500_test.jsonl"
     rows = load_rows({"path": str(path), "limit": 3}, "task.eval.x")
     first_three = [json.loads(line)["unique_id"] for line in path.read_text().splitlines()[:3]]
     assert [r.data["unique_id"] for r in rows] == first_three
     assert [r.origin.rsplit(":", 1)[1] for r in rows] == ["1", "2", "3"]
     with pytest.raises(ValueError, match="task.eval.x.limit must be positive"):
-        load_rows({"path": str(SHARED_DATA / "math" / "math500_test.jsonl"), "limit": 0}, "task.eval.x")
+        load_rows({"path": str(FIXTURES / "math" / "math500_test.jsonl"), "limit": 0}, "task.eval.x")
 
 
 def test_malformed_line_names_file_and_line(tmp_path):

@@ -10,17 +10,14 @@ import difflib
 from hydra.utils import get_class
 
 from bench.config import schema
-from bench.config.schema import LR_SCALINGS, SCHEDULES
 from bench.errors import ConfigError
-from bench.data.batching import BATCHINGS, OVERLONG
-from bench.eval.evaluate import ENGINES, SAMPLES
-from bench.loss import FAST_PATHS
-from bench.records.recorder import WANDB_MODES
-from bench.runtime import PRECISIONS, TIMINGS
-from bench.data.prompts import PROMPT_FORMATS
-from bench.models.loading import SPECIALS_MISMATCH
-from bench.protocol import STAGES
-from bench.tasks.base import EVAL_SPLITS
+
+# This module imports no torch at load time: the allowed values live in the modules that own them
+# (the loss, the engines, the optimizer...), which import torch, so they are imported inside the
+# checks that read them. `bench.cli` refuses a misspelt key with check_known_keys before any of them
+# loads (tests/test_fast_start.py).
+
+__all__ = ["ConfigError", "check", "check_known_keys"]
 
 # The closed sections: their keys are exactly the schema's fields. Hydra refuses a misspelt
 # `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.
@@ -30,6 +27,16 @@ CLOSED_SECTIONS = {"train": schema.TrainConfig, "eval": schema.EvalConfig, "wand
 
 def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
     """Each key with a closed set of values: (its value, the allowed values from the module that owns it)."""
+    from bench.data.batching import BATCHINGS, OVERLONG
+    from bench.eval.evaluate import ENGINES, SAMPLES
+    from bench.loss import FAST_PATHS
+    from bench.models.loading import SPECIALS_MISMATCH
+    from bench.records.recorder import WANDB_MODES
+    from bench.config.schema import LR_SCALINGS, SCHEDULES
+    from bench.protocol import STAGES
+    from bench.runtime import PRECISIONS, TIMINGS
+    from bench.tasks.base import EVAL_SPLITS
+
     t, e = cfg.train, cfg.eval
     return {"train.precision": (t.precision, PRECISIONS), "train.fast_path": (t.fast_path, FAST_PATHS),
             "train.schedule": (t.schedule, SCHEDULES), "train.overlong": (t.overlong, OVERLONG),
@@ -156,6 +163,8 @@ def check_validation_split(cfg) -> None:
 
 def check_task_prompt(task) -> None:
     """The prompt keys of tasks that have them (bench/data/prompts.py, bench/tasks/fewshot.py)."""
+    from bench.data.prompts import PROMPT_FORMATS
+
     if task is None:
         return
     if task.get("prompt_format") is not None and task.prompt_format not in PROMPT_FORMATS:

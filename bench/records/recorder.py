@@ -65,15 +65,40 @@ def worktree_tree_sha(root: Path = REPO_ROOT) -> str | None:
         return tree.stdout.strip() if tree.returncode == 0 else None
 
 
+def code_version() -> tuple[str | None, bool | None]:
+    """(git sha, dirty) of the code that runs. Its checkout when the code is imported from one (an
+    editable install, PYTHONPATH); else the checkout slmbench was started in, when that is a
+    slmbench checkout (`pip install .` copies the code into site-packages, away from its .git);
+    else `slmbench-<installed version>` with dirty unknown (None)."""
+    from importlib import metadata
+
+    from bench.paths import launch_dir
+
+    def checkout_of(directory: Path) -> Path | None:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=directory, capture_output=True, text=True)
+        root = Path(top.stdout.strip()) if top.returncode == 0 else None
+        return root if root is not None and (root / "bench" / "cli.py").is_file() else None
+
+    root = (checkout_of(REPO_ROOT) if (REPO_ROOT / ".git").exists() else None) or checkout_of(launch_dir())
+    if root is not None:
+        git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)  # noqa: E731
+        sha = git("rev-parse", "HEAD")
+        if sha.returncode == 0:
+            return sha.stdout.strip(), bool(git("status", "--porcelain").stdout.strip())
+    try:
+        return f"slmbench-{metadata.version('slmbench')}", None
+    except metadata.PackageNotFoundError:
+        return None, None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     import peft
     import transformers
 
-    git = lambda *args: subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)  # noqa: E731
-    sha = git("rev-parse", "HEAD")
+    git_sha, dirty = code_version()
     return {
-        "git_sha": sha.stdout.strip() if sha.returncode == 0 else None,
-        "dirty": bool(git("status", "--porcelain").stdout.strip()) if sha.returncode == 0 else None,
+        "git_sha": git_sha,
+        "dirty": dirty,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,

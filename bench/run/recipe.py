@@ -242,6 +242,8 @@ class Run:
             return None
         self.record["saved_model"] = saving.save_model(self.model, self.tokenizer, self.run_dir / "model",
                                                        self.weights_from)
+        log.info("model kept in %s (%s); evaluate it again with model.path=%s", self.record["saved_model"]["path"],
+                 self.record["saved_model"]["kind"], self.record["saved_model"]["path"])
         return self.record["saved_model"]
 
     def evaluate(self) -> dict:

@@ -1,0 +1,46 @@
+"""Relative paths in a run's config are read from the directory `slmbench` is started in (the
+user's shell), not from where the code is installed: a model kept by one run and data files beside
+the user, named relatively, from a directory that is not the repository."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+from conftest import FIXTURES, REPO, run_cli
+
+QUIET = ("wandb.mode=disabled", "device=cpu")
+
+
+def _record(run_dir):
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def test_relative_model_path_and_data_are_read_from_the_launch_dir(tmp_path, cache_dir):
+    work = tmp_path / "work"  # the user's directory: not the repository, not its parent
+    (work / "data").mkdir(parents=True)
+    for name in ("train.jsonl", "test.jsonl"):
+        shutil.copy(FIXTURES / "gsm8k" / name, work / "data" / name)
+    assert not str(work).startswith(str(REPO))
+
+    kept = run_cli(work, "method=full", "train.max_steps=3", "train.save_model=true", "eval.limit=4",
+                   "hydra.run.dir=runs/keep", f"cache_dir={cache_dir}", *QUIET)
+    trained = _record(work / "runs" / "keep")
+    assert trained["saved_model"]["path"] == str(work / "runs" / "keep" / "model")
+    assert f"model kept in {work / 'runs' / 'keep' / 'model'}" in kept.stdout + kept.stderr  # said, not only recorded
+    assert re.fullmatch(r"[0-9a-f]{40}", trained["env"]["git_sha"])  # the code's own checkout (PYTHONPATH)
+
+    run_cli(work, "method=none", "model.path=runs/keep/model", "eval.limit=4", "hydra.run.dir=runs/again",
+            f"cache_dir={cache_dir}", *QUIET)
+    again = _record(work / "runs" / "again")
+    assert again["weights"]["loaded_from"] == str(work / "runs" / "keep" / "model")
+    assert again["metrics"]["accuracy"] == trained["metrics"]["accuracy"]
+
+    # Relative data files, on the real SmolLM2 GGUF that the install brings (converted once into cache_dir).
+    run_cli(work, "method=none", "model=smollm2-135m", "task=gsm8k", "task.train.path=data/train.jsonl",
+            "task.eval.gsm8k_test.path=data/test.jsonl", "train.batch_size=2", "eval.limit=1", "eval.max_new_tokens=2",
+            "hydra.run.dir=runs/gsm8k", f"cache_dir={cache_dir}", *QUIET)
+    gsm8k = _record(work / "runs" / "gsm8k")
+    assert gsm8k["status"] == "ok"
+    assert set(gsm8k["data_files"]) == {str(work / "data" / "train.jsonl"), str(work / "data" / "test.jsonl")}
+    assert len(list((work / "outputs" / "store").iterdir())) == 3  # store_dir, relative too: the three runs' stores
