@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from bench.config.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -13,11 +15,15 @@ def resolve_path(path: str | Path) -> Path:
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
 
 
+class MissingPath(ConfigError, FileNotFoundError):
+    """A configured path that does not exist: bad input (exit 2), still a FileNotFoundError."""
+
+
 def existing_path(path: str | Path, key: str) -> Path:
     """The resolved path, or an error naming the config key, the value and where it was looked for."""
     resolved = resolve_path(path)
     if not resolved.exists():
-        raise FileNotFoundError(f"{key}={path!r}: {resolved} does not exist "
+        raise MissingPath(f"{key}={path!r}: {resolved} does not exist "
                                 f"(relative paths are resolved against the repository root {REPO_ROOT})")
     return resolved
 

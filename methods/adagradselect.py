@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.config.errors import ConfigError
 from methods.blocks import MEASURE, BlockSelectionMethod, GradNormTopK, numpy_rng
 
 RNG_SALT = 0xADA  # keeps this method's draws apart from other users of the run seed
@@ -33,20 +34,20 @@ def dirichlet_top_k(counts: np.ndarray, delta: float, k: int, rng: np.random.Gen
 
 
 class AdaGradSelect(BlockSelectionMethod):
-    def __init__(self, k_percent: float, epsilon0: float, epsilon_decay: float | None, delta: float,
-                 policy: str = "offload", non_layer: dict[str, str] | None = None,
-                 epsilon_end_ratio: float = 0.05, measure_checkpointing: bool = True, count_updates: str = "all"):
+    def __init__(self, *, k_percent: float, epsilon0: float, epsilon_decay: float | None, delta: float,
+                 policy: str, non_layer: dict[str, str], epsilon_end_ratio: float, measure_checkpointing: bool,
+                 count_updates: str):
         super().__init__(policy, non_layer, measure=GradNormTopK(k_percent, measure_checkpointing))
         if not 0 <= epsilon0 <= 1:
-            raise ValueError(f"method.epsilon0 must be in [0, 1], got {epsilon0}")
+            raise ConfigError(f"method.epsilon0 must be in [0, 1], got {epsilon0}")
         if epsilon_decay is not None and epsilon_decay < 0:
-            raise ValueError(f"method.epsilon_decay must be >= 0 or null, got {epsilon_decay}")
+            raise ConfigError(f"method.epsilon_decay must be >= 0 or null, got {epsilon_decay}")
         if delta <= 0:
-            raise ValueError(f"method.delta must be > 0 (a Dirichlet concentration), got {delta}")
+            raise ConfigError(f"method.delta must be > 0 (a Dirichlet concentration), got {delta}")
         if not 0 < epsilon_end_ratio <= 1:
-            raise ValueError(f"method.epsilon_end_ratio must be in (0, 1], got {epsilon_end_ratio}")
+            raise ConfigError(f"method.epsilon_end_ratio must be in (0, 1], got {epsilon_end_ratio}")
         if count_updates not in COUNT_UPDATES:
-            raise ValueError(f"method.count_updates={count_updates!r}; allowed: {', '.join(COUNT_UPDATES)}")
+            raise ConfigError(f"method.count_updates={count_updates!r}; allowed: {', '.join(COUNT_UPDATES)}")
         self.count_updates = count_updates
         self.k_percent, self.epsilon0, self.delta = k_percent, epsilon0, delta
         self.epsilon_decay, self.epsilon_end_ratio = epsilon_decay, epsilon_end_ratio
