@@ -9,6 +9,7 @@ import torch
 
 from block_harness import run_steps, tiny_run
 from methods.adagradselect import dirichlet_top_k
+from method_helpers import method_knobs
 
 
 def test_epsilon_follows_its_schedule_and_is_zero_after_epoch_one():
@@ -88,9 +89,9 @@ def test_counts_and_rng_survive_a_state_dict_round_trip():
 def test_bad_knobs_are_named():
     from methods.adagradselect import AdaGradSelect
     with pytest.raises(ValueError, match="method.delta must be > 0"):
-        AdaGradSelect(k_percent=25, epsilon0=0.3, epsilon_decay=None, delta=0)
+        AdaGradSelect(**method_knobs("adagradselect", delta=0))
     with pytest.raises(ValueError, match=r"method.epsilon0 must be in \[0, 1\], got 1.5"):
-        AdaGradSelect(k_percent=25, epsilon0=1.5, epsilon_decay=None, delta=1)
+        AdaGradSelect(**method_knobs("adagradselect", epsilon0=1.5))
 
 
 @pytest.mark.parametrize("count_updates", ["all", "explore"])
@@ -111,4 +112,4 @@ def test_count_updates_counts_every_update_or_explore_picks_only(count_updates):
 def test_bad_count_updates_is_named():
     from methods.adagradselect import AdaGradSelect
     with pytest.raises(ValueError, match="method.count_updates='exploit'; allowed: all, explore"):
-        AdaGradSelect(k_percent=25, epsilon0=0.3, epsilon_decay=None, delta=1.0, count_updates="exploit")
+        AdaGradSelect(**method_knobs("adagradselect", count_updates="exploit"))

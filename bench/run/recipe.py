@@ -226,6 +226,8 @@ class Run:
                     loss = train(self.state, self.cfg.train, until, [self.timer, self, FreezeAfterFirstStep(), *observers])
                 finally:
                     self.signals.deferred = False
+                if self.signals.received is not None:  # came after the last step's end: its checkpoint is saved
+                    raise Preempted(self.signals.received, self.state.step)
                 # resumed from the end-of-training checkpoint: no step ran, the last one logged says
                 self.final_loss = loss if math.isfinite(loss) or not self.history else self.history[-1]["loss"]
             self.train_peaks = memory.peaks()
