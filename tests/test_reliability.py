@@ -24,7 +24,7 @@ from bench.config.errors import ConfigError
 from bench.records.recorder import REDACTED
 from bench.run.resume import Diverged, Preempted, PreemptionSignals
 from bench.run.store import RunStore
-from conftest import CONF, REPO, compose_config, result_files
+from conftest import CONF, REPO, SHARED_DATA, compose_config, result_files
 
 QUICK = ("train.max_steps=3", "train.batch_size=8", "train.warmup_steps=0", "eval.limit=4",
          "wandb.mode=disabled", "device=cpu")
@@ -77,7 +77,7 @@ def test_a_stop_signal_outside_training_steps_stops_at_once_and_inside_waits_for
 
 
 def _checkpoint_steps(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / "outputs" / "store").glob("*/checkpoints/step-*"))
+    return sorted(p.name for p in (root / "outputs" / "store").glob("*/checkpoints/step-*") if p.suffix != ".tmp")
 
 
 def test_sigterm_during_evaluation_exits_143_and_the_relaunch_only_evaluates(tmp_path, cache_dir):
@@ -85,14 +85,17 @@ def test_sigterm_during_evaluation_exits_143_and_the_relaunch_only_evaluates(tmp
     args = ("train.max_steps=3", "eval.limit=16", "eval.batch_size=1", "wandb.mode=disabled", f"cache_dir={cache_dir}")
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.time() + 300
-    while not _checkpoint_steps(tmp_path) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the end-of-training checkpoint: evaluation starts now
-    assert _checkpoint_steps(tmp_path) == ["step-00000003"]
-    time.sleep(1)
-    proc.send_signal(signal.SIGTERM)
-    sent = time.time()
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 300
+        while not _checkpoint_steps(tmp_path) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # the end-of-training checkpoint: evaluation starts now
+        assert _checkpoint_steps(tmp_path) == ["step-00000003"]
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.time()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
     assert proc.returncode == 128 + signal.SIGTERM and time.time() - sent < 30, err[-3000:]
     (record,) = [strict_json(p.read_text()) for p in result_files(tmp_path / "outputs" / "runs")]
     assert record["status"] == "preempted" and "during evaluation" in record["error"]["message"]
@@ -156,6 +159,36 @@ def test_an_unwritable_save_model_target_is_refused_before_training(tmp_path):
         _run(tmp_path / "run", "train.save_model=true")
     assert not (tmp_path / "run" / "result.json").exists()
     assert not (tmp_path / "run" / "metrics.jsonl").exists() or not (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
+def _empty_file(root: Path) -> str:
+    (root / "empty.jsonl").write_text("")
+    return str(root / "empty.jsonl")
+
+
+BAD_INPUT = {  # the CLI's one line and exit 2 for the same errors: tests/test_robustness.py
+    "lr_not_a_number": (lambda root: ("train.lr=nan",), "train.lr"),
+    "negative_seed": (lambda root: ("seed=-1",), "seed"),
+    "unknown_model_key": (lambda root: ("+model.anything=1",), "model.anything"),
+    "unknown_method_knob": (lambda root: ("+method.k_percnt=5",), "method.k_percnt"),
+    "unknown_task_key": (lambda root: ("+task.anything=1",), "task.anything"),
+    "empty_data_file": (lambda root: ("task=gsm8k", "model=tiny-qwen2.5", f"task.train.path={_empty_file(root)}",
+                                      f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl"),
+                        "empty.jsonl"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_refused_before_training_without_a_record(tmp_path, case):
+    if "gsm8k" in case or case == "empty_data_file":
+        if not (SHARED_DATA / "gsm8k" / "test.jsonl").exists():
+            pytest.skip("../shared/data/gsm8k is absent")
+    make_args, named = BAD_INPUT[case]
+    method = "topk" if case == "unknown_method_knob" else "full"
+    with pytest.raises(Exception) as raised:
+        _run(tmp_path / "run", *make_args(tmp_path), method=method)
+    assert input_error(raised.value) is not None and named in str(input_error(raised.value))
+    assert not (tmp_path / "run" / "result.json").exists()
 
 
 def test_a_method_knob_out_of_range_is_refused_after_setup_started_without_a_record(tmp_path):
