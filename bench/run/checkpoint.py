@@ -4,7 +4,8 @@ A checkpoint is a directory `step-NNNNNNNN/` holding `state.pt` (trainable weigh
 LR schedule, method state, data position, RNG states) and `manifest.json` (step + sha256 of
 state.pt), written under a temporary name and renamed into place, so a reader sees either a
 whole checkpoint or none. A checkpoint whose bytes no longer match its manifest is reported and
-skipped in favour of the previous one.
+skipped in favour of the previous one. `state.pt` holds tensors and plain data only and is read with
+torch's weights_only unpickler: a file that asks for anything else is refused, never executed.
 """
 from __future__ import annotations
 

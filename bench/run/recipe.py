@@ -76,11 +76,11 @@ class Run:
     def setup(self, wandb_group: str | None = None, method=None) -> "Run":
         self.setup_runtime()
         self.setup_store()
-        self.setup_recorder(wandb_group)
         self.setup_task_and_method(method)
         self.setup_model()
         self.setup_data()
         self.prepare_method()
+        self.setup_recorder(wandb_group)  # after the steps that refuse bad input: a refusal starts no W&B run
         self.setup_optimizer()
         self.setup_checkpoints()
         return self
