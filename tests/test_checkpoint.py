@@ -6,7 +6,6 @@ import errno
 import logging
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,8 +93,8 @@ def test_rng_states_are_plain_data_that_load_with_weights_only(tmp_path):
 
 
 def test_a_failed_write_leaves_no_tmp_dir(tmp_path, monkeypatch):
-    def full_disk(obj, path):
-        Path(path).write_bytes(b"half a checkpoint")
+    def full_disk(obj, f):
+        f.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     checkpoints = CheckpointDir(tmp_path, keep=2)

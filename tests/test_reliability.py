@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,8 @@ def test_a_full_disk_cleans_up_logs_the_lost_record_once_and_raises_the_runs_err
     with caplog.at_level(logging.ERROR), pytest.raises(OSError) as raised:
         _run(tmp_path / "run")
     # the run's own error, alone: not the record's error chained onto it (one traceback)
-    assert "(checkpoint)" in str(raised.value) and raised.value.__context__ is None
+    assert "(checkpoint)" in str(raised.value)
+    assert "".join(traceback.format_exception(raised.value)).count("Traceback (most recent call last)") == 1
     assert not list((tmp_path / "outputs" / "store").rglob("*.tmp"))
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors

@@ -92,6 +92,27 @@ def test_sigterm_with_wandb_offline_exits_143_with_a_preempted_record_and_a_chec
     assert _checkpoints(tmp_path)
 
 
+def test_a_full_disk_fails_with_one_traceback_a_record_and_no_half_checkpoint(tmp_path, cache_dir):
+    """A 256 KiB tmpfs holds the run dir's records but not the end-of-training checkpoint: the failed
+    write removes its .tmp (freeing the space the failed record needs) and the run exits non-zero
+    with one traceback. Needs root (mount); skipped otherwise."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        proc = run_cli(tmp_path, *QUICK, f"cache_dir={cache_dir}", f"store_dir={disk}/store",
+                       f"hydra.run.dir={disk}/run", check=False, timeout=300)
+        assert proc.returncode not in (0, 2), proc.stderr[-3000:]
+        assert proc.stderr.count("Traceback (most recent call last)") <= 1 and "No space left" in proc.stderr
+        assert "During handling of the above exception" not in proc.stderr, proc.stderr[-3000:]
+        assert not list(disk.rglob("*.tmp"))
+        record = json.loads((disk / "run" / "result.json").read_text())
+        assert record["status"] == "failed" and "No space left" in record["error"]["message"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 # 2. Identity: the data files' contents, and the commit.
 
 def _gsm8k_files(root: Path) -> tuple[Path, Path]:

@@ -32,6 +32,17 @@ class CheckpointError(RuntimeError):
     """Checkpoints exist but none can be loaded: refusing to start over silently."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, most often); nothing of it is left behind."""
+
+
+def _free_space(directory: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free on its disk"
+    except OSError:
+        return "free space unknown"
+
+
 class UnsafeCheckpoint(CheckpointError):
     """A state.pt that holds more than tensors and plain data: never unpickled, never skipped."""
 
@@ -120,7 +131,12 @@ class CheckpointDir:
         shutil.rmtree(tmp, ignore_errors=True)
         try:  # a failed write (full disk, a stop signal) leaves no half checkpoint behind
             tmp.mkdir(parents=True)
-            torch.save(plain(state), tmp / STATE_FILE)
+            # our file object, closed on any error: a deleted file's space is freed only once no one
+            # holds it open (the failed record written next needs that space on a full disk)
+            with open(tmp / STATE_FILE, "wb") as f:
+                torch.save(plain(state), f)
+                f.flush()
+                os.fsync(f.fileno())
             manifest = {"step": step, "sha256": file_sha256(tmp / STATE_FILE)}
             with open(tmp / MANIFEST_FILE, "w") as f:
                 json.dump(manifest, f)
@@ -128,8 +144,14 @@ class CheckpointDir:
                 os.fsync(f.fileno())
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(err, Exception):
+                # torch's writer reports a full disk as a RuntimeError, then closing the file fails
+                # too: one error naming the checkpoint and the cause, not a chain of tracebacks
+                raise CheckpointWriteError(f"could not write the checkpoint {final}: {type(err).__name__}: "
+                                           f"{str(err).strip().splitlines()[0]} ({_free_space(self.directory)})"
+                                           ) from None
             raise
         for old in self.steps()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
