@@ -236,7 +236,7 @@ BAD_INPUT = {
                             "task.train.path"),
     # more refusals, checked in-process: tests/test_reliability.py test_bad_input_is_refused_before_training
     "method_knob_out_of_range": (lambda root: ("method=topk", "method.k_percent=0"), "method.k_percent"),
-    "model_path_garbage_dir": (lambda root: (f"model.path={_garbage_dir(root)}",), "not a model dir"),
+    "model_path_garbage_dir": (lambda root: (f"model.path={_garbage_dir(root)}",), "not a saved model dir"),
 }
 
 

@@ -63,7 +63,7 @@ def saved_model_dir(model_cfg) -> Path | None:
     if saved_model_kind(location) is not None:
         return location
     if location.is_dir() and not (location / "config.json").is_file():
-        raise ConfigError(f"model.path={path}: {location} is not a model dir: it holds no {SAVED_MODEL_FILE} "
+        raise ConfigError(f"model.path={path}: {location} is not a saved model dir: it holds no {SAVED_MODEL_FILE} "
                           f"(a model train.save_model=true kept), no {ADAPTER_CONFIG_FILE} (an adapter) and no "
                           "config.json (a Hugging Face model)")
     if model_cfg.source == "tiny":
