@@ -22,22 +22,29 @@ log = logging.getLogger("slmbench")
 
 
 def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: str | None = None) -> dict:
-    """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it."""
+    """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it;
+    bad input found before training (config, data, a busy store or run dir) is refused instead,
+    with no record. A stop signal at any phase ends the run with a record (exit 143 / 130)."""
     from bench.run.recipe import Run
 
     run = Run(cfg, run_dir, names)
-    if (done := run.finished()) is not None:
-        return run.reuse(done)
-    try:
-        run.setup(wandb_group)
-        with run.measured():
-            run.train()
-            run.keep_model()
-            run.evaluate()
-        return run.finish()
-    except BaseException as err:
-        run.fail(err)
-        raise
+    with run.signals:
+        if (done := run.finished()) is not None:
+            return run.reuse(done)
+        try:
+            run.setup(wandb_group)
+        except BaseException as err:
+            run.refuse(err) if input_error(err) is not None else run.fail(err)
+            raise
+        try:
+            with run.measured():
+                run.train()
+                run.keep_model()
+                run.evaluate()
+            return run.finish()
+        except BaseException as err:
+            run.fail(err)
+            raise
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -12,6 +12,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from bench.errors import ConfigError
+
 # Where `bench/` and `conf/` are: the checkout, or site-packages after a non-editable install.
 # Code reads its own files (the yaml configs) from here, never the user's data.
 CODE_ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +34,16 @@ def resolve_path(path: str | Path) -> Path:
     return path if path.is_absolute() else (launch_dir() / path).resolve()
 
 
+class MissingPath(ConfigError, FileNotFoundError):
+    """A configured path that does not exist: bad input (exit 2), still a FileNotFoundError."""
+
+
 def existing_path(path: str | Path, key: str) -> Path:
     """The resolved path, or an error naming the config key, the value and where it was looked for."""
     resolved = resolve_path(path)
     if not resolved.exists():
-        raise FileNotFoundError(f"{key}={path!r}: {resolved} does not exist "
-                                f"(relative paths are read from the directory slmbench was started in, {launch_dir()})")
+        raise MissingPath(f"{key}={path!r}: {resolved} does not exist "
+                          f"(relative paths are read from the directory slmbench was started in, {launch_dir()})")
     return resolved
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bench.errors import ConfigError
 from methods.blocks import BlockSelectionMethod, numpy_rng
 
 SWITCH_MODES = ("random", "ascending", "descending", "fixed")
@@ -26,18 +27,18 @@ RNG_SALT = 0xBADA
 
 
 class BAdam(BlockSelectionMethod):
-    def __init__(self, switch_every: int, switch_mode: str, policy: str = "drop",
-                 non_layer: dict[str, str] | None = None, fixed_block: int = 0, precision_scheme: str = "badam"):
+    def __init__(self, *, switch_every: int, switch_mode: str, policy: str, non_layer: dict[str, str],
+                 fixed_block: int, precision_scheme: str):
         super().__init__(policy, non_layer)
         if precision_scheme not in PRECISION_SCHEMES:
-            raise ValueError(f"method.precision_scheme={precision_scheme!r}; allowed: {', '.join(PRECISION_SCHEMES)}")
+            raise ConfigError(f"method.precision_scheme={precision_scheme!r}; allowed: {', '.join(PRECISION_SCHEMES)}")
         self.precision_scheme = precision_scheme
         self.masters: dict[torch.nn.Parameter, torch.Tensor] = {}  # active parameters' fp32 copies
         self._swapped: list[torch.nn.Parameter] = []  # parameters whose .data is their master now
         if switch_every < 1:
-            raise ValueError(f"method.switch_every must be >= 1, got {switch_every}")
+            raise ConfigError(f"method.switch_every must be >= 1, got {switch_every}")
         if switch_mode not in SWITCH_MODES:
-            raise ValueError(f"method.switch_mode={switch_mode!r}; allowed: {', '.join(SWITCH_MODES)}")
+            raise ConfigError(f"method.switch_mode={switch_mode!r}; allowed: {', '.join(SWITCH_MODES)}")
         self.switch_every, self.switch_mode, self.fixed_block = switch_every, switch_mode, fixed_block
         self._order: list[int] = []  # blocks still to visit in this pass
 
@@ -46,7 +47,7 @@ class BAdam(BlockSelectionMethod):
             model = model.to(torch.bfloat16)  # in place: the parameters keep their identity
         model = super().prepare(model, ctx)
         if not 0 <= self.fixed_block < self.n_blocks:
-            raise ValueError(f"method.fixed_block={self.fixed_block}; allowed: 0..{self.n_blocks - 1}")
+            raise ConfigError(f"method.fixed_block={self.fixed_block}; allowed: 0..{self.n_blocks - 1}")
         self.rng = numpy_rng(ctx.seed, RNG_SALT)
         return model
 

@@ -29,6 +29,7 @@ import torch
 import torch.utils.checkpoint
 
 from bench.models.loading import causal_lm, remove_embedding_grad_hooks
+from bench.errors import ConfigError
 from methods.base import Method, MethodContext
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def blocks_for_percent(percent: float, n_blocks: int, key: str = "method.k_perce
     (25% of 4 = 1, 10% of 4 = 1, 50% of 4 = 2).
     """
     if not 0 < percent <= 100:
-        raise ValueError(f"{key} must be in (0, 100], got {percent}")
+        raise ConfigError(f"{key} must be in (0, 100], got {percent}")
     return min(n_blocks, max(1, math.floor(percent * n_blocks / 100 + 0.5)))
 
 
@@ -86,6 +87,15 @@ def supported_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     return inner
 
 
+def check_non_layer(non_layer: dict[str, str]) -> None:
+    """`method.non_layer`: module names and roles (checked when the method is built)."""
+    for name, role in non_layer.items():
+        if name not in NON_LAYER_MODULES:
+            raise ConfigError(f"method.non_layer.{name}: unknown module; allowed: {', '.join(NON_LAYER_MODULES)}")
+        if role not in NON_LAYER_ROLES:
+            raise ConfigError(f"method.non_layer.{name}={role!r}; allowed: {', '.join(NON_LAYER_ROLES)}")
+
+
 def discover_blocks(model: torch.nn.Module, non_layer: dict[str, str] | None = None) -> BlockLayout:
     """One block per decoder layer, holding the layer's parameters that require grad now.
 
@@ -94,11 +104,7 @@ def discover_blocks(model: torch.nn.Module, non_layer: dict[str, str] | None = N
     embed_tokens / norm / lm_head to frozen | always | block; missing names are frozen.
     """
     non_layer = dict(non_layer or {})
-    for name, role in non_layer.items():
-        if name not in NON_LAYER_MODULES:
-            raise ValueError(f"method.non_layer.{name}: unknown module; allowed: {', '.join(NON_LAYER_MODULES)}")
-        if role not in NON_LAYER_ROLES:
-            raise ValueError(f"method.non_layer.{name}={role!r}; allowed: {', '.join(NON_LAYER_ROLES)}")
+    check_non_layer(non_layer)
     lm = supported_causal_lm(model)
     layers = list(lm.model.layers)
     blocks = [Block(f"layers.{i}", [p for p in layer.parameters() if p.requires_grad])
@@ -111,7 +117,7 @@ def discover_blocks(model: torch.nn.Module, non_layer: dict[str, str] | None = N
         for p in modules[name].parameters():
             if id(p) in role_of and role_of[id(p)][1] != role:
                 other, other_role = role_of[id(p)]
-                raise ValueError(f"{other} and {name} share one weight (tied embeddings) but method.non_layer "
+                raise ConfigError(f"{other} and {name} share one weight (tied embeddings) but method.non_layer "
                                  f"gives them {other_role!r} and {role!r}; give them the same role")
             role_of.setdefault(id(p), (name, role))
     always: list[torch.nn.Parameter] = []
@@ -247,7 +253,7 @@ class StateResidency:
 
     def __init__(self, policy: str, device: torch.device):
         if policy not in POLICIES:
-            raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
+            raise ConfigError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
         self.policy, self.device = policy, device
         self.cuda = device.type == "cuda" and policy == "offload"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
@@ -430,6 +436,9 @@ class GradNormTopK:
     k_percent: float
     checkpointing: bool = True
 
+    def __post_init__(self):
+        blocks_for_percent(self.k_percent, 1)  # the knob's range, checked when the method is built
+
 
 class BlockSelectionMethod(Method):
     """A Method that trains a chosen set of blocks each step. Subclasses implement `choose`; counts,
@@ -442,10 +451,11 @@ class BlockSelectionMethod(Method):
 
     def __init__(self, policy: str, non_layer: dict[str, str] | None = None, measure: GradNormTopK | None = None):
         if policy not in POLICIES:
-            raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
+            raise ConfigError(f"method.policy={policy!r}; allowed: {', '.join(POLICIES)}")
         self.policy = policy
         self.measure = measure
         self.non_layer = dict(non_layer or {})
+        check_non_layer(self.non_layer)
         self.meter: GradNormMeter | None = None
         self.last_norms: torch.Tensor | None = None  # the latest measurement's block norms
         self._measuring = False  # this step measured

@@ -24,6 +24,7 @@ from peft.tuners.lora import LoraLayer
 
 from bench.loss import chunked_mean_loss
 from bench.runtime import autocast
+from bench.errors import ConfigError
 from methods.blocks import BlockSelectionMethod
 from methods.lora import LoRA
 
@@ -31,19 +32,20 @@ IST_SEED_SALT = 0x157
 
 
 class IST(BlockSelectionMethod):
-    def __init__(self, lora: LoRA, update_fraction: float = 0.25, suppress_fraction: float = 0.5,
-                 rollouts: int = 3, rl_lr: float = 10.0, suppression_factor: float = 0.25,
-                 update_interval: int = 10, estimation_batch_size: int = 16, policy: str = "keep"):
+    def __init__(self, *, lora: LoRA, update_fraction: float, suppress_fraction: float, rollouts: int,
+                 rl_lr: float, suppression_factor: float, update_interval: int, estimation_batch_size: int,
+                 policy: str):
         # Only the decoder layers' adapters train: lm_head/embeddings carry no LoRA here.
         super().__init__(policy, non_layer={})
         if not isinstance(lora, LoRA):
-            raise ValueError(f"method.lora must instantiate methods.lora.LoRA, got {type(lora).__name__}")
+            raise ConfigError(f"method.lora must instantiate methods.lora.LoRA, got {type(lora).__name__}")
         checks = {"method.update_fraction": 0 < update_fraction <= 1, "method.suppress_fraction": 0 < suppress_fraction <= 1,
                   "method.rollouts": rollouts >= 1, "method.update_interval": update_interval >= 1,
-                  "method.estimation_batch_size": estimation_batch_size >= 1}
+                  "method.estimation_batch_size": estimation_batch_size >= 1,
+                  "method.suppression_factor": 0 <= suppression_factor <= 1}
         for key, ok in checks.items():
             if not ok:
-                raise ValueError(f"{key} is out of range: {locals()[key.split('.')[1]]}")
+                raise ConfigError(f"{key} is out of range: {locals()[key.split('.')[1]]}")
         self.lora = lora
         self.update_fraction, self.suppress_fraction = update_fraction, suppress_fraction
         self.rollouts, self.rl_lr, self.suppression_factor = rollouts, rl_lr, suppression_factor
@@ -58,10 +60,10 @@ class IST(BlockSelectionMethod):
         self.n_update = int(n * self.update_fraction)         # ist.py:42
         self.n_suppress = int(n * self.suppress_fraction)     # ist.py:43
         if self.n_update < 1 or self.n_suppress < 1:
-            raise ValueError(f"{n} layers: int({n}*update_fraction)={self.n_update} and int({n}*suppress_fraction)="
+            raise ConfigError(f"{n} layers: int({n}*update_fraction)={self.n_update} and int({n}*suppress_fraction)="
                              f"{self.n_suppress} must both be >= 1 (method.update_fraction / method.suppress_fraction)")
         if math.comb(n, self.n_suppress) < self.rollouts:
-            raise ValueError(f"method.rollouts={self.rollouts} distinct suppression sets of {self.n_suppress} "
+            raise ConfigError(f"method.rollouts={self.rollouts} distinct suppression sets of {self.n_suppress} "
                              f"out of {n} layers do not exist")
         if ctx.sample_batch is None:
             raise ValueError("IST needs MethodContext.sample_batch (training batches for importance estimation)")

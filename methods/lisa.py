@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.errors import ConfigError
 from methods.blocks import POLICIES, BlockSelectionMethod, numpy_rng
 
 RNG_SALT = 0x115A
@@ -18,23 +19,22 @@ LISA_POLICIES = (*POLICIES, FRESH_EACH_INTERVAL)
 
 
 class LISA(BlockSelectionMethod):
-    def __init__(self, n_layers: int, interval_steps: int, policy: str = "keep",
-                 non_layer: dict[str, str] | None = None):
+    def __init__(self, *, n_layers: int, interval_steps: int, policy: str, non_layer: dict[str, str]):
         if policy not in LISA_POLICIES:
-            raise ValueError(f"method.policy={policy!r}; allowed: {', '.join(LISA_POLICIES)}")
+            raise ConfigError(f"method.policy={policy!r}; allowed: {', '.join(LISA_POLICIES)}")
         self.fresh_each_interval = policy == FRESH_EACH_INTERVAL
         # idle layers' state is forgotten at the next switch anyway: never hold it meanwhile
         super().__init__("drop" if self.fresh_each_interval else policy, non_layer)
         if n_layers < 1:
-            raise ValueError(f"method.n_layers must be >= 1, got {n_layers}")
+            raise ConfigError(f"method.n_layers must be >= 1, got {n_layers}")
         if interval_steps < 1:
-            raise ValueError(f"method.interval_steps must be >= 1, got {interval_steps}")
+            raise ConfigError(f"method.interval_steps must be >= 1, got {interval_steps}")
         self.n_layers, self.interval_steps = n_layers, interval_steps
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)
         if self.n_layers > self.n_blocks:
-            raise ValueError(f"method.n_layers={self.n_layers} but the model has {self.n_blocks} blocks")
+            raise ConfigError(f"method.n_layers={self.n_layers} but the model has {self.n_blocks} blocks")
         self.rng = numpy_rng(ctx.seed, RNG_SALT)
         return model
 

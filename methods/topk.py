@@ -9,15 +9,16 @@ selects once, at step 0, and keeps that set for the whole run (the static benchm
 """
 from __future__ import annotations
 
+from bench.errors import ConfigError
 from methods.blocks import MEASURE, BlockSelectionMethod, GradNormTopK
 
 
 class TopK(BlockSelectionMethod):
-    def __init__(self, k_percent: float, select_every: int, policy: str = "offload",
-                 non_layer: dict[str, str] | None = None, measure_checkpointing: bool = True):
+    def __init__(self, *, k_percent: float, select_every: int, policy: str, non_layer: dict[str, str],
+                 measure_checkpointing: bool):
         super().__init__(policy, non_layer, measure=GradNormTopK(k_percent, measure_checkpointing))
         if select_every < 0:
-            raise ValueError(f"method.select_every must be >= 0 (0 = select once), got {select_every}")
+            raise ConfigError(f"method.select_every must be >= 0 (0 = select once), got {select_every}")
         self.k_percent, self.select_every = k_percent, select_every
 
     def choose(self, step: int):

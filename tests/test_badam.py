@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from block_harness import run_steps, tiny_run
+from method_helpers import method_knobs
 
 
 def test_one_block_switching_descending_with_state_reset():
@@ -48,7 +49,7 @@ def test_random_mode_visits_every_block_once_per_pass_and_resumes():
 def test_bad_switch_mode_is_named():
     from methods.badam import BAdam
     with pytest.raises(ValueError, match="method.switch_mode='sideways'; allowed: random, ascending, descending, fixed"):
-        BAdam(switch_every=5, switch_mode="sideways")
+        BAdam(**method_knobs("badam", switch_mode="sideways"))
 
 
 def tensor_bytes(tensors) -> int:
@@ -103,4 +104,4 @@ def test_badam_precision_state_survives_a_state_dict_round_trip():
 def test_bad_precision_scheme_is_named():
     from methods.badam import BAdam
     with pytest.raises(ValueError, match="method.precision_scheme='fp16'; allowed: badam, fp32"):
-        BAdam(switch_every=5, switch_mode="descending", precision_scheme="fp16")
+        BAdam(**method_knobs("badam", precision_scheme="fp16"))

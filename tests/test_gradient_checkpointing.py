@@ -41,7 +41,7 @@ def test_full_finetuning_under_checkpointing():
 
 
 def test_lora_under_checkpointing_forces_no_grad_on_embedding_output():
-    model, seen = _setup(LoRA(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    model, seen = _setup(LoRA(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], use_rslora=False))
     assert model.get_base_model().is_gradient_checkpointing
     assert seen["requires_grad"] is False
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}

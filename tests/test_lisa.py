@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from block_harness import run_steps, tiny_run
+from method_helpers import method_knobs
 
 
 def test_resamples_every_interval_and_trains_embeddings_and_head():
@@ -52,4 +53,4 @@ def test_keep_holds_every_state_as_lmflow_and_fresh_each_interval_restarts_them_
             assert {float(opt.state[p]["step"]) for p in blocks[trained[-1]].params} == {2}
     with pytest.raises(ValueError, match="method.policy='fresh'; allowed: keep, drop, offload, fresh_each_interval"):
         from methods.lisa import LISA
-        LISA(n_layers=1, interval_steps=2, policy="fresh")
+        LISA(**method_knobs("lisa", policy="fresh"))

@@ -29,7 +29,7 @@ def kept_run(run_dir, cache_dir):
     tokenizer = load_tokenizer(cfg.model)
     base = load_or_build_base(cfg, tokenizer, Run.build)
     origin = weights_origin(base)
-    model = LoRA(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]).prepare(
+    model = LoRA(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], use_rslora=False).prepare(
         base, MethodContext(device=torch.device("cpu"), total_steps=1, steps_per_epoch=1,
                             gradient_checkpointing=False, seed=0))
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ from bench.models.loading import build_tiny, load_tokenizer
 from bench.run.loop import train
 from block_harness import CPU, tiny_run
 from methods.blocks import GradNormTopK
+from method_helpers import method_knobs
 
 
 class Recorded:
@@ -96,8 +97,8 @@ def test_measure_declaration_is_checked_when_prepared():
             return [0]
 
     with pytest.raises(TypeError, match="overrides choose_from_norms"):
-        tiny_run("topk", method_obj=Wrong(k_percent=25, select_every=1))
-    bad = TopK(k_percent=25, select_every=1)
+        tiny_run("topk", method_obj=Wrong(**method_knobs("topk", select_every=1)))
+    bad = TopK(**method_knobs("topk", select_every=1))
     bad.measure = {"k_percent": 25}
     with pytest.raises(TypeError, match="measure must be a methods.blocks.GradNormTopK"):
         tiny_run("topk", method_obj=bad)

@@ -43,7 +43,7 @@ def reload(model_dir):
 def test_lora_adapter_round_trip_gives_identical_logits(cache_dir, tmp_path):
     cfg, tokenizer, base = synthetic_base(cache_dir)
     origin = weights_origin(base)
-    model = LoRA(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj", "down_proj"]).prepare(
+    model = LoRA(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj", "down_proj"], use_rslora=False).prepare(
         base, MethodContext(device=torch.device("cpu"), total_steps=1, steps_per_epoch=1,
                             gradient_checkpointing=False, seed=0))
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_adapter_on_a_random_base_is_refused(tmp_path):
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tokenizer, seed=0)
     assert weights_origin(model) is None
-    model = LoRA(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj"]).prepare(
+    model = LoRA(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj"], use_rslora=False).prepare(
         model, MethodContext(device=torch.device("cpu"), total_steps=1, steps_per_epoch=1,
                             gradient_checkpointing=False, seed=0))
     with pytest.raises(ValueError, match="randomly initialised"):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from block_harness import run_steps, tiny_run
+from method_helpers import method_knobs
 
 
 @pytest.mark.parametrize("policy", ["drop", "offload"])
@@ -57,7 +58,7 @@ def test_state_dict_round_trip_restores_the_selection():
 def test_negative_select_every_is_named():
     from methods.topk import TopK
     with pytest.raises(ValueError, match="method.select_every must be >= 0"):
-        TopK(k_percent=25, select_every=-1)
+        TopK(**method_knobs("topk", select_every=-1))
 
 
 @pytest.mark.parametrize("measure_checkpointing", [True, False])

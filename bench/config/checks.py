@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import json
+import math
+import tempfile
+from pathlib import Path
 
 from hydra.utils import get_class
 
 from bench.config import schema
 from bench.errors import ConfigError
+from bench.records.schema import RESULT_FILE
 
 # This module imports no torch at load time: the allowed values live in the modules that own them
 # (the loss, the engines, the optimizer...), which import torch, so they are imported inside the
@@ -23,6 +29,12 @@ __all__ = ["ConfigError", "check", "check_known_keys"]
 # `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.
 CLOSED_SECTIONS = {"train": schema.TrainConfig, "eval": schema.EvalConfig, "wandb": schema.WandbConfig,
                    "sweep": schema.SweepConfig, "base_pretraining": schema.BasePretrainingConfig}
+
+
+# The model section's keys: what the model loaders read (bench/models/loading.py, gguf.py) and the
+# model yamls set (tests/test_config_sections.py checks every conf/model yaml against it).
+MODEL_KEYS = ("name", "source", "path", "arch", "tokenizer", "base", "dims", "init", "dtype", "hub_id",
+              "gguf_package", "gguf_file", "special_tokens", "specials_mismatch", "trust_remote_code")
 
 
 def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
@@ -51,6 +63,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
 
 def check(cfg) -> None:
     check_known_keys(cfg)
+    check_open_sections(cfg)
     check_values(cfg)
     check_training_happens(cfg)
 
@@ -63,6 +76,75 @@ def check_known_keys(cfg) -> None:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"did you mean {section}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
                 raise ConfigError(f"{section}.{key} is not a known key; {hint}")
+
+
+def _unknown(section: str, key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {section}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
+    return ConfigError(f"{section}.{key} is not a known key; {hint}")
+
+
+def check_open_sections(cfg) -> None:
+    """`+model.x=1`, `+method.x=1`, `+task.x=1`: the model section's keys are MODEL_KEYS; a method's
+    or task's are the knobs of the class its `_target_` names (its constructor's parameters)."""
+    if cfg.get("model") is not None:
+        for key in cfg.model:
+            if key not in MODEL_KEYS:
+                raise _unknown("model", key, list(MODEL_KEYS))
+    for section in ("method", "task"):
+        if cfg.get(section) is not None:
+            check_target_knobs(cfg[section], section)
+
+
+def check_target_knobs(node, section: str) -> None:
+    """The keys of a `_target_` node (and of nested ones, IST's `lora`) against its class's knobs."""
+    target = node.get("_target_")
+    if target is None:
+        return
+    init = get_class(target).__init__
+    params = {} if init is object.__init__ else inspect.signature(init).parameters  # no knobs at all
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [name for name in params if name != "self"]
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        if key not in known:
+            raise _unknown(section, key, known)
+        if hasattr(node[key], "get") and hasattr(node[key], "keys") and node[key].get("_target_") is not None:
+            check_target_knobs(node[key], f"{section}.{key}")
+
+
+def check_run_dir(run_dir: Path, key: str) -> None:
+    """One run per run dir: a dir that holds another identity's record is refused, so two runs
+    never overwrite each other's result.json or interleave their metrics.jsonl. The same identity
+    (a relaunch into its own dir) goes on; the store lock refuses a live twin."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir == Path(run_dir.anchor):
+        raise ConfigError(f"hydra.run.dir={run_dir}: a filesystem root is not a run dir; give a directory of its own")
+    record_path = run_dir / RESULT_FILE
+    if not record_path.exists():
+        return
+    try:
+        record = json.loads(record_path.read_text())
+        other = record.get("run_key"), record.get("status")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"hydra.run.dir={run_dir} holds an unreadable {RESULT_FILE} ({err}); one run per run "
+                          "dir: give hydra.run.dir a new directory") from None
+    if other[0] != key:
+        raise ConfigError(f"hydra.run.dir={run_dir} holds another run's record (run key {other[0]}, status "
+                          f"{other[1]}); one run per run dir: give hydra.run.dir a new directory")
+
+
+def check_save_target(target: Path) -> None:
+    """`train.save_model=true`: its target is writable, found at start rather than after training."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-check."):
+            pass
+    except OSError as err:
+        raise ConfigError(f"train.save_model=true but {target} is not writable ({err.strerror or err}); "
+                          "give hydra.run.dir a writable directory or set train.save_model=false") from None
 
 
 def check_training_happens(cfg) -> None:
@@ -84,8 +166,10 @@ def check_values(cfg) -> None:
                 "eval.check_every": e.check_every,
                 "train.max_seq_len": t.max_seq_len, "train.log_every": t.log_every}
     for key, value in positive.items():
-        if value is None or value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{key} must be positive and finite, got {value}")
+    if cfg.seed is None or cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
     if (t.max_steps is None) == (t.epochs is None):
         raise ConfigError(f"set exactly one of train.max_steps and train.epochs "
                           f"(got max_steps={t.max_steps}, epochs={t.epochs})")

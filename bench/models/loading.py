@@ -23,6 +23,7 @@ from transformers import (GenerationConfig,
 )
 
 from bench.models.gguf import converted_dir
+from bench.errors import ConfigError
 from bench.paths import existing_path
 from bench.models.tokenizer import build_arithmetic_tokenizer
 
@@ -61,8 +62,12 @@ def saved_model_dir(model_cfg) -> Path | None:
     location = existing_path(path, "model.path")
     if saved_model_kind(location) is not None:
         return location
+    if location.is_dir() and not (location / "config.json").is_file():
+        raise ConfigError(f"model.path={path}: {location} is not a saved model dir: it holds no {SAVED_MODEL_FILE} "
+                          f"(a model train.save_model=true kept), no {ADAPTER_CONFIG_FILE} (an adapter) and no "
+                          "config.json (a Hugging Face model)")
     if model_cfg.source == "tiny":
-        raise ValueError(f"model.path={path}: not a saved model dir (no {SAVED_MODEL_FILE} or {ADAPTER_CONFIG_FILE}); "
+        raise ConfigError(f"model.path={path}: not a saved model dir (no {SAVED_MODEL_FILE} or {ADAPTER_CONFIG_FILE}); "
                          f"a tiny model ({model_cfg.name}) reads model.path only to load a model "
                          "that train.save_model=true kept in <run dir>/model")
     return None

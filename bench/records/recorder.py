@@ -4,7 +4,9 @@ The files are the source of truth (lingua's pattern); W&B mirrors them as the sh
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -22,14 +24,73 @@ WANDB_MODES = ("offline", "online", "disabled")
 RECORD_MODE = 0o644
 
 
+def strict(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, Infinity) made None: records are strict JSON, which
+    every parser reads (json.dumps would write the bare `NaN` most parsers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return strict(value.tolist())
+    return value
+
+
+def dumps(payload: Any, **kwargs) -> str:
+    """Strict JSON of `payload` (non-finite floats as null)."""
+    return json.dumps(strict(payload), allow_nan=False, default=_jsonable, **kwargs)
+
+
+REDACTED = "<redacted: oc.env>"
+
+
+def redacted_config(cfg) -> dict:
+    """The resolved config as records show it: every value that came from an environment variable
+    (`${oc.env:...}`, or an interpolation of such a value) replaced by REDACTED, so no secret passed
+    that way reaches result.json or the W&B config (which `wandb sync` uploads)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    leaves = dict(_leaves(raw))
+    secret: set[str] = set()
+    while True:  # an interpolation of a redacted key is redacted too, to any depth
+        more = {path for path, value in leaves.items() if path not in secret and isinstance(value, str) and (
+            "oc.env" in value or any(f"${{{s}}}" in value or f"${{{s}." in value for s in secret))}
+        if not more:
+            break
+        secret |= more
+    for path in secret:
+        node, *parents = resolved, *path.split(".")[:-1]
+        for key in parents:
+            node = node[int(key) if isinstance(node, list) else key]
+        last = path.split(".")[-1]
+        node[int(last) if isinstance(node, list) else last] = REDACTED
+    return resolved
+
+
+def _leaves(value: Any, prefix: str = ""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{prefix}{i}.")
+    else:
+        yield prefix[:-1], value
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write to a temp file in the same dir, fsync, then rename: a reader never sees half a file."""
+    """Write to a temp file in the same dir, fsync, then rename: a reader never sees half a file.
+    Strict JSON: a non-finite float is written as null."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, RECORD_MODE)  # mkstemp makes 0600; records are for everyone who reads the sweep
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_jsonable)
+            f.write(dumps(payload, indent=2))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -134,9 +195,29 @@ def log_artifact(run, name: str, kind: str, paths: list[Path]) -> None:
     """Log `paths` (files; a directory adds its files) as the W&B artifact `name` of type `kind`.
     The files are also copied into the run's own `files/` folder, so an offline run dir holds them
     (offline, an artifact's staged copies live outside the run dir until `wandb sync`)."""
-    import shutil
-
     import wandb
+
+    with _staging_under(Path(run.dir).parent):
+        _log_artifact(run, wandb, name, kind, paths)
+
+
+@contextlib.contextmanager
+def _staging_under(run_wandb_dir: Path):
+    """W&B stages an artifact's files under WANDB_DATA_DIR (wandb/env.py get_data_dir; default the
+    user's ~/.local/share/wandb, never cleaned); unless the user chose that dir, it is this run's
+    W&B dir, where `wandb sync` finds them and which goes with the run."""
+    if "WANDB_DATA_DIR" in os.environ:
+        yield
+        return
+    os.environ["WANDB_DATA_DIR"] = str(run_wandb_dir / "data")
+    try:
+        yield
+    finally:
+        os.environ.pop("WANDB_DATA_DIR", None)
+
+
+def _log_artifact(run, wandb, name: str, kind: str, paths: list[Path]) -> None:
+    import shutil
 
     artifact = wandb.Artifact(name, type=kind)
     target = Path(run.dir) / "artifacts" / name
@@ -176,7 +257,7 @@ class RunRecorder:
             log.info("W&B %s run: %s", wandb_cfg.mode, Path(self.wandb_run.dir).parent)
 
     def log_step(self, step: int, metrics: dict[str, Any]) -> None:
-        self._metrics.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._metrics.write(dumps({"step": step, **metrics}) + "\n")
         self._metrics.flush()  # a run that dies keeps every step it logged
         if self.wandb_run is not None:
             # lists (a block method's active_block_ids) stay in metrics.jsonl: W&B charts scalars
@@ -187,7 +268,7 @@ class RunRecorder:
         """samples.jsonl; with W&B on, the same samples as a wandb.Table (`eval/samples`)."""
         with open(self.run_dir / SAMPLES_FILE, "w") as f:
             for sample in samples:
-                f.write(json.dumps(sample) + "\n")
+                f.write(dumps(sample) + "\n")
         if self.wandb_run is not None:
             self.wandb_run.log({"eval/samples": samples_table(samples, primary_metric)})
 
@@ -199,21 +280,26 @@ class RunRecorder:
     def write_result(self, result: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / RESULT_FILE, result)
         if self.wandb_run is not None:
-            self.wandb_run.summary.update(wandb_summary(result))
+            self.wandb_run.summary.update(wandb_summary(strict(result)))
 
     def record_failure(self, result: dict[str, Any]) -> None:
-        """The failure path: result.json first, then W&B, which is always finished. Never raises
-        from the W&B side, so the caller can still re-deliver a preemption signal (exit 143)."""
-        write_json_atomic(self.run_dir / RESULT_FILE, result)
+        """The failure path: result.json first, then W&B, which is always finished (also when
+        result.json cannot be written: that error is raised after). Never raises from the W&B
+        side, so the caller can still re-deliver a preemption signal (exit 143)."""
         try:
-            if self.wandb_run is not None:
-                self.wandb_run.summary.update(wandb_summary(result))
-        except Exception as err:  # noqa: BLE001 - the record on disk is the source of truth
-            log.error("W&B summary of the failed run not written: %s: %s", type(err).__name__, err)
+            write_json_atomic(self.run_dir / RESULT_FILE, result)
         finally:
-            self.close(failed=True)
+            try:
+                if self.wandb_run is not None:
+                    self.wandb_run.summary.update(wandb_summary(strict(result)))
+            except Exception as err:  # noqa: BLE001 - the record on disk is the source of truth
+                log.error("W&B summary of the failed run not written: %s: %s", type(err).__name__, err)
+            finally:
+                self.close(failed=True)
 
     def close(self, failed: bool = False) -> None:
+        if self._metrics.closed:
+            return
         self._metrics.close()
         if self.wandb_run is not None:
             run, self.wandb_run = self.wandb_run, None

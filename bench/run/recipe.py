@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from bench.config.checks import check
+from bench.config.checks import check, check_run_dir, check_save_target
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
@@ -26,7 +27,7 @@ from bench.loss import DecoderGraph, compile_decoder_layers, eager_decoder_layer
 from bench.models import saving
 from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
                                   unique_parameters)
-from bench.records.recorder import RunRecorder, environment, write_json_atomic
+from bench.records.recorder import RunRecorder, environment, redacted_config, write_json_atomic
 from bench.records.schema import METRICS_FILE, METRIC_KEYS, RESULT_FILE, SAMPLES_FILE
 from bench.records.stats import with_intervals
 from bench.run.base_model import load_or_build_base
@@ -35,7 +36,7 @@ from bench.run.checkpoint import (CheckpointDir, load_trainable_state, params_di
 from bench.run.loop import TrainState, train
 from bench.run.observers import PhaseMemory, RssSampler, StepTimer
 from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
-from bench.run.resume import Preempted, PreemptionSignals, data_file_hashes, run_key
+from bench.run.resume import Diverged, Preempted, PreemptionSignals, data_file_hashes, run_key
 from bench.run.store import RunStore, this_process
 from bench.runtime import (CompileRecord, device_share, resolve_device, resolve_precision, synchronize,
                            use_compile_caches)
@@ -43,6 +44,7 @@ from methods.base import MethodContext
 
 log = logging.getLogger("slmbench")
 ERROR_STATUSES = {torch.OutOfMemoryError: "oom", Preempted: "preempted"}  # anything else: failed; Ctrl-C: Preempted.status
+ERROR_REASONS = {Diverged: "diverged"}  # a failed record's error.reason, where the cause has a name
 
 
 class Run:
@@ -51,7 +53,7 @@ class Run:
 
     def __init__(self, cfg: DictConfig, run_dir: Path | str | None = None, names: dict | None = None):
         self.cfg = cfg
-        self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.config = OmegaConf.to_container(cfg, resolve=True)  # the identity: every value as the run uses it
         self.run_dir = Path(run_dir) if run_dir is not None else None
         # The identity: config and the data files' contents (an edited file is another run).
         self.data_files = data_file_hashes(self.config["task"]) if self.run_dir is not None else {}
@@ -61,11 +63,12 @@ class Run:
         self.record = {"status": "running", **self.names, "seed": cfg.get("seed"), "run_key": self.key,
                        "run_dir": str(run_dir), "started_at": time.time(),  # with finished_at: overlap of jobs
                        **this_process(), "data_files": self.data_files,  # pid, host: is a `running` record alive?
-                       "metrics": {k: None for k in METRIC_KEYS}, "config": self.config, "env": None,
+                       "metrics": {k: None for k in METRIC_KEYS}, "config": redacted_config(cfg), "env": None,
                        "schedule": None}  # the lr and warm-up used (train.lr_scaling), once the optimizer is built
         self.recorder, self.state, self.checkpoints, self.final_loss = None, None, None, None
         self.history: list[dict] = []  # every step's metrics: a resumed run's metrics.jsonl holds them all
-        self.signals = PreemptionSignals()
+        self.signals = PreemptionSignals()  # entered by the entry around every phase (bench/cli.py)
+        self.record_written = False  # whether this process wrote result.json in the run dir
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir=None, names=None, wandb_group=None, method=None) -> "Run":
@@ -74,11 +77,11 @@ class Run:
     def setup(self, wandb_group: str | None = None, method=None) -> "Run":
         self.setup_runtime()
         self.setup_store()
-        self.setup_recorder(wandb_group)
         self.setup_task_and_method(method)
         self.setup_model()
         self.setup_data()
         self.prepare_method()
+        self.setup_recorder(wandb_group)  # after the steps that refuse bad input: a refusal starts no W&B run
         self.setup_optimizer()
         self.setup_checkpoints()
         return self
@@ -97,17 +100,22 @@ class Run:
         start_compile_workers(self.cfg.train, self.device)  # the kernels the first step compiles
 
     def setup_store(self) -> None:
-        """Lock the run's store (a second copy of this run is refused, naming the holder; an
-        unwritable store_dir is found here, not after training) and write the `running` record,
-        which a killed run leaves behind (reports show it as `died`)."""
+        """Refuse a run dir that holds another run's record; lock the run's store (a second copy of
+        this run is refused, naming the holder; an unwritable store_dir is found here, not after
+        training); check that `train.save_model` can write its target; then write the `running`
+        record, which a killed run leaves behind (reports show it as `died`)."""
         if self.run_dir is not None:
+            check_run_dir(self.run_dir, self.key)
             self.store.acquire()
+            if self.cfg.train.save_model:
+                check_save_target(self.run_dir / "model")
             write_json_atomic(self.run_dir / RESULT_FILE, self.record)
+            self.record_written = True
 
     def setup_recorder(self, wandb_group: str | None) -> None:
         if self.run_dir is not None:
             wandb_cfg = OmegaConf.merge(self.cfg.wandb, {"group": self.cfg.wandb.group or wandb_group})
-            self.recorder = RunRecorder(self.run_dir, self.config, wandb_cfg, self.names)
+            self.recorder = RunRecorder(self.run_dir, self.record["config"], wandb_cfg, self.names)  # redacted
 
     def setup_task_and_method(self, method=None) -> None:
         self.task = instantiate(self.cfg.task)
@@ -205,7 +213,7 @@ class Run:
 
     @contextlib.contextmanager
     def measured(self):
-        """Preemption signals become a checkpoint at the end of the step; host RSS is sampled."""
+        """Preemption signals stop the run (a checkpoint at the end of a training step); host RSS is sampled."""
         with self.signals, RssSampler() as self.rss:
             yield self
 
@@ -216,7 +224,16 @@ class Run:
         memory.start()
         if self.state is not None:
             until = self.total_steps if until is None else until
-            self.final_loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
+            self.signals.phase, self.signals.deferred = "train", True  # a signal waits for the step's end
+            try:
+                loss = train(self.state, self.cfg.train, until, [self.timer, self, *observers])
+            finally:
+                self.signals.deferred = False
+            if self.signals.received is not None:  # came after the last step's end: its checkpoint is saved
+                raise Preempted(self.signals.received, self.state.step)
+            # resumed from the end-of-training checkpoint: no step ran, the last one logged says
+            read = [h["loss"] for h in self.history if h["loss"] is not None]
+            self.final_loss = loss if math.isfinite(loss) or not read else read[-1]
         self.train_peaks = memory.peaks()
         return self.final_loss
 
@@ -229,8 +246,14 @@ class Run:
         self.history.append({"step": step, **metrics})
         if self.recorder is not None:
             self.recorder.log_step(step, metrics)
+        checked = {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]}  # None: not read this step
+        if any(v is not None and not math.isfinite(v) for v in checked.values()):
+            raise Diverged(step, checked)  # no checkpoint of a diverged state
+        # A checkpoint at the end of training too: a signal during evaluation loses no training,
+        # and the relaunch goes straight to evaluation.
         every, received = self.cfg.train.checkpoint_every, self.signals.received
-        if self.checkpoints is not None and (received or (every and step % every == 0 and step < self.total_steps)):
+        due = step == self.total_steps or (every and step % every == 0)
+        if self.checkpoints is not None and (received or due):
             self.checkpoints.save(step, self.state_dict())
         if received:
             raise Preempted(received, step)
@@ -240,6 +263,7 @@ class Run:
         evaluation, so the model kept is the model evaluated; its path, size and kind go to the record."""
         if self.run_dir is None or not self.cfg.train.save_model:
             return None
+        self.signals.phase = "saving the model"
         self.record["saved_model"] = saving.save_model(self.model, self.tokenizer, self.run_dir / "model",
                                                        self.weights_from)
         log.info("model kept in %s (%s); evaluate it again with model.path=%s", self.record["saved_model"]["path"],
@@ -247,6 +271,7 @@ class Run:
         return self.record["saved_model"]
 
     def evaluate(self) -> dict:
+        self.signals.phase = "evaluation"
         memory = PhaseMemory(self.device)
         memory.start()
         synchronize(self.device)
@@ -291,6 +316,7 @@ class Run:
 
     def reuse(self, done: dict) -> dict:
         """The run dir gets the finished run's result.json, metrics.jsonl and samples.jsonl."""
+        check_run_dir(self.run_dir, self.key)
         log.info("already finished in %s: skipped (sweep.rerun=true runs it again)", done["run_dir"])
         return self.store.reuse_into(self.run_dir)
 
@@ -304,6 +330,7 @@ class Run:
 
     def finish(self) -> dict:
         """Record an `ok` run: samples, result.json (run dir and store), W&B summary."""
+        self.signals.phase = "recording"
         record = self.record
         record.update(self.performance_record())
         record["metrics"], record["eval_protocol"] = self.metrics(), self.eval_protocol
@@ -318,21 +345,42 @@ class Run:
         self.store.release()
         return record
 
+    def refuse(self, err: BaseException) -> None:
+        """Bad input found before training: no record counts it as a run. The `running` record this
+        process wrote (if it got that far) is taken back, the W&B run finished, the lock released."""
+        self.signals.deferred = True
+        if self.recorder is not None:
+            self.recorder.close(failed=True)
+        if self.record_written:
+            (self.run_dir / RESULT_FILE).unlink(missing_ok=True)
+        self.store.release()
+
     def fail(self, err: BaseException) -> dict:
-        """Record a run that raised (failed | oom | preempted | interrupted); a stop signal is then handed on."""
+        """Record a run that raised (failed | oom | preempted | interrupted); a stop signal is then handed on.
+        A record that cannot be written (a full disk) is logged once, naming the file and why; the
+        caller then re-raises the run's own error, so one traceback shows what went wrong."""
+        self.signals.deferred = True  # a signal now waits until the record is written
         record = self.record
         record["status"] = next((s for t, s in ERROR_STATUSES.items() if isinstance(err, t)), "failed")
         record["status"] = err.status if isinstance(err, Preempted) else record["status"]
         step = self.state.step if self.state is not None else 0
-        record["error"] = {"type": type(err).__name__, "message": str(err), "step": step}
+        step = err.step if isinstance(err, Diverged) else step
+        reason = next((r for t, r in ERROR_REASONS.items() if isinstance(err, t)), None)
+        record["error"] = {"type": type(err).__name__, "message": str(err), "step": step,
+                           **({"reason": reason} if reason else {})}
         if hasattr(self, "compiles"):
             record.update(self.performance_record())
         record["finished_at"] = time.time()
-        if self.recorder is None:
-            write_json_atomic(self.run_dir / RESULT_FILE, record)
-        else:
-            self.recorder.record_failure(record)  # never raises from W&B: the signal below is handed on
+        try:
+            if self.recorder is None:
+                write_json_atomic(self.run_dir / RESULT_FILE, record)
+            else:
+                self.recorder.record_failure(record)  # never raises from W&B: the signal below is handed on
+        except OSError as write_err:
+            log.error("the %s record could not be written to %s: %s (the run itself stopped with %s: %s)",
+                      record["status"], self.run_dir / RESULT_FILE, write_err, type(err).__name__, err)
         self.store.release()
-        if isinstance(err, Preempted):
-            self.signals.redeliver(err.signum)
+        signum = err.signum if isinstance(err, Preempted) else self.signals.received
+        if signum is not None:
+            self.signals.redeliver(signum)
         return record

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import signal
 import threading
 from typing import Any
@@ -65,10 +66,14 @@ def data_file_hashes(task: dict[str, Any]) -> dict[str, str]:
     return hashes
 
 
-class Preempted(Exception):
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"received {signal.Signals(signum).name} at step {step}; checkpoint saved")
-        self.signum, self.step = signum, step
+class Preempted(BaseException):
+    """A stop signal. Like KeyboardInterrupt, not an Exception: a library's `except Exception`
+    (in evaluation, say) cannot swallow it."""
+
+    def __init__(self, signum: int, step: int | None, phase: str = "train"):
+        where = f"at step {step}; checkpoint saved" if phase == "train" else f"during {phase}"
+        super().__init__(f"received {signal.Signals(signum).name} {where}")
+        self.signum, self.step, self.phase = signum, step, phase
 
     @property
     def status(self) -> str:
@@ -76,20 +81,39 @@ class Preempted(Exception):
         return "interrupted" if self.signum == signal.SIGINT else "preempted"
 
 
+class Diverged(RuntimeError):
+    """A non-finite loss or gradient norm: the run stops at that step (status failed, reason diverged)."""
+
+    def __init__(self, step: int, values: dict[str, float | None]):
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if v is not None and not math.isfinite(v))
+        super().__init__(f"training diverged at step {step}: {bad}; lower train.lr")
+        self.step = step
+
+
 class PreemptionSignals:
-    """While active, SIGTERM/SIGUSR1/SIGINT only set a flag; the loop checkpoints at the end of the step.
+    """While active, SIGTERM/SIGUSR1/SIGINT stop the run at any phase, with a record.
+
+    Inside training steps (`deferred`) a signal only sets a flag: the loop checkpoints at the end of
+    the step and raises `Preempted` there. Anywhere else (setup, evaluation, saving) the handler
+    raises `Preempted` at once, so a scheduler's grace period is never spent evaluating. While the
+    run records its failure (`deferred` again) a signal waits until the record is written.
 
     The previous handlers (e.g. submitit's requeue on SIGUSR1) are restored on exit, and
-    `redeliver` hands them the signal once the checkpoint is safely on disk. A second Ctrl-C
+    `redeliver` hands them the signal once the record is safely on disk. A second Ctrl-C
     does not wait for the step to end (our choice: a user who presses it twice means now).
+    Entering it again while active (the lab's `Run.measured`) is a no-op.
     """
 
     def __init__(self):
         self.received: int | None = None
+        self.deferred = False
+        self.phase = "setup"
         self._previous: dict[int, Any] = {}
+        self._depth = 0
 
     def __enter__(self) -> "PreemptionSignals":
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -97,12 +121,21 @@ class PreemptionSignals:
     def _handle(self, signum, frame) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt
-        log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
+        if self.received is not None:  # already stopping: the first signal decides
+            return
         self.received = signum
+        if self.deferred:
+            log.warning("received %s: stopping at the end of this step", signal.Signals(signum).name)
+            return
+        log.warning("received %s during %s: stopping now", signal.Signals(signum).name, self.phase)
+        raise Preempted(signum, None, self.phase)
 
     def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        self._depth -= 1
+        if self._depth == 0:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous = {}
 
     def redeliver(self, signum: int) -> None:
         """Give the signal to whoever handled it before us; exit like an unhandled SIGTERM otherwise."""

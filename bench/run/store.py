@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ from bench.errors import ConfigError
 from bench.records.recorder import write_json_atomic
 from bench.records.schema import METRICS_FILE, RESULT_FILE, SAMPLES_FILE
 
+log = logging.getLogger(__name__)
 LOCK_FILE, HOLDER_FILE = "lock", "holder.json"
 
 
@@ -91,7 +93,13 @@ class RunStore:
         """The finished (ok) record of this identity, or None."""
         if not self.result.exists():
             return None
-        record = json.loads(self.result.read_text())
+        try:
+            record = json.loads(self.result.read_text())
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except (OSError, ValueError) as err:  # a corrupt record must not block its identity forever
+            log.warning("%s is unreadable (%s); treating the run as not finished: it runs again", self.result, err)
+            return None
         return record if record.get("status") == "ok" else None
 
     def save_finished(self, record: dict[str, Any], run_dir: Path) -> None:

@@ -43,7 +43,8 @@ def load_rows(source: Mapping, key: str) -> list[Row]:
     else:
         raise ValueError(f"{key}: set `path` (a local jsonl file) or `hub` (a hub dataset id)")
     if not rows:
-        raise DataError(f"{key}: the source has no rows")
+        where = existing_file(source["path"], f"{key}.path") if source.get("path") else f"hub {source['hub']!r}"
+        raise DataError(f"{key}: the source has no rows ({where})")
     return rows
 
 
