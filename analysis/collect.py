@@ -133,6 +133,8 @@ def record_to_row(record: dict, source: str) -> dict[str, Any]:
         "jobs_on_device_max": (record.get("device_share") or {}).get("jobs_on_device_max"),
         "eval_split": record.get("eval_split"), "validation_size": (record.get("validation") or {}).get("size"),
         "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
+        # A run relaunched from a checkpoint: its peak memory covers only the part after the relaunch.
+        "resumed_from_step": record.get("resumed_from_step"),
     }
     row.update(_interval_columns({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     primary = metrics.get("primary_metric")

@@ -58,6 +58,9 @@ CLAIM_RULES = (
     "measure seed-to-seed variance.")
 
 
+MEMORY = "peak_gpu_memory_gib"  # peak allocated GPU memory while training, per process
+
+
 class ProtocolError(ValueError):
     """Records that do not make the protocol's two stages; the message says what is missing."""
 
@@ -119,7 +122,7 @@ def protocol_results(runs: pd.DataFrame, allow_shared_timings: bool = False) -> 
         accuracy = _accuracy(group, verdicts[method])
         vs_full = _paired(verdicts, method, BASELINE)
         vs_lora = _paired(verdicts, method, LORA)
-        memory = _ratio(group, per_method.get(BASELINE), "peak_gpu_memory_gib", refused)
+        memory = _ratio(group, per_method.get(BASELINE), MEMORY, refused)
         time = _ratio(group, per_method.get(BASELINE), "train_wall_clock_s", refused)
         evidence[method] = {"vs_full": vs_full, "vs_lora": vs_lora, "memory": memory, "time": time}
         methods.append({
@@ -236,8 +239,16 @@ def _ratio(group: pd.DataFrame, full: pd.DataFrame | None, metric: str, refused:
     empty = {"ratio": None, "lo": None, "hi": None, "n": 0, "why": ""}
     if full is None or full.empty:
         return {**empty, "why": "no full fine-tuning run"}
-    if refused and (shared_device(group).any() or shared_device(full).any()):
-        return {**empty, "why": f"refused: the runs shared their GPU ({SHARED_FLAG} keeps them)"}
+    if metric == MEMORY:
+        # Peaks are per process (torch.cuda.max_memory_allocated), so a shared card leaves them honest;
+        # a run relaunched from a checkpoint peaked only after its relaunch: left out, and said so.
+        group, full = (frame[frame["resumed_from_step"].isna()] if "resumed_from_step" in frame else frame
+                       for frame in (group, full))
+        if group.empty or full.empty:
+            return {**empty, "why": "every run was resumed from a checkpoint (peaks of a part of the run only)"}
+    elif refused and (shared_device(group).any() or shared_device(full).any()):
+        return {**empty, "why": f"refused: the runs shared their GPU ({SHARED_FLAG} keeps them; "
+                                f"a solo timing stage measures time alone)"}
     ours, base = numeric(group, metric), numeric(full, metric)
     if ours.isna().all() or base.isna().all():
         return {**empty, "why": f"no {metric} recorded (CPU runs record no GPU memory)"}
@@ -266,7 +277,8 @@ def _wall_clock(rows: pd.DataFrame) -> float | None:
 
 
 def _adagradselect(group: pd.DataFrame | None) -> dict | None:
-    """The selection summary of AdaGradSelect's first final run (analysis/selection.py)."""
+    """The selection summary (analysis/selection.py) of AdaGradSelect's first final run, with every
+    final run's own under `per_seed`."""
     if group is None or group.empty:
         return None
     from analysis import selection
@@ -274,15 +286,20 @@ def _adagradselect(group: pd.DataFrame | None) -> dict | None:
     summary = getattr(selection, "adagradselect_summary", None)
     if summary is None:
         return None
-    run = group.iloc[0]
-    path = Path(run["run_dir"]) / METRICS_FILE
-    if not path.is_file():
+    per_seed = []
+    for _, run in group.sort_values("seed").iterrows():
+        path = Path(run["run_dir"]) / METRICS_FILE
+        if not path.is_file():
+            continue
+        rows = [row.data for row in read_jsonl(path)]
+        k = max((len(r.get("active_block_ids") or []) for r in rows), default=0)
+        steps, epochs = numeric(run.to_frame().T, "train_steps").iloc[0], numeric(run.to_frame().T, "cfg/train.epochs").iloc[0]
+        steps_per_epoch = int(steps // epochs) if not (math.isnan(steps) or math.isnan(epochs) or not epochs) else len(rows)
+        per_seed.append({"seed": int(run["seed"]), **summary(rows, steps_per_epoch, k)})
+    if not per_seed:
         return None
-    rows = [row.data for row in read_jsonl(path)]
-    k = max((len(r.get("active_block_ids") or []) for r in rows), default=0)
-    steps, epochs = numeric(group.iloc[:1], "train_steps").iloc[0], numeric(group.iloc[:1], "cfg/train.epochs").iloc[0]
-    steps_per_epoch = int(steps // epochs) if not (math.isnan(steps) or math.isnan(epochs) or not epochs) else len(rows)
-    return summary(rows, steps_per_epoch, k)
+    first = {k: v for k, v in per_seed[0].items() if k != "seed"}
+    return {**first, "per_seed": per_seed}
 
 
 # -- the page ---------------------------------------------------------------------------------------
@@ -390,10 +407,10 @@ def render(results: dict, page: dict) -> str:
                      f"{_diff_cell(ev['vs_full'])} | {_diff_cell(ev['vs_lora'])} | {_ratio_cell(ev['memory'])} | "
                      f"{_ratio_cell(ev['time'])} |")
     if page["refused"]:
-        lines += ["", f"Some runs shared their GPU with other jobs: their memory and time ratios are refused "
-                      f"({SHARED_FLAG} keeps them)."]
+        lines += ["", f"Some runs shared their GPU with other jobs: their time ratios are refused ({SHARED_FLAG} "
+                      f"keeps them). Memory peaks are per process, so they stand."]
     summary = results["adagradselect_selection"]
-    lines += ["", "## AdaGradSelect's block selection (its first final run)", ""]
+    lines += ["", "## AdaGradSelect's block selection (its final runs)", ""]
     if summary is None:
         lines.append("Not available (no AdaGradSelect final run with a metrics.jsonl, or analysis.selection has no "
                      "adagradselect_summary).")
@@ -401,7 +418,12 @@ def render(results: dict, page: dict) -> str:
         lines += [f"- k (blocks per step): {summary['k']}",
                   f"- distinct blocks trained in epoch 1: {summary['distinct_blocks_epoch1']}",
                   f"- overlap of the final step's blocks with the top-k by mean gradient norm over the explore "
-                  f"steps: {_num(summary['final_overlap_with_grad_topk'], 2)}"]
+                  f"steps: {_num(summary['final_overlap_with_grad_topk'], 2)}", "",
+                  "The top-level figures are the first seed's; every final run's:", "",
+                  "| seed | k | distinct blocks, epoch 1 | final overlap with the gradient-norm top-k |",
+                  "|---|---|---|---|"]
+        lines += [f"| {s['seed']} | {s['k']} | {s['distinct_blocks_epoch1']} | {_num(s['final_overlap_with_grad_topk'], 2)} |"
+                  for s in summary.get("per_seed", [])]
     size = "135M" if str(model).startswith("smollm2-135m") else str(model)
     lines += ["", f"## The papers' claims at {size}", "",
               f"The claims are from the AdaGradSelect abstract (arXiv 2512.15764v1) for "

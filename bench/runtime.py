@@ -10,6 +10,7 @@ import contextlib
 import torch
 
 from bench.errors import ConfigError
+from bench.records.schema import DEVICE_SHARE_ENV  # the file the parallel launcher writes for a job
 
 PRECISIONS = ("auto", "bf16", "fp32")
 TIMINGS = (None, "solo")  # `timing`: an ordinary run, or a solo timing copy (hydra.launcher.solo_timing)
@@ -44,6 +45,9 @@ def synchronize(device: torch.device) -> None:
 
 # -- a sweep's shared compile cache, and what a run's compile did --------------------------------
 
+_CACHES_SET: dict[str, str] = {}  # what use_compile_caches set in this process
+
+
 def use_compile_caches(cache_dir: str) -> dict[str, str]:
     """Inductor's and Triton's caches under `<cache_dir>/inductor` and `<cache_dir>/triton`, unless
     the user set TORCHINDUCTOR_CACHE_DIR / TRITON_CACHE_DIR: every job of a sweep (each its own
@@ -59,8 +63,10 @@ def use_compile_caches(cache_dir: str) -> dict[str, str]:
     root = Path(cache_dir).resolve()
     for env, sub, torch_default in (("TORCHINDUCTOR_CACHE_DIR", "inductor", default_cache_dir()),
                                     ("TRITON_CACHE_DIR", "triton", None)):
-        if os.environ.get(env) in (None, "", torch_default):
-            os.environ[env] = str(root / sub)
+        # A value an earlier run of this process set is ours too, not the user's: the next run's
+        # cache_dir replaces it (several runs in one process: the basic launcher, tests).
+        if os.environ.get(env) in (None, "", torch_default, _CACHES_SET.get(env)):
+            os.environ[env] = _CACHES_SET[env] = str(root / sub)
     return {"inductor": os.environ["TORCHINDUCTOR_CACHE_DIR"], "triton": os.environ["TRITON_CACHE_DIR"]}
 
 
@@ -97,7 +103,6 @@ class CompileRecord:
 
 # -- how many jobs shared the device (hydra_plugins/slmbench_launcher writes what a job reads) ----
 
-DEVICE_SHARE_ENV = "SLMBENCH_DEVICE_SHARE"  # hydra_plugins/slmbench_launcher/parallel_launcher.py writes it
 
 
 def device_share(device: torch.device) -> dict:

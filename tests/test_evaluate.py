@@ -69,7 +69,7 @@ def test_static_engine_gives_the_same_samples_as_hf_through_evaluate():
 def test_bad_engine_and_fast_path_values_are_refused():
     with pytest.raises(ConfigError, match="eval.engine='vllm'; allowed: hf, static"):
         check(compose_config("eval.engine=vllm"))
-    with pytest.raises(ConfigError, match="eval.check_every must be positive, got 0"):
+    with pytest.raises(ConfigError, match="eval.check_every must be positive and finite, got 0"):
         check(compose_config("eval.check_every=0"))
     with pytest.raises(ConfigError, match="train.fast_path='fused'; allowed: none, chunked_ce"):
         check(compose_config("train.fast_path=fused"))

@@ -78,8 +78,10 @@ def test_validation_without_a_split_exits_2_naming_the_key(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "gsm8k" / "train.jsonl").exists(), reason="needs ../shared/data/gsm8k")
+@pytest.mark.assets("gsm8k/train.jsonl", "gsm8k/test.jsonl")
 def test_gsm8k_holds_out_500_scored_like_its_test_set():
-    cfg = compose_config("task=gsm8k", *GSM8K_LOCAL, "task.validation_size=500")
+    cfg = compose_config("task=gsm8k", f"task.train.path={SHARED_DATA}/gsm8k/train.jsonl",
+                         f"task.eval.gsm8k_test.path={SHARED_DATA}/gsm8k/test.jsonl", "task.validation_size=500")
     task = instantiate(cfg.task)
     validation = task.validation_examples()
     assert len(validation) == 500 and len(task.train_examples()) == 7473 - 500

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -82,19 +83,24 @@ def _checkpoint_steps(root: Path) -> list[str]:
 
 
 def test_sigterm_during_evaluation_exits_143_and_the_relaunch_only_evaluates(tmp_path, cache_dir):
-    # eval.batch_size=1: an evaluation of several seconds, so the signal lands in it
-    args = ("train.max_steps=3", "eval.limit=16", "eval.batch_size=1", "wandb.mode=disabled", f"cache_dir={cache_dir}")
+    # eval.batch_size=1 over every question: the signal is sent as soon as the evaluation's progress
+    # bar appears, well before its 180 one-question batches end
+    args = ("train.max_steps=3", "eval.batch_size=1", "wandb.mode=disabled", f"cache_dir={cache_dir}")
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 300
-        while not _checkpoint_steps(tmp_path) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)  # the end-of-training checkpoint: evaluation starts now
-        assert _checkpoint_steps(tmp_path) == ["step-00000003"]
-        time.sleep(1)
+        while "eval arithmetic" not in "".join(seen) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert _checkpoint_steps(tmp_path) == ["step-00000003"]  # the end-of-training checkpoint came first
         proc.send_signal(signal.SIGTERM)
         sent = time.time()
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+        err = "".join(seen)
     finally:
         proc.kill() if proc.poll() is None else None
     assert proc.returncode == 128 + signal.SIGTERM and time.time() - sent < 30, err[-3000:]

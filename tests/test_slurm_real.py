@@ -261,9 +261,9 @@ def test_sweep_on_real_slurm_survives_preemption(local_slurm, cache_dir, tmp_pat
         assert result["final_params_sha256"] == unbroken[(result["method"], result["seed"])]["final_params_sha256"]
     job_logs = {num: "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{array_id}_{num}/*_log.*"))
                 for num in (0, 2)}
-    assert "received SIGTERM: checkpointing" in job_logs[0]
+    assert "received SIGTERM: stopping at the end of this step" in job_logs[0]
     # USR1 reached the run first (a checkpoint at that step), then submitit, which requeued the job.
-    assert "received SIGUSR1: checkpointing" in job_logs[2]
+    assert "received SIGUSR1: stopping at the end of this step" in job_logs[2]
     assert f"Requeued job {array_id}_2" in job_logs[2]
     for num in (1, 3):
         assert "resumed_from_step" not in results[num]

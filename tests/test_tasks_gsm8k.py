@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bench.data.batching import tokenize_examples, IGNORE_INDEX
+from bench.data.prompts import PromptFormat
 from bench.models.loading import load_tokenizer
 from tests.conftest import HUB_TOKENIZERS, compose_config
 from tests.task_helpers import GSM8K_LOCAL, build_task, no_hub  # noqa: F401 (fixture)
@@ -45,7 +46,7 @@ def test_gsm8k_prompt_build_with_real_tokenizers(no_hub):
     for model, marker in (("tiny-qwen2.5", "<|im_start|>assistant\n"), ("tiny-phi4-mini", "<|assistant|>"),
                           ("tiny-llama3.2", None)):
         tokenizer = load_tokenizer(compose_config(f"model={model}").model)
-        tokenized = tokenize_examples(tokenizer, task.train_examples(), max_seq_len=1024, use_chat_template="auto")
+        tokenized = tokenize_examples(tokenizer, task.train_examples(), max_seq_len=1024, use_chat_template=PromptFormat("auto"))
         assert len(tokenized) == 4
         ex, tok_ex = task.train_examples()[0], tokenized[0]
         n_target = sum(label != IGNORE_INDEX for label in tok_ex.labels)

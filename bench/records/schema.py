@@ -7,6 +7,10 @@ real run's record against this list).
 from __future__ import annotations
 
 RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
+# The environment variable naming the file a job of the parallel launcher reads its `device_share`
+# from (hydra_plugins/slmbench_launcher writes it, bench/runtime.py device_share reads it); here,
+# with no torch import, so the launcher's import stays light.
+DEVICE_SHARE_ENV = "SLMBENCH_DEVICE_SHARE"
 
 # ok: trained and evaluated; failed: raised; oom: CUDA out of memory; preempted: SIGTERM/SIGUSR1,
 # interrupted: SIGINT (a checkpoint was written; relaunching resumes); running: written at start,

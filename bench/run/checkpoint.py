@@ -9,6 +9,7 @@ torch's weights_only unpickler: a file that asks for anything else is refused, n
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -149,7 +150,10 @@ class CheckpointDir:
             if isinstance(err, Exception):
                 # torch's writer reports a full disk as a RuntimeError, then closing the file fails
                 # too: one error naming the checkpoint and the cause, not a chain of tracebacks
-                raise CheckpointWriteError(f"could not write the checkpoint {final}: {type(err).__name__}: "
+                # torch's zip writer says a short write as "unexpected pos": the disk filled up
+                full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "unexpected pos" in str(err)
+                cause = "No space left on device: " if full else ""
+                raise CheckpointWriteError(f"could not write the checkpoint {final}: {cause}{type(err).__name__}: "
                                            f"{str(err).strip().splitlines()[0]} ({_free_space(self.directory)})"
                                            ) from None
             raise

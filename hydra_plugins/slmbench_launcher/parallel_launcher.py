@@ -32,7 +32,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from bench.runtime import DEVICE_SHARE_ENV  # the file a job reads its `device_share` from
+from bench.records.schema import DEVICE_SHARE_ENV  # the file a job reads its `device_share` from
 from hydra_plugins.slmbench_launcher.admission import Card, known_peaks_gib, memory_probe, pick
 
 log = logging.getLogger(__name__)
