@@ -47,8 +47,10 @@ class ParallelLauncherConf:
     jobs_per_gpu: int = 1
     # Jobs at once when no GPU is used (CPU); ignored when GPUs are found.
     n_parallel: int = 2
-    # A job's expected peak when the store holds no finished run of its method/model/task (GiB).
-    expected_job_gib: float = 8.0
+    # A job's expected peak when the store holds no finished run of its method/model/task (GiB). Our
+    # choice, from the SmolLM2-135M GSM8K protocol on an H100 (docs/results): LoRA-256's process held
+    # 19 GiB, full fine-tuning's 13.5; at 8 GiB six first jobs on one 80 GiB card ran out of memory.
+    expected_job_gib: float = 20.0
     # Added to every expected peak: the CUDA context and the allocator's slack (GiB).
     memory_margin_gib: float = 2.0
     # Where a card's memory is read: nvidia-smi | budget:<GiB> (a card of that size used only by the sweep).
@@ -111,7 +113,7 @@ class Job:
 
 
 class ParallelLauncher(Launcher):
-    def __init__(self, gpus: Any = "auto", jobs_per_gpu: int = 1, n_parallel: int = 2, expected_job_gib: float = 8.0,
+    def __init__(self, gpus: Any = "auto", jobs_per_gpu: int = 1, n_parallel: int = 2, expected_job_gib: float = 20.0,
                  memory_margin_gib: float = 2.0, gpu_memory: str = "nvidia-smi", solo_timing: bool = False,
                  progress_every_s: float = 30.0, command: Sequence[str] = (), poll_interval_s: float = 0.5) -> None:
         if jobs_per_gpu < 1 or n_parallel < 1:
