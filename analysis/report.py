@@ -6,7 +6,7 @@ records (`<DIR>/report/` by default). Rows pool only runs equal but for the seed
 counts once (analysis/pooling.py); runs that shared their GPU give no time or memory figure unless
 --allow-shared-timings. `--results PATH` also writes the comparison protocol's results page
 (analysis/results_page.py). `sweep_table` and `to_markdown` are also the table that
-bench/callbacks.py prints when a multirun ends.
+analysis/callbacks.py prints when a multirun ends.
 """
 from __future__ import annotations
 
