@@ -294,20 +294,21 @@ def test_train_compile_trains_every_method_as_eager(method, monkeypatch):
     from block_harness import tiny_run
 
     monkeypatch.setattr(recipe, "compile_decoder_layers", lambda model: compile_decoder_layers(model, backend="aot_eager"))
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     losses = {}
-    for compiled in (False, True):
-        torch._dynamo.reset()
-        counters.clear()
-        run = tiny_run(method, *COMPILED_METHODS[method], f"train.compile={str(compiled).lower()}", layers=2,
-                       batch_size=4, total_steps=4)
-        run.train()
-        losses[compiled] = [h["loss"] for h in run.history]
-        record = run.performance_record()
-        assert record["fast_path"] == {"loss": "none", "compile": compiled, "cuda_graphs": False}
-        assert record["compile"]["enabled"] is compiled and record["compile"]["seconds"] >= 0
-        assert {"fx_graph_cache_hit", "fx_graph_cache_miss", "aot_autograd_cache_hit"} <= set(record["compile"])
-        assert record["device_share"] == {"gpu_uuid": None, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
+    # dynamo's own patch, not monkeypatch: the config module's setting is restored, never deleted
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            counters.clear()
+            run = tiny_run(method, *COMPILED_METHODS[method], f"train.compile={str(compiled).lower()}", layers=2,
+                           batch_size=4, total_steps=4)
+            run.train()
+            losses[compiled] = [h["loss"] for h in run.history]
+            record = run.performance_record()
+            assert record["fast_path"] == {"loss": "none", "compile": compiled, "cuda_graphs": False}
+            assert record["compile"]["enabled"] is compiled and record["compile"]["seconds"] >= 0
+            assert {"fx_graph_cache_hit", "fx_graph_cache_miss", "aot_autograd_cache_hit"} <= set(record["compile"])
+            assert record["device_share"] == {"gpu_uuid": None, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
     assert counters["stats"]["unique_graphs"] >= 1
     assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
     torch._dynamo.reset()
