@@ -28,8 +28,6 @@ from analysis.stats import MIN_SEEDS, mean_interval, mean_over_seeds, paired_com
 from analysis.summary import SHARED_FLAG, numeric, on_gpu, shared_device
 from analysis.tables import BASELINE, method_sort_key
 from bench.protocol import choose_lr
-from bench.records.schema import METRICS_FILE
-from bench.tasks.sources import read_jsonl
 
 STAGE = "cfg/protocol.stage"
 SELECTION, FINAL = "selection", "final"
@@ -281,21 +279,18 @@ def _adagradselect(group: pd.DataFrame | None) -> dict | None:
     final run's own under `per_seed`."""
     if group is None or group.empty:
         return None
-    from analysis import selection
+    from analysis.selection import read_rows, recorded_steps_per_epoch, selection_summary
 
-    summary = getattr(selection, "adagradselect_summary", None)
-    if summary is None:
-        return None
     per_seed = []
     for _, run in group.sort_values("seed").iterrows():
-        path = Path(run["run_dir"]) / METRICS_FILE
-        if not path.is_file():
+        rows = read_rows(run["run_dir"])
+        if rows is None:
             continue
-        rows = [row.data for row in read_jsonl(path)]
-        k = max((len(r.get("active_block_ids") or []) for r in rows), default=0)
         steps, epochs = numeric(run.to_frame().T, "train_steps").iloc[0], numeric(run.to_frame().T, "cfg/train.epochs").iloc[0]
-        steps_per_epoch = int(steps // epochs) if not (math.isnan(steps) or math.isnan(epochs) or not epochs) else len(rows)
-        per_seed.append({"seed": int(run["seed"]), **summary(rows, steps_per_epoch, k)})
+        derived = int(steps // epochs) if not (math.isnan(steps) or math.isnan(epochs) or not epochs) else len(rows)
+        summary = selection_summary(rows, recorded_steps_per_epoch(run["run_dir"]) or derived)  # older records: derived
+        if summary is not None:
+            per_seed.append({"seed": int(run["seed"]), **summary})
     if not per_seed:
         return None
     first = {k: v for k, v in per_seed[0].items() if k != "seed"}

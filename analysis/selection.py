@@ -73,6 +73,13 @@ def adagradselect_summary(metrics_rows: list[dict], steps_per_epoch: int, k: int
     return {"k": k, "distinct_blocks_epoch1": len(epoch1), "final_overlap_with_grad_topk": overlap}
 
 
+def selection_summary(rows: list[dict], steps_per_epoch: int | None) -> dict | None:
+    """`adagradselect_summary` of one run's metrics rows, k being the most blocks one step trained;
+    None without the epoch's length or a trace."""
+    k = max((len(r.get(TRACE_KEY) or []) for r in rows), default=0)
+    return adagradselect_summary(rows, steps_per_epoch, k) if steps_per_epoch and k else None
+
+
 def selection_matrix(trace: dict[int, list[int]], n_blocks: int | None = None) -> tuple[np.ndarray, list[int]]:
     """(blocks x steps 0/1 matrix, the steps) from a trace; n_blocks at least max id + 1."""
     steps = list(trace)
@@ -99,7 +106,7 @@ def _n_blocks(row: pd.Series) -> int | None:
     return int(value) if value is not None and not pd.isna(value) else None
 
 
-def _steps_per_epoch(run_dir: str | Path) -> int | None:
+def recorded_steps_per_epoch(run_dir: str | Path) -> int | None:
     """The run's optimizer steps per epoch, as its result.json records it (None in older records)."""
     path = Path(run_dir) / RESULT_FILE
     try:
@@ -207,14 +214,14 @@ def selection_plots(runs: pd.DataFrame, out_dir: Path) -> list[str]:
             lines.append(f"selection: {row['run_dir']}: {why} (status {row['status']}): not drawn")
             continue
         matrix, steps = selection_matrix(trace, _n_blocks(row))
-        spe = _steps_per_epoch(row["run_dir"])
+        spe = recorded_steps_per_epoch(row["run_dir"])
         explore = [int(r["step"]) for r in rows if r.get("explore") and r.get(TRACE_KEY) is not None]
         path = plot_selection(matrix, steps, f"{name}: {_label(row)}", out_dir / f"selection_{name}.png",
                               steps_per_epoch=spe, explore_steps=explore)
         traces[f"{name} ({row['method']})"] = (matrix, steps)
         line = f"plot: {path}"
         if any(r.get(NORMS_KEY) is not None for r in rows) and spe:
-            summary = adagradselect_summary(rows, spe, int(matrix.sum(axis=0).max()))
+            summary = selection_summary(rows, spe)
             line += (f" (k {summary['k']}: {summary['distinct_blocks_epoch1']} distinct blocks in epoch 1; final set's "
                      f"overlap with the top-k by mean explore gradient norm {summary['final_overlap_with_grad_topk']:.2f})")
         lines.append(line)

@@ -54,7 +54,8 @@ def protocol_sweep(root, final_seeds=(0, 1, 2)):
 
 
 def summary_stand_in(metrics_rows, steps_per_epoch, k):
-    """analysis.selection.adagradselect_summary is another branch's: a stand-in with its signature."""
+    """A stand-in for analysis.selection.adagradselect_summary (same signature): the synthetic rows carry
+    no explore-step norms, and the page is tested here, not the summary (tests/test_adagradselect.py)."""
     first = [r for r in metrics_rows if r["step"] <= steps_per_epoch]
     return {"k": k, "distinct_blocks_epoch1": len({b for r in first for b in r["active_block_ids"]}),
             "final_overlap_with_grad_topk": 1.0}

@@ -73,9 +73,7 @@ def check_known_keys(cfg) -> None:
         known = [f.name for f in dataclasses.fields(schema_type)]
         for key in cfg[section]:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"did you mean {section}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
-                raise ConfigError(f"{section}.{key} is not a known key; {hint}")
+                raise _unknown(section, key, known)
 
 
 def _unknown(section: str, key: str, known: list[str]) -> ConfigError:
