@@ -11,6 +11,13 @@ loss, compiled layers, the loss read every 10 steps, the static eval engine), th
 2. `packed`: jobs_per_gpu=N, a fresh store, the serial sweep's compile cache.
 3. `warm_solo`: the full fine-tune alone, a fresh store, the same cache: `warm_epoch_s` (its
    compile hits the cache; time measured alone, since packed jobs share the card).
+4. `eval_reference`: the evaluation engines side by side on the same machine (`python -m lab
+   real_workload --parts eval`: HF generate, the reference, and the static engine the sweeps use on
+   the same GSM8K prompts): `eval_vs_hf_generate`, the static engine's speed-up.
+
+`--stages` runs some of them; the JSON at `--out` keeps the stages an earlier call of the same
+sitting wrote (same `--work-dir`: the packed sweep reuses the serial sweep's compile cache), and is
+written again after every stage, so a call that runs out of time keeps what it finished.
 
 Each sweep's wall time is its `slmbench` process's, launcher and every job included. The JSON holds
 per run: accuracy with its 95% interval, final train loss, train and eval seconds, compile cache
@@ -40,7 +47,9 @@ LR_BY_METHOD = {"none": 1e-5, "full": 1e-5, "lora": 2e-4, "topk": 1e-5, "adagrad
 # --quick: CPU, a tiny pretrained base on the arithmetic task; compile off (Inductor on CPU: minutes).
 QUICK = ("model=tiny-llama", "task=arithmetic", "train.max_steps=3", "eval.limit=8")
 QUICK_METHODS = "none,lora"
-TARGETS = {"speedup_min": 3.0, "cold_epoch_s_max": 12.0, "warm_epoch_s_max": 9.0, "loss_rel_diff_max": 0.01}
+TARGETS = {"speedup_min": 3.0, "cold_epoch_s_max": 12.0, "warm_epoch_s_max": 9.0, "loss_rel_diff_max": 0.01,
+           "eval_speedup_min": 10.0}
+STAGES = ("serial", "packed", "warm_solo", "eval_reference")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated methods (default: the config's default sweep; --quick: none,lora)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every job")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny model, arithmetic, 3 steps, 2 methods")
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                   help="the stages this call runs (the JSON at --out keeps the others' results)")
+    p.add_argument("--fresh", action="store_true", help="start a new JSON instead of adding to the one at --out")
+    p.add_argument("--eval-limit", type=int, default=512, help="eval_reference: GSM8K test prompts both engines answer")
 
 
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -65,6 +78,9 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     args.work_dir = args.work_dir or REPO / "outputs" / "sweep_throughput" / time.strftime("%Y%m%d-%H%M%S")
     args.cache_dir = args.cache_dir or args.work_dir / "cache"
     args.methods = args.methods or (QUICK_METHODS if args.quick else None)
+    if "packed" in args.stages and "serial" not in args.stages and not Path(args.cache_dir).exists():
+        raise SystemExit(f"python -m lab sweep_throughput: the packed stage reuses the serial stage's compile "
+                         f"cache, and {args.cache_dir} does not exist: run serial first, with the same --work-dir")
     return args
 
 
@@ -116,11 +132,20 @@ def first_training_run(runs: list[dict]) -> dict | None:
     return next((r for r in runs if r["status"] == "ok" and r["train_steps"]), None)
 
 
+def at_least(value, floor) -> bool | None:
+    """None where the stage that measures `value` has not run (a check not made, neither met nor missed)."""
+    return None if value is None else value >= floor
+
+
+def at_most(value, ceiling) -> bool | None:
+    return None if value is None else value <= ceiling
+
+
 def checks(report: dict) -> dict:
     """The targets (issue: packed >= 3x serial; cold epoch <= 12 s, warm <= 9 s; packing changes no
     result: final train loss within 1%, packed accuracy inside the serial run's 95% interval)."""
-    serial = {r["method"]: r for r in report["serial"]["runs"]}
-    packed = {r["method"]: r for r in report["packed"]["runs"]}
+    serial = {r["method"]: r for r in report["serial"]["runs"]} if report.get("serial") else {}
+    packed = {r["method"]: r for r in report["packed"]["runs"]} if report.get("packed") else {}
     same_results = {}
     for method, s in serial.items():
         p = packed.get(method)
@@ -133,17 +158,19 @@ def checks(report: dict) -> dict:
         inside = low is not None and low <= p["accuracy"] <= high
         same_results[method] = {"loss_rel_diff": loss_diff, "accuracy_inside_serial_ci95": inside,
                                 "ok": inside and (loss_diff is None or loss_diff <= TARGETS["loss_rel_diff_max"])}
-    cold, warm = report["cold_epoch_s"], report["warm_epoch_s"]
-    return {"speedup": {"value": report["speedup"], "target": TARGETS["speedup_min"],
-                        "ok": report["speedup"] >= TARGETS["speedup_min"]},
+    cold, warm, speedup, eval_speedup = (report[k] for k in ("cold_epoch_s", "warm_epoch_s", "speedup",
+                                                              "eval_vs_hf_generate"))
+    return {"speedup": {"value": speedup, "target": TARGETS["speedup_min"],
+                        "ok": at_least(speedup, TARGETS["speedup_min"])},
             "cold_epoch_s": {"value": cold, "target": TARGETS["cold_epoch_s_max"],
-                             "ok": cold is not None and cold <= TARGETS["cold_epoch_s_max"]},
+                             "ok": at_most(cold, TARGETS["cold_epoch_s_max"])},
             "warm_epoch_s": {"value": warm, "target": TARGETS["warm_epoch_s_max"],
-                             "ok": warm is not None and warm <= TARGETS["warm_epoch_s_max"],
+                             "ok": at_most(warm, TARGETS["warm_epoch_s_max"]),
                              "cache_hit": report["warm_compile_cache_hit"]},
             "packing_changes_no_result": {"per_method": same_results,
-                                          "ok": all(m["ok"] for m in same_results.values())},
-            "eval_vs_hf_generate": {"ok": None, "note": "not measured here: lab/real_workload.py's eval part"}}
+                                          "ok": all(m["ok"] for m in same_results.values()) if same_results else None},
+            "eval_vs_hf_generate": {"value": eval_speedup, "target": TARGETS["eval_speedup_min"],
+                                    "ok": at_least(eval_speedup, TARGETS["eval_speedup_min"])}}
 
 
 def commit() -> dict:
@@ -151,30 +178,72 @@ def commit() -> dict:
     return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
 
 
-def measure(args) -> dict:
-    serial = run_sweep(args, "serial", 1)
-    packed = run_sweep(args, "packed", args.jobs_per_gpu)
-    warm_method = "full" if not args.quick else "lora"
-    warm = run_sweep(args, "warm_solo", 1, [f"method={warm_method}"])
-    cold_run, warm_run = first_training_run(serial["runs"]), first_training_run(warm["runs"])
+def eval_reference(args) -> dict:
+    """Both eval engines on the same prompts, in a process of their own (lab/real_workload.py's eval part)."""
+    out = Path(args.work_dir) / "eval_reference.json"
+    # --quick: SmolLM2 (the install's GGUF) on the committed GSM8K rows, a few prompts on the CPU
+    size = (["--quick", "--device", "cpu", "--data-dir", str(REPO / "tests" / "fixtures")] if args.quick else
+            ["--data-dir", str(Path(args.data_dir).resolve()), "--eval-limit", str(args.eval_limit), "--identical-n", "64"])
+    command = [sys.executable, "-m", "lab", "real_workload", "--parts", "eval", "--fresh", "--out", str(out), *size]
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(args.work_dir) / "eval_reference.log", "w") as log:
+        proc = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+                              stderr=subprocess.STDOUT)
+    engines = json.loads(out.read_text()).get("eval", {}) if out.exists() else {}
+    if proc.returncode != 0 or "hf" not in engines:
+        raise RuntimeError(f"eval_reference exited {proc.returncode}; see {Path(args.work_dir) / 'eval_reference.log'}")
+    hf, static = engines["hf"], engines["static"]
+    return {"command": command[1:], "prompts": engines["prompts"], "precision": engines["precision"],
+            "hf_generate_s": hf["seconds"], "static_s": static["seconds"], "speedup": hf["seconds"] / static["seconds"],
+            "accuracy_hf": hf["accuracy"], "accuracy_static": static["accuracy"],
+            "identical_fp32": static["identical_fp32"], "batch_sizes": {"hf": hf["batch_size"], "static": static["batch_size"]}}
+
+
+def run_stage(args, stage: str) -> dict:
+    if stage == "serial":
+        return run_sweep(args, "serial", 1)
+    if stage == "packed":
+        return run_sweep(args, "packed", args.jobs_per_gpu)
+    if stage == "warm_solo":
+        return run_sweep(args, "warm_solo", 1, [f"method={'lora' if args.quick else 'full'}"])
+    return eval_reference(args)
+
+
+def derived(report: dict) -> dict:
+    """The figures the targets read, from the stages present (a missing stage leaves its figures null)."""
+    serial, packed, warm = (report.get(k) for k in ("serial", "packed", "warm_solo"))
+    runs = lambda sweep, key: {r["method"]: r[key] for r in sweep["runs"]} if sweep else {}  # noqa: E731
+    cold_run = first_training_run(serial["runs"]) if serial else None
+    warm_run = first_training_run(warm["runs"]) if warm else None
     warm_compile = (warm_run or {}).get("compile") or {}
-    report = {
-        "device": next((r["device_name"] for r in serial["runs"] if r["device_name"]), None),
-        "commit": commit(), "quick": args.quick, "overrides": sweep_overrides(args),
-        "serial_wall_s": serial["wall_s"], "packed_wall_s": packed["wall_s"], "jobs_per_gpu": args.jobs_per_gpu,
-        "speedup": serial["wall_s"] / packed["wall_s"],
+    reference = report.get("eval_reference")
+    return {
+        "device": next((r["device_name"] for s in (serial, packed, warm) if s for r in s["runs"] if r["device_name"]),
+                       report.get("device")),
+        "serial_wall_s": serial and serial["wall_s"], "packed_wall_s": packed and packed["wall_s"],
+        "jobs_per_gpu": packed and packed["jobs_per_gpu"],
+        "speedup": serial["wall_s"] / packed["wall_s"] if serial and packed else None,
         "cold_epoch_s": (cold_run or {}).get("train_wall_clock_s"), "cold_method": (cold_run or {}).get("method"),
-        "warm_epoch_s": (warm_run or {}).get("train_wall_clock_s"), "warm_method": warm_method,
+        "warm_epoch_s": (warm_run or {}).get("train_wall_clock_s"), "warm_method": (warm_run or {}).get("method"),
         "warm_compile_cache_hit": bool(warm_compile.get("fx_graph_cache_hit") or warm_compile.get("aot_autograd_cache_hit")),
-        "accuracy_serial": {r["method"]: r["accuracy"] for r in serial["runs"]},
-        "accuracy_packed": {r["method"]: r["accuracy"] for r in packed["runs"]},
-        "final_train_loss_serial": {r["method"]: r["final_train_loss"] for r in serial["runs"]},
-        "final_train_loss_packed": {r["method"]: r["final_train_loss"] for r in packed["runs"]},
-        "eval_wall_clock_s_serial": {r["method"]: r["eval_wall_clock_s"] for r in serial["runs"]},
-        "eval_wall_clock_s_packed": {r["method"]: r["eval_wall_clock_s"] for r in packed["runs"]},
-        "serial": serial, "packed": packed, "warm_solo": warm,
+        "accuracy_serial": runs(serial, "accuracy"), "accuracy_packed": runs(packed, "accuracy"),
+        "final_train_loss_serial": runs(serial, "final_train_loss"), "final_train_loss_packed": runs(packed, "final_train_loss"),
+        "eval_wall_clock_s_serial": runs(serial, "eval_wall_clock_s"), "eval_wall_clock_s_packed": runs(packed, "eval_wall_clock_s"),
+        "eval_vs_hf_generate": reference and reference["speedup"],
     }
-    report["checks"] = checks(report)
+
+
+def measure(args, save=lambda report: None) -> dict:
+    """The stages asked for, added to the JSON an earlier call of the sitting wrote; saved after each."""
+    report = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
+    report.update(commit=commit(), quick=args.quick, overrides=sweep_overrides(args))
+    report.setdefault("stages_run", {})
+    for stage in args.stages:
+        report[stage] = run_stage(args, stage)
+        report["stages_run"][stage] = {"commit": report["commit"], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        report.update(derived(report))
+        report["checks"] = checks(report)
+        save(report)
     return report
 
 
@@ -183,15 +252,18 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The JSON as a docs/performance.md section."""
+    """The JSON as a docs/performance.md section (a stage not run reads –)."""
     c = report["checks"]
     mark = lambda ok: "met" if ok else ("n/a" if ok is None else "missed")  # noqa: E731
-    lines = [f"## Sweep throughput: {len(report['serial']['runs'])} runs, serial vs {report['jobs_per_gpu']} jobs per GPU",
+    serial_runs = (report.get("serial") or {}).get("runs", [])
+    ref = report.get("eval_reference") or {}
+    ratio = lambda v: "–" if v is None else f"{v:.2f}x"  # noqa: E731
+    lines = [f"## Sweep throughput: {len(serial_runs)} runs, serial vs {report['jobs_per_gpu']} jobs per GPU",
              "", f"Device: {report['device']}; commit {report['commit']['sha']}"
              f"{' (dirty)' if report['commit']['dirty'] else ''}{'; --quick (figures mean nothing)' if report['quick'] else ''}.",
              "", "| target | value | goal | |", "|---|---|---|---|",
-             f"| packed throughput (serial / packed wall) | {report['speedup']:.2f}x "
-             f"({report['serial_wall_s']:.0f} s / {report['packed_wall_s']:.0f} s) | >= {TARGETS['speedup_min']:.0f}x "
+             f"| packed throughput (serial / packed wall) | {ratio(report['speedup'])} "
+             f"({_fmt(report['serial_wall_s'], 0)} s / {_fmt(report['packed_wall_s'], 0)} s) | >= {TARGETS['speedup_min']:.0f}x "
              f"| {mark(c['speedup']['ok'])} |",
              f"| cold epoch ({report['cold_method']}, first job, fresh cache) | {_fmt(report['cold_epoch_s'])} s "
              f"| <= {TARGETS['cold_epoch_s_max']:.0f} s | {mark(c['cold_epoch_s']['ok'])} |",
@@ -199,11 +271,14 @@ def markdown(report: dict) -> str:
              f"| {_fmt(report['warm_epoch_s'])} s | <= {TARGETS['warm_epoch_s_max']:.0f} s | {mark(c['warm_epoch_s']['ok'])} |",
              f"| packing changes no result (loss within 1%, accuracy in serial 95% CI) | | | "
              f"{mark(c['packing_changes_no_result']['ok'])} |",
+             f"| evaluation: static engine vs HF generate ({ref.get('prompts', '–')} prompts, same machine) "
+             f"| {ratio(report.get('eval_vs_hf_generate'))} ({_fmt(ref.get('hf_generate_s'))} s / {_fmt(ref.get('static_s'))} s) "
+             f"| >= {TARGETS['eval_speedup_min']:.0f}x | {mark(c['eval_vs_hf_generate']['ok'])} |",
              "", "| method | accuracy serial | accuracy packed | loss serial | loss packed | train s serial | "
              "train s packed | eval s serial | eval s packed | jobs on card (packed) | compile cache hits (packed) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    packed = {r["method"]: r for r in report["packed"]["runs"]}
-    for s in report["serial"]["runs"]:
+    packed = {r["method"]: r for r in (report.get("packed") or {}).get("runs", [])}
+    for s in serial_runs:
         p = packed.get(s["method"], {})
         share, comp = p.get("device_share") or {}, p.get("compile") or {}
         lines.append(f"| {s['method']} | {_fmt(s['accuracy'], 3)} | {_fmt(p.get('accuracy'), 3)} | "
@@ -217,8 +292,7 @@ def markdown(report: dict) -> str:
 
 
 def main(args: argparse.Namespace, command: str) -> None:
-    report = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report = measure(args, save=lambda r: args.out.write_text(json.dumps(r, indent=2) + "\n"))
     print(markdown(report))
 

@@ -8,10 +8,22 @@ from lab import cli, sweep_throughput
 
 
 def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
+    """Two calls of one sitting (as two device calls run it): the second adds its stages to the first's JSON."""
     out = tmp_path / "sweep_throughput.json"
-    cli.main(["sweep_throughput", "--quick", "--jobs-per-gpu", "2", "--work-dir", str(tmp_path / "work"),
-                           "--cache-dir", str(cache_dir), "--out", str(out)])
+    common = ["sweep_throughput", "--quick", "--jobs-per-gpu", "2", "--work-dir", str(tmp_path / "work"),
+              "--cache-dir", str(cache_dir), "--out", str(out)]
+    cli.main([*common, "--stages", "serial"])
+    first = json.loads(out.read_text())
+    assert first["packed_wall_s"] is None and first["checks"]["speedup"]["ok"] is None  # not measured: neither met nor missed
+    assert "| packed throughput (serial / packed wall) | – " in sweep_throughput.markdown(first)
+    cli.main([*common, "--stages", "packed", "warm_solo", "eval_reference"])
     report = json.loads(out.read_text())
+    assert set(report["stages_run"]) == {"serial", "packed", "warm_solo", "eval_reference"}
+    assert report["serial"] == first["serial"]  # kept from the first call
+    reference = report["eval_reference"]
+    assert reference["prompts"] == 4 and reference["hf_generate_s"] > 0 and reference["static_s"] > 0
+    assert report["eval_vs_hf_generate"] == reference["hf_generate_s"] / reference["static_s"]
+    assert report["checks"]["eval_vs_hf_generate"]["ok"] in (True, False)
     for key in ("device", "commit", "serial_wall_s", "packed_wall_s", "jobs_per_gpu", "cold_epoch_s", "warm_epoch_s",
                 "accuracy_packed", "accuracy_serial", "final_train_loss_serial", "final_train_loss_packed",
                 "eval_wall_clock_s_serial", "eval_wall_clock_s_packed", "checks"):
