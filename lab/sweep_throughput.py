@@ -96,6 +96,12 @@ def sweep_overrides(args) -> list[str]:
             *args.set]
 
 
+def child_env() -> dict:
+    """The checkout first on the children's path, the caller's PYTHONPATH kept after it (packages
+    installed with --target, as on the device machine, live there)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+
 def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = ()) -> dict:
     """One `slmbench -m` sweep in its own sweep dir and store: its wall time and its records."""
     root = Path(args.work_dir) / name
@@ -105,7 +111,7 @@ def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = ()) -> dict
     methods = [f"method={args.methods}"] if args.methods and not any(e.startswith("method=") for e in extra) else []
     command = [sys.executable, "-m", "bench.cli", "-m", *launcher, *sweep_overrides(args), *methods, *extra]
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     start = time.perf_counter()
     with open(root / "sweep.log", "w") as log:
         proc = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -187,7 +193,7 @@ def eval_reference(args) -> dict:
     command = [sys.executable, "-m", "lab", "real_workload", "--parts", "eval", "--fresh", "--out", str(out), *size]
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(args.work_dir) / "eval_reference.log", "w") as log:
-        proc = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+        proc = subprocess.run(command, cwd=REPO, env=child_env(), stdout=log,
                               stderr=subprocess.STDOUT)
     engines = json.loads(out.read_text()).get("eval", {}) if out.exists() else {}
     if proc.returncode != 0 or "hf" not in engines:
