@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lab import sweep_throughput
 from lab.loss_curves import quarter_table
 from lab.table import format_table
 
@@ -350,15 +351,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("json", type=Path, nargs="*", help="the files `python -m lab shapes --out` wrote")
     parser.add_argument("--real-workload", type=Path, default=None, metavar="FILE",
                         help="the file `python -m lab real_workload` wrote: its section ends the page")
+    parser.add_argument("--sweep-throughput", type=Path, default=None, metavar="FILE",
+                        help="the file `python -m lab sweep_throughput` wrote: its section follows")
     parser.add_argument("--out", type=Path, default=Path("docs/performance.md"))
 
 
 def main(args: argparse.Namespace, command: str) -> None:
-    if not args.json and args.real_workload is None:
-        raise SystemExit("python -m lab report: give the lab's JSON files, --real-workload FILE, or both")
+    if not args.json and args.real_workload is None and args.sweep_throughput is None:
+        raise SystemExit("python -m lab report: give the lab's JSON files, --real-workload FILE, "
+                         "--sweep-throughput FILE, or several")
     page = render(merge([json.loads(path.read_text()) for path in args.json])) if args.json else ""
     if args.real_workload is not None:
         page += ("\n" if page else "") + render_real_workload(json.loads(args.real_workload.read_text()))
+    if args.sweep_throughput is not None:
+        page += ("\n" if page else "") + sweep_throughput.markdown(json.loads(args.sweep_throughput.read_text()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)
     print(f"wrote {args.out}")

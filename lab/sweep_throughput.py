@@ -180,8 +180,13 @@ def checks(report: dict) -> dict:
 
 
 def commit() -> dict:
+    """HEAD, and the tree of the files as they are: on the device machine `.git` is its session's first
+    commit while the files are newer, so the tree names the code that ran (bench/records/recorder.py)."""
+    from bench.records.recorder import worktree_tree_sha
+
     git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain")),
+            "worktree_tree_sha": worktree_tree_sha(REPO)}
 
 
 def eval_reference(args) -> dict:
@@ -239,14 +244,15 @@ def derived(report: dict) -> dict:
     }
 
 
-def measure(args, save=lambda report: None) -> dict:
+def measure(args, command: str = "", save=lambda report: None) -> dict:
     """The stages asked for, added to the JSON an earlier call of the sitting wrote; saved after each."""
     report = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
     report.update(commit=commit(), quick=args.quick, overrides=sweep_overrides(args))
     report.setdefault("stages_run", {})
     for stage in args.stages:
         report[stage] = run_stage(args, stage)
-        report["stages_run"][stage] = {"commit": report["commit"], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        report["stages_run"][stage] = {"command": command, "commit": report["commit"],
+                                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         report.update(derived(report))
         report["checks"] = checks(report)
         save(report)
@@ -257,6 +263,17 @@ def _fmt(value, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def code_line(report: dict) -> str:
+    """Which code ran each stage: the tree of its files where `.git` was older than them."""
+    calls = {}
+    for stage, run in report.get("stages_run", {}).items():
+        c = run["commit"]
+        code = (f"git tree {c['worktree_tree_sha'][:12]}" if c.get("dirty") and c.get("worktree_tree_sha")
+                else f"commit {(c.get('sha') or '?')[:12]}{' (dirty)' if c.get('dirty') else ''}")
+        calls.setdefault(code, []).append(stage)
+    return "; ".join(f"{', '.join(stages)}: {code}" for code, stages in calls.items()) or "code unknown"
+
+
 def markdown(report: dict) -> str:
     """The JSON as a docs/performance.md section (a stage not run reads –)."""
     c = report["checks"]
@@ -265,8 +282,7 @@ def markdown(report: dict) -> str:
     ref = report.get("eval_reference") or {}
     ratio = lambda v: "–" if v is None else f"{v:.2f}x"  # noqa: E731
     lines = [f"## Sweep throughput: {len(serial_runs)} runs, serial vs {report['jobs_per_gpu']} jobs per GPU",
-             "", f"Device: {report['device']}; commit {report['commit']['sha']}"
-             f"{' (dirty)' if report['commit']['dirty'] else ''}{'; --quick (figures mean nothing)' if report['quick'] else ''}.",
+             "", f"Device: {report['device']}; {code_line(report)}{'; --quick (figures mean nothing)' if report['quick'] else ''}.",
              "", "| target | value | goal | |", "|---|---|---|---|",
              f"| packed throughput (serial / packed wall) | {ratio(report['speedup'])} "
              f"({_fmt(report['serial_wall_s'], 0)} s / {_fmt(report['packed_wall_s'], 0)} s) | >= {TARGETS['speedup_min']:.0f}x "
@@ -294,11 +310,23 @@ def markdown(report: dict) -> str:
                      f"{share.get('jobs_on_device_max', '–')} | {comp.get('fx_graph_cache_hit', '–')} |")
     lines += ["", "Packed jobs share the card: their train and eval seconds are not the methods' own "
               "(device_share.jobs_on_device_max > 1); time comparisons use solo runs."]
+    if serial_runs and report.get("serial_wall_s"):
+        in_runs = sum(r["finished_at"] - r["started_at"] for r in serial_runs if r.get("finished_at"))
+        lines += ["", f"Where the serial sweep's {report['serial_wall_s']:.0f} s went: {in_runs:.0f} s inside the "
+                  f"runs (their records' start to finish: set-up, training, evaluation, recording), the other "
+                  f"{report['serial_wall_s'] - in_runs:.0f} s before each run's record begins (a new process: Python, "
+                  f"torch and Hydra's compose) and in the launcher. Its first training job compiled cold; the "
+                  f"packed sweep reused that cache, as every later job of a sweep does."]
+    if ref:
+        same, n = ref["identical_fp32"]
+        lines += ["", f"Evaluation: both engines answered the same {ref['prompts']} GSM8K test prompts in "
+                  f"{ref['precision']} (accuracy {_fmt(ref['accuracy_hf'], 3)} HF generate, "
+                  f"{_fmt(ref['accuracy_static'], 3)} static); in fp32 their texts were identical on {same} of {n}."]
     return "\n".join(lines) + "\n"
 
 
 def main(args: argparse.Namespace, command: str) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = measure(args, save=lambda r: args.out.write_text(json.dumps(r, indent=2) + "\n"))
+    report = measure(args, command, save=lambda r: args.out.write_text(json.dumps(r, indent=2) + "\n"))
     print(markdown(report))
 

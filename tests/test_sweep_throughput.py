@@ -20,6 +20,9 @@ def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
     report = json.loads(out.read_text())
     assert set(report["stages_run"]) == {"serial", "packed", "warm_solo", "eval_reference"}
     assert report["serial"] == first["serial"]  # kept from the first call
+    commands = {stage: run["command"] for stage, run in report["stages_run"].items()}
+    assert commands["serial"].endswith("--stages serial") and commands["packed"].endswith("eval_reference")
+    assert report["commit"]["worktree_tree_sha"]  # the code that ran, also where .git is older than the files
     reference = report["eval_reference"]
     assert reference["prompts"] == 4 and reference["hf_generate_s"] > 0 and reference["static_s"] > 0
     assert report["eval_vs_hf_generate"] == reference["hf_generate_s"] / reference["static_s"]
@@ -36,5 +39,6 @@ def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
     # the same config, on the CPU: packing changes no loss
     assert report["checks"]["packing_changes_no_result"]["per_method"]["lora"]["loss_rel_diff"] < 1e-6
     section = sweep_throughput.markdown(report)
+    assert "Where the serial sweep's" in section and "in fp32 their texts were identical on" in section
     assert section.startswith("## Sweep throughput: 2 runs, serial vs 2 jobs per GPU")
     assert "| lora |" in section and "| none |" in section
