@@ -12,7 +12,7 @@ exists at any time and no logit is kept for backward. The head runs only over lo
 pair instead of about seven eager passes over a chunk x vocabulary fp32 tensor.
 
 The decoder the loss calls may be compiled (`train.compile`) or replayed as CUDA graphs
-(`train.cuda_graphs`): both live in bench/compiled.py, which this module does not import.
+(`train.cuda_graphs`): both live in bench/compiled.py, which this module names as a type only.
 """
 from __future__ import annotations
 
