@@ -1,4 +1,4 @@
-"""The optional training fast path (`train.fast_path`), usable by every method.
+"""The training loss, usable by every method: HF's own (`train.fast_path=none`) or the chunked one.
 
 `chunked_ce`: the causal-LM loss without the full-vocabulary logits. HF's forward computes
 logits for every position of the batch (Llama-3.2-1B, batch 8 x 512: 4,096 x 128,256 logits,
@@ -11,22 +11,21 @@ exists at any time and no logit is kept for backward. The head runs only over lo
 (no device synchronization), and on CUDA each chunk's softmax-minus-onehot is one compiled kernel
 pair instead of about seven eager passes over a chunk x vocabulary fp32 tensor.
 
-`compile: true` (a separate knob) compiles each decoder layer with `torch.compile` (regional
-compilation: one small graph reused by every layer, so compiling takes seconds, not minutes).
-
-`cuda_graphs: true` (a third knob, `DecoderGraph`) replays the decoder's forward and backward as
-two CUDA graphs: what is left of a step on the host is the chunked head, the optimizer and the loop.
+The decoder the loss calls may be compiled (`train.compile`) or replayed as CUDA graphs
+(`train.cuda_graphs`): both live in bench/compiled.py, which this module names as a type only.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from bench.data.batching import IGNORE_INDEX
-from bench.models.loading import causal_lm, decoder_layers
+from bench.models.loading import causal_lm
+
+if TYPE_CHECKING:  # a type only: the graphs are built by the run (bench/run/recipe.py)
+    from bench.compiled import DecoderGraph
 
 FAST_PATHS = ("none", "chunked_ce")
 
@@ -62,11 +61,10 @@ def _accumulate_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> 
 def chunk_slices(rows: int, chunk_rows: int) -> list[slice]:
     """Consecutive slices of at most `chunk_rows` rows that cover `rows` rows once, none of exactly
     one row unless `rows` is 1 (or `chunk_rows` is 2 or less). Why: torch.compile specializes a
-    dynamic size on 0 and 1, so a one-row chunk is a second graph of the chunk's kernel to compile.
-    On an H200, a cold process of the reference workload spent 1.1-1.4 s on that recompile inside
-    its 63rd step, the epoch's only step with 1 more loss row than a multiple of 512 (9,217); with the
-    kernel eager the step took its usual time. So a last chunk of one row takes one row from the
-    chunk before it."""
+    dynamic size on 0 and 1, so a one-row chunk is a second graph of the chunk's kernel to compile,
+    inside whichever step first has one loss row more than a multiple of `chunk_rows` (its cost:
+    docs/performance-analysis.md, 'Measurements behind choices in the code'). So a last chunk of one
+    row takes one row from the chunk before it."""
     starts = list(range(0, rows, chunk_rows))
     ends = [*starts[1:], rows]
     if chunk_rows > 2 and len(starts) > 1 and ends[-1] - starts[-1] == 1:
@@ -185,112 +183,3 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_it
         return model(**on_device, num_items_in_batch=num_items_in_batch, use_cache=False).loss
     positions = tuple(t.to(device, non_blocking=True) for t in loss_positions(batch["labels"]))
     return chunked_lm_loss(model, on_device, num_items_in_batch, positions=positions, decoder_graph=decoder_graph)
-
-
-class _DecoderHidden(torch.nn.Module):
-    """The callable that is captured: (input_ids, position_ids) -> the decoder's last hidden states."""
-
-    def __init__(self, decoder: torch.nn.Module):
-        super().__init__()
-        self.decoder = decoder
-
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        return self.decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-
-
-class DecoderGraph:
-    """`train.cuda_graphs`: the decoder's forward and its backward, each replayed as one CUDA graph.
-
-    Why: at SmolLM2-135M's size a packed step is launch-bound. The decoder's 30 layers launch about
-    1,300 kernels a step, each dispatched from Python (eager ops or Inductor's wrapper code), and the
-    host took about twice the GPU's time (47% GPU busy, docs/performance-analysis.md). Replayed, the
-    whole decoder is two launches; the chunked head (whose row count follows the batch's loss tokens),
-    the optimizer and the loop stay eager.
-
-    How: `torch.cuda.make_graphed_callables` on the first call (inside the first training step, so
-    its warm-up and capture count in the run's time, as compiling does), with that batch's shapes.
-    Packed batches all have one shape (bench/data/packing.py); another shape is refused. Under
-    `train.compile` the compiled layers are what is captured (they compile in the warm-up passes).
-    transformers skips its one host read of the packed mask during capture (`is_tracing` covers
-    stream capture).
-
-    What it requires (bench/config/checks.py refuses the rest at start): packed batches and the
-    chunked loss (the graph ends at the hidden states); one micro-batch per step (the graph's
-    gradient buffers become the parameters' `.grad`, so a second backward would overwrite the first's);
-    no gradient checkpointing; a method whose parameters, `requires_grad` flags and hooks stay as they
-    were at capture (`Method.cuda_graph_safe`: hooks added to the decoder run only while capturing);
-    a CUDA device (here, at the first call)."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device):
-        if device.type != "cuda":
-            from bench.errors import ConfigError
-            raise ConfigError(f"train.cuda_graphs=true needs a CUDA device; this run's device is {device}")
-        self.decoder = causal_lm(model).get_decoder()
-        self.graphed: torch.nn.Module | None = None
-        self.shapes: tuple[torch.Size, torch.Size] | None = None
-        self.capture_seconds: float | None = None  # warm-up passes (compiling, under train.compile) and capture
-
-    def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        shapes = (input_ids.shape, position_ids.shape)
-        if self.graphed is None:
-            start = time.perf_counter()
-            self.graphed, self.shapes = self._capture(input_ids, position_ids), shapes
-            torch.cuda.synchronize(input_ids.device)
-            self.capture_seconds = time.perf_counter() - start
-        elif shapes != self.shapes:
-            raise RuntimeError(f"train.cuda_graphs: a batch of shape {tuple(input_ids.shape)} after a capture at "
-                               f"{tuple(self.shapes[0])}; the replayed decoder needs one shape (train.batching=packed)")
-        return self.graphed(input_ids, position_ids)
-
-    def _capture(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.nn.Module:
-        device_type = input_ids.device.type
-        # make_graphed_callables refuses autocast's weight-cast cache: the casts become graph kernels.
-        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
-                            enabled=torch.is_autocast_enabled(device_type), cache_enabled=False):
-            return torch.cuda.make_graphed_callables(_DecoderHidden(self.decoder), (input_ids, position_ids),
-                                                     allow_unused_input=True)
-
-
-def start_compile_workers(train_cfg, device: torch.device) -> None:
-    """Start Inductor's kernel-compiling worker processes now, if the run's training compiles
-    (train.compile's layers; on CUDA the chunked loss's kernel, `ChunkedLinearCrossEntropy`).
-    Inductor starts them (one per core, each importing torch and Triton) when the first graph
-    reaches it (torch/_dynamo/backends/inductor.py calls `maybe_warm_pool`), that is inside a run's
-    first training step; started when the run is set up, they boot while the model loads and the
-    examples are tokenized. Inductor's own hook: TORCH_WARM_POOL=0 and a single compile thread
-    still turn the pool off."""
-    if device.type != "cuda" or not (train_cfg.compile or train_cfg.fast_path == "chunked_ce"):
-        return
-    from torch._inductor.async_compile import maybe_warm_pool
-
-    maybe_warm_pool()
-
-
-def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") -> None:
-    """`train.compile`: compile every decoder layer in place (works under peft and checkpointing).
-    All layers share one graph as long as the forward passes `use_cache=False` (training_loss
-    does); with a cache, each layer compiles anew and past torch._dynamo's recompile limit (8) the
-    remaining layers silently run eager (Llama-3.2-1B: 8 of 16)."""
-    for layer in decoder_layers(model):
-        layer.compile(backend=backend)
-
-
-@contextlib.contextmanager
-def eager_decoder_layers(model: torch.nn.Module):
-    """Within: layers compiled by `compile_decoder_layers` run their plain forward (torch's
-    `Module.compile` keeps the compiled call in `_compiled_call_impl`; it is set aside and put back).
-
-    For evaluation after `train.compile`: generation calls the layers with a KV cache and new
-    shapes, so each compiled layer would compile again, and past dynamo's recompile limit (8) the
-    rest run eager anyway. On an H200 a compiled SmolLM2-135M fine-tune took 35.8 s on GSM8K's test
-    set against 26.5 s for the uncompiled one (docs/perf/real_workload.json, harness_fast and
-    harness_default), and a kept model evaluated again (uncompiled) would not see the same numerics."""
-    layers = [layer for layer in decoder_layers(model) if layer._compiled_call_impl is not None]
-    compiled = [layer._compiled_call_impl for layer in layers]
-    for layer in layers:
-        layer._compiled_call_impl = None
-    try:
-        yield
-    finally:
-        for layer, call in zip(layers, compiled):
-            layer._compiled_call_impl = call

@@ -79,7 +79,7 @@ PAPER_METHODS = ("full", "topk", "adagradselect")
 # graph, static shapes), the loss read every 10 steps. harness_default and harness_fast are both
 # evaluated and their loss curves kept: the comparison of optimisation the budget change needs.
 PACKED_FAST = ("train.batching=packed", "train.pack_tokens=16384", "train.lr_scaling=sqrt", "train.fast_path=chunked_ce")
-# train.cuda_graphs: the decoder's forward and backward replayed as CUDA graphs (bench/loss.py
+# train.cuda_graphs: the decoder's forward and backward replayed as CUDA graphs (bench/compiled.py
 # DecoderGraph): a compiled step of 16k tokens was still host-bound on an H200 (47% GPU busy).
 FAST_SETTINGS = (*PACKED_FAST, "train.compile=true", "train.cuda_graphs=true", "train.log_every=10")
 # Methods: the fast batches and loss, not compile: its compile time (tens of seconds, per run)

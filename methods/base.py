@@ -37,7 +37,7 @@ class Method:
     trains = True  # False: the run only evaluates (methods/none.py)
     # True: the same parameters train on every step and the method adds no hooks, no requires_grad
     # flips and no forward of its own, so `train.cuda_graphs` may capture the decoder once and replay
-    # it (bench/loss.py DecoderGraph: a hook would run only while capturing). Off unless a method says so
+    # it (bench/compiled.py DecoderGraph: a hook would run only while capturing). Off unless a method says so
     # (full, lora); methods that switch their set are refused, no re-capture per set (bench/config/checks.py).
     cuda_graph_safe = False
 

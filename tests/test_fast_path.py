@@ -125,7 +125,7 @@ def test_compiled_layers_share_one_graph(fast_path):
     (e.g. a KV cache's layer index) would leave the layers past the recompile limit (8) eager."""
     from torch._dynamo.utils import counters
 
-    from bench.loss import compile_decoder_layers
+    from bench.compiled import compile_decoder_layers
 
     torch._dynamo.reset()
     counters.clear()
@@ -145,7 +145,7 @@ def test_evaluation_after_train_compile_runs_the_plain_layers(monkeypatch, cache
     """A run with train.compile=true evaluates through the layers' plain forward (no recompiles for
     the generation's cache and shapes), and its layers are compiled again afterwards."""
     import bench.run.recipe as recipe
-    from bench.loss import compile_decoder_layers
+    from bench.compiled import compile_decoder_layers
     from bench.models.loading import decoder_layers
     from conftest import compose_config
 
@@ -290,7 +290,7 @@ def test_train_compile_trains_every_method_as_eager(method, monkeypatch):
     import bench.run.recipe as recipe
     from torch._dynamo.utils import counters
 
-    from bench.loss import compile_decoder_layers
+    from bench.compiled import compile_decoder_layers
     from block_harness import tiny_run
 
     monkeypatch.setattr(recipe, "compile_decoder_layers", lambda model: compile_decoder_layers(model, backend="aot_eager"))

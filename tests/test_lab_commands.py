@@ -1,8 +1,11 @@
 """Every lab command recorded in docs/ and the README parses against the lab's one entry
 (`python -m lab`, lab/cli.py) as written: an option renamed or a command moved makes this fail,
-instead of leaving the pages with commands that no longer run. Parsing only, nothing is run."""
+instead of leaving the pages with commands that no longer run. The pages (every docs/**/*.md and
+the README), docs/perf/regenerate.sh, and the `command` each device run's JSON under docs/perf/ records
+(the command that wrote it). Parsing only, nothing is run."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -11,7 +14,8 @@ import pytest
 from conftest import REPO
 from lab.cli import parser
 
-PAGES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+PAGES = sorted((REPO / "docs").rglob("*.md")) + [REPO / "README.md"]
+RECORDS = sorted((REPO / "docs" / "perf").rglob("*.json"))  # the lab's device runs (docs/results/ holds sweeps' pages)
 SCRIPT = REPO / "docs" / "perf" / "regenerate.sh"
 ENTRY = "python -m lab"
 
@@ -34,9 +38,23 @@ def script_commands(text: str) -> list[str]:
     return [re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], c) for c in commands]
 
 
+def json_commands(value) -> list[str]:
+    """Every string under a `command` key of a JSON record, at any depth (a run's parts keep their own)."""
+    if isinstance(value, dict):
+        return [c for key, v in value.items() for c in ([v] if key == "command" and isinstance(v, str) else json_commands(v))]
+    if isinstance(value, list):
+        return [c for v in value for c in json_commands(v)]
+    return []
+
+
+def record_commands() -> list[tuple[str, str]]:
+    return [(str(path.relative_to(REPO / "docs")), c) for path in RECORDS
+            for c in dict.fromkeys(json_commands(json.loads(path.read_text())))]
+
+
 def recorded_commands() -> list[tuple[str, str]]:
     found = [(page.name, c) for page in PAGES for c in page_commands(page.read_text())]
-    return found + [(SCRIPT.name, c) for c in script_commands(SCRIPT.read_text())]
+    return found + [(SCRIPT.name, c) for c in script_commands(SCRIPT.read_text())] + record_commands()
 
 
 COMMANDS = recorded_commands()
@@ -44,6 +62,7 @@ COMMANDS = recorded_commands()
 
 @pytest.mark.parametrize("where,command", COMMANDS, ids=[f"{w}:{c[:60]}" for w, c in COMMANDS])
 def test_a_recorded_lab_command_parses(where, command):
+    assert command.startswith(ENTRY + " "), f"{where}: `{command[:80]}` does not start with `{ENTRY}`"
     argv = shlex.split(command)[len(ENTRY.split()):]
     try:
         parser().parse_args(argv)
@@ -58,5 +77,7 @@ def test_the_commands_are_found_and_none_names_the_old_entry():
     where = {w for w, _ in COMMANDS}
     assert {"performance.md", "performance-memory.md", "README.md", "regenerate.sh"} <= where, where
     assert len(script_commands(SCRIPT.read_text())) == 3
-    for page in [*PAGES, SCRIPT]:
+    # every device run's JSON under docs/perf/ records the command that wrote it
+    assert RECORDS and all(json_commands(json.loads(path.read_text())) for path in RECORDS), RECORDS
+    for page in [*PAGES, SCRIPT, *RECORDS]:
         assert "python -m bench.perf" not in page.read_text(), f"{page}: the lab's old entry"

@@ -190,7 +190,7 @@ def check_values(cfg) -> None:
 
 
 def _check_cuda_graphs(cfg) -> None:
-    """train.cuda_graphs: what the replayed decoder needs (bench/loss.py DecoderGraph says why each)."""
+    """train.cuda_graphs: what the replayed decoder needs (bench/compiled.py DecoderGraph says why each)."""
     t = cfg.train
     if not t.cuda_graphs:
         return
@@ -199,7 +199,7 @@ def _check_cuda_graphs(cfg) -> None:
     for key, (value, required) in needs.items():
         if value != required:
             raise ConfigError(f"train.cuda_graphs=true needs {key}={required} (got {value}); "
-                              f"see bench/loss.py DecoderGraph")
+                              f"see bench/compiled.py DecoderGraph")
     method = _method_class(cfg)
     if method is not None and method.trains and not method.cuda_graph_safe:
         # Our choice: no re-capture per trainable set (LISA/BAdam switch every N steps; a capture

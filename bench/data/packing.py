@@ -81,8 +81,9 @@ def collate_packed(placements: list[Placement], examples: list[TokenizedExample]
     """`input_ids`, `position_ids` (restarting per example and for the padding tail) and `labels`
     (IGNORE_INDEX at every example's first token and on padding), each `rows x pack_len`.
     Built in flat Python lists by slice assignment, each made a tensor through one int64 buffer:
-    it runs inside the training step, and per-example tensor writes (nine small torch calls an
-    example, about 55 examples a 16k-token batch) took about 10 ms a batch on a 2-core host."""
+    it runs inside the training step, where per-example tensor writes (nine small torch calls an
+    example, about 55 examples a 16k-token batch) cost a visible share of the host's time
+    (docs/performance-analysis.md, 'Measurements behind choices in the code')."""
     size = rows * pack_len
     input_ids, labels, position_ids = [pad_token_id] * size, [IGNORE_INDEX] * size, [0] * size
     used = [0] * rows

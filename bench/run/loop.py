@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data.batching import IGNORE_INDEX
-from bench.loss import DecoderGraph, training_loss
+from bench.compiled import DecoderGraph
+from bench.loss import training_loss
 from bench.run.optim import clip_gradients
 from bench.runtime import autocast
 from methods.base import Method
@@ -29,7 +30,7 @@ class TrainState:
     device: torch.device
     precision: str  # "bf16" (autocast) | "fp32"
     step: int = 0  # optimizer steps done
-    decoder_graph: DecoderGraph | None = None  # train.cuda_graphs: the decoder replayed (bench/loss.py)
+    decoder_graph: DecoderGraph | None = None  # train.cuda_graphs: the decoder replayed (bench/compiled.py)
 
 
 def train(state: TrainState, train_cfg, until: int, observers: Sequence = ()) -> float:

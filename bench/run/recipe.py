@@ -23,7 +23,7 @@ from bench.config.checks import check, check_run_dir, check_save_target
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
-from bench.loss import DecoderGraph, compile_decoder_layers, eager_decoder_layers, start_compile_workers
+from bench.compiled import DecoderGraph, compile_decoder_layers, eager_decoder_layers, start_compile_workers
 from bench.models import saving
 from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
                                   unique_parameters)
