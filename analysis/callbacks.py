@@ -1,4 +1,5 @@
-"""Hydra callbacks: the sweep's table, printed when a multirun ends."""
+"""Hydra callbacks: the sweep's tables (one row per run, then each method's mean over seeds), printed
+when a multirun ends."""
 from __future__ import annotations
 
 from pathlib import Path

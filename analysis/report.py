@@ -5,8 +5,8 @@ papers' claims beside ours) and writes CSV + LaTeX + markdown files and PNG plot
 records (`<DIR>/report/` by default). Rows pool only runs equal but for the seed, a repeated run
 counts once (analysis/pooling.py); runs that shared their GPU give no time or memory figure unless
 --allow-shared-timings. `--results PATH` also writes the comparison protocol's results page
-(analysis/results_page.py). `sweep_table` and `to_markdown` are also the table that
-analysis/callbacks.py prints when a multirun ends.
+(analysis/results_page.py). `sweep_table`, `seed_summary_table` and `to_markdown` are also the
+tables that analysis/callbacks.py prints when a multirun ends.
 """
 from __future__ import annotations
 
