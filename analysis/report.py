@@ -5,8 +5,8 @@ papers' claims beside ours) and writes CSV + LaTeX + markdown files and PNG plot
 records (`<DIR>/report/` by default). Rows pool only runs equal but for the seed, a repeated run
 counts once (analysis/pooling.py); runs that shared their GPU give no time or memory figure unless
 --allow-shared-timings. `--results PATH` also writes the comparison protocol's results page
-(analysis/results_page.py). `sweep_table` and `to_markdown` are also the table that
-analysis/callbacks.py prints when a multirun ends.
+(analysis/results_page.py). `sweep_table`, `seed_summary_table` and `to_markdown` are also the
+tables that analysis/callbacks.py prints when a multirun ends.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from analysis.collect import (DIED, UNKNOWN_RUNNING, RecordError, collect, frame
 from analysis.comparison import HEADER as PAIRED_HEADER, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
 from analysis.pooling import duplicate_seed_warnings, relabel
-from analysis.summary import SHARED_FLAG, numeric, without_shared_timings
-from analysis.tables import BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text
+from analysis.summary import SHARED_FLAG, numeric, summarize, without_shared_timings
+from analysis.tables import (BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text,
+                             method_sort_key, with_accuracy_intervals)
 
 SWEEP_COLUMNS = {
     "method": "method", "model": "model", "task": "task", "seed": "seed", "status": "status",
@@ -47,6 +48,32 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     table.insert(table.columns.get_loc("accuracy") + 1, CI_COLUMN,
                  [interval_text(a, b, digits=3, brackets=False) for a, b in zip(lo, hi)])
     return table.reset_index(drop=True)
+
+
+SEED_SUMMARY_HEADER = ("Mean over seeds (accuracy: the mean of the ok runs' accuracies, std: their sample standard "
+                       "deviation; 95% CI: the Student t interval of the mean over seeds, n - 1 degrees of freedom, as "
+                       "in `slmbench-report`'s accuracy table. It covers how much training varies from seed to seed "
+                       "on these questions; with few seeds it is wide, 3 seeds: mean ± 2.48 std. One seed: Wilson "
+                       "over its questions)")
+
+
+def seed_summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, model, task), in method order: the accuracy's mean over seeds with its std
+    and 95% interval (analysis/tables.py with_accuracy_intervals, the report's accuracy table's), and
+    how many seeds count (ok runs), naming the runs that did not finish ok."""
+    columns = ["method", "model", "task", "seeds", "accuracy", "std", CI_COLUMN]
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    summary = with_accuracy_intervals(summarize(df, ["accuracy"]), df)
+    summary = summary.assign(order=summary["method"].map(method_sort_key)).sort_values("order", kind="stable")
+    rows = []
+    for r in summary.itertuples():
+        group = df[(df["task"] == r.task) & (df["model"] == r.model) & (df["method"] == r.method)]
+        not_ok = int((group["status"] != "ok").sum())
+        rows.append({"method": r.method, "model": r.model, "task": r.task,
+                     "seeds": f"{r.n}" + (f" ({not_ok} not ok)" if not_ok else ""), "accuracy": r.mean,
+                     "std": r.std, CI_COLUMN: interval_text(r.lo, r.hi, digits=3, brackets=False)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def error_text(row) -> str:

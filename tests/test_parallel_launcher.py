@@ -19,7 +19,9 @@ def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path, cache_dir)
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
     assert len({r["env"]["pid"] for r in records}) == 4  # four processes, none of them the launcher's
     assert "2 at a time (CPU)" in proc.stderr + proc.stdout
-    assert len([line for line in proc.stdout.splitlines() if "| tiny-llama |" in line]) == 4
+    per_run, over_seeds = proc.stdout.split("Mean over seeds")  # a row per run, then one per method
+    assert len([line for line in per_run.splitlines() if "| tiny-llama |" in line]) == 4
+    assert len([line for line in over_seeds.splitlines() if "| tiny-llama |" in line]) == 2
     # Every job compiles into the sweep's cache under cache_dir (the first job's graphs serve the rest).
     for record in records:
         assert record["compile"]["cache_dir"] == {"inductor": str(cache_dir / "inductor"),

@@ -74,7 +74,7 @@ def test_a_sweep_gets_one_format_for_every_model(tmp_path):
     """Real Hydra multirun: plain gives plain prompts for both models; chat gives Qwen its ChatML
     and stops the Llama-3.2 base run with an error naming the model and the key."""
     sweep = tmp_path / "sweep"
-    run_cli(tmp_path, "-m", "method=full", "model=tiny-qwen2.5,tiny-llama3.2", "task=gsm8k", "task.prompt_format=plain,chat",
+    run_cli(tmp_path, "-m", "method=full", "seed=0", "model=tiny-qwen2.5,tiny-llama3.2", "task=gsm8k", "task.prompt_format=plain,chat",
             *GSM8K_LOCAL, "task.train.limit=8", "train.batch_size=4", "train.max_steps=2", "eval.limit=3",
             "eval.max_new_tokens=4", "wandb.mode=disabled", f"hydra.sweep.dir={sweep}",
             "hydra.sweep.subdir=${hydra.job.num}-${hydra.runtime.choices.model}-${task.prompt_format}",

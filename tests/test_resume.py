@@ -68,7 +68,7 @@ def test_sigterm_then_relaunch_equals_an_unbroken_run(tmp_path, cache_dir, metho
 
 
 def test_relaunching_a_finished_sweep_runs_nothing_new(tmp_path, cache_dir):
-    sweep = ["-m", "method=none,full", f"cache_dir={cache_dir}", "train.max_steps=3", "eval.limit=8",
+    sweep = ["-m", "method=none,full", "seed=0", f"cache_dir={cache_dir}", "train.max_steps=3", "eval.limit=8",
              "wandb.mode=disabled"]
     run_cli(tmp_path, *sweep, "hydra.sweep.dir=outputs/first")
     again = run_cli(tmp_path, *sweep, "hydra.sweep.dir=outputs/second")

@@ -32,24 +32,27 @@ def test_single_run_writes_every_record(tmp_path, cache_dir):
     assert list(wandb_dir.glob("*.wandb")), "the offline W&B run has no data file"
 
 
-def test_default_sweep_one_record_and_wandb_run_per_method(tmp_path, cache_dir):
+def test_default_sweep_one_record_and_wandb_run_per_method_and_seed(tmp_path, cache_dir):
     proc = run_cli(tmp_path, "-m", f"cache_dir={cache_dir}", "train.max_steps=5", "eval.limit=20")
     results = [json.loads(p.read_text()) for p in sorted(result_files(tmp_path / "outputs" / "multirun"))]
-    methods = [r["method"] for r in results]
-    swept = _swept_methods()
-    assert sorted(methods) == sorted(swept)
+    methods, seeds = _swept("method"), [int(s) for s in _swept("seed")]
+    assert len(seeds) >= 3  # the default sweep's mean over seeds has a spread to report
+    assert sorted((r["method"], r["seed"]) for r in results) == sorted((m, s) for m in methods for s in seeds)
     assert all(r["status"] == "ok" for r in results)
     wandb_runs = {p.name for p in (tmp_path / "outputs" / "multirun").rglob("offline-run-*")}
-    assert len(wandb_runs) == len(swept)  # one distinct W&B run per job, never a shared one
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "tiny-llama" in line]
-    assert sorted(line.split("|")[1].strip() for line in table) == sorted(swept)
+    assert len(wandb_runs) == len(methods) * len(seeds)  # one distinct W&B run per job, never a shared one
+    per_run, over_seeds = proc.stdout.split("Mean over seeds")
+    table = [line.split("|") for line in per_run.splitlines() if line.startswith("| ") and "tiny-llama" in line]
+    assert sorted((row[1].strip(), int(row[4])) for row in table) == sorted((m, s) for m in methods for s in seeds)
+    summary = [line.split("|") for line in over_seeds.splitlines() if line.startswith("| ") and "tiny-llama" in line]
+    assert [(row[1].strip(), row[4].strip()) for row in summary] == [(m, str(len(seeds))) for m in methods]
 
 
-def _swept_methods() -> list[str]:
+def _swept(axis: str) -> list[str]:
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "config.yaml")
-    return str(config.hydra.sweeper.params.method).split(",")
+    return str(config.hydra.sweeper.params[axis]).split(",")
 
 
 def test_unknown_group_options_list_the_allowed_ones(tmp_path):
@@ -68,7 +71,7 @@ def test_non_positive_values_name_the_key(tmp_path, cache_dir):
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
-    proc = run_cli(tmp_path, "-m", "method=full", "train.batch_size=100000,8", f"cache_dir={cache_dir}",
+    proc = run_cli(tmp_path, "-m", "method=full", "seed=0", "train.batch_size=100000,8", f"cache_dir={cache_dir}",
                    "train.max_steps=3", "eval.limit=8", "wandb.mode=disabled")
     records = {r["config"]["train"]["batch_size"]: r for r in
                (json.loads(p.read_text()) for p in result_files(tmp_path / "outputs" / "multirun"))}
