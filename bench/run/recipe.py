@@ -1,11 +1,12 @@
 """A run, built from the resolved config in named steps; it trains, evaluates and owns its state.
 
-After torchtune's recipes (recipes/full_finetune_single_device.py): `Run.setup` is a short
-sequence of named steps, each building one part of the run's state. A run touches no disk of
-its own (no run dir, no records, no checkpoints): recording is the ledger's (bench/run/ledger.py),
-which the entry (bench/cli.py) wraps around a run. Every other client builds the same object with
-no ledger: the base pretraining (bench/run/base_model.py), the benchmark lab (lab/) and the tests'
-tiny harness (tests/block_harness.py).
+After torchtune's recipes (recipes/full_finetune_single_device.py): `Run(cfg)` resolves the
+runtime and `Run.setup` is a short sequence of named steps, each building one part of the run's
+state. A run records nothing: it knows no run dir and writes no result.json, metrics, checkpoints
+or model (it reads its data and models, and fills the caches under cache_dir). Recording is the
+ledger's (bench/run/ledger.py), which the entry (bench/cli.py) wraps around a run. Every other
+client builds the same object with no ledger: the base pretraining (bench/run/base_model.py), the
+benchmark lab (lab/) and the tests' tiny harness (tests/block_harness.py).
 """
 from __future__ import annotations
 
