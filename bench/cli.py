@@ -1,4 +1,5 @@
-"""`slmbench`: the Hydra entry. One run (a sweep with `-m`): skip-finished -> build -> train -> evaluate -> record."""
+"""`slmbench`: the Hydra entry. One run (a sweep with `-m`): skip-finished -> build -> train -> keep the model
+-> evaluate -> record, each a line of `run_job`."""
 from __future__ import annotations
 
 import logging
@@ -12,9 +13,9 @@ from omegaconf import DictConfig
 
 import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
 from bench.config.checks import check_known_keys
-from bench.errors import ConfigError, DataError
+from bench.errors import ConfigError, input_error
 
-# Torch, transformers and the eval engines load inside the functions below (bench.run.recipe),
+# Torch, transformers and the eval engines load inside the functions below (bench.run.ledger),
 # after Hydra has composed the config and the pure checks have passed: `--help`, `--cfg job` and
 # a misspelt key take about a second instead of the heavy imports' many seconds.
 
@@ -25,26 +26,19 @@ def run_job(cfg: DictConfig, run_dir: Path, names: dict[str, str], wandb_group: 
     """One run. Writes result.json whatever happens (ok | failed | oom | preempted) and returns it;
     bad input found before training (config, data, a busy store or run dir) is refused instead,
     with no record. A stop signal at any phase ends the run with a record (exit 143 / 130)."""
-    from bench.run.recipe import Run
+    from bench.run.ledger import RunLedger
 
-    run = Run(cfg, run_dir, names)
-    with run.signals:
-        if (done := run.finished()) is not None:
-            return run.reuse(done)
-        try:
-            run.setup(wandb_group)
-        except BaseException as err:
-            run.refuse(err) if input_error(err) is not None else run.fail(err)
-            raise
-        try:
-            with run.measured():
-                run.train()
-                run.keep_model()
-                run.evaluate()
-            return run.finish()
-        except BaseException as err:
-            run.fail(err)
-            raise
+    ledger = RunLedger(cfg, run_dir, names, wandb_group)  # the run's identity, store and records
+    with ledger.signals:
+        if (done := ledger.finished()) is not None:
+            return ledger.reuse(done)
+        with ledger.refusing_bad_input():
+            ledger.build()
+        with ledger.recording_failure():
+            ledger.train()
+            ledger.keep_model()
+            ledger.evaluate()
+            return ledger.finish()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -71,16 +65,6 @@ def main(cfg: DictConfig) -> None:
             print(f"slmbench: {kind} error: {bad_input}", file=sys.stderr)
             sys.exit(2)
         raise
-
-
-def input_error(err: BaseException) -> Exception | None:
-    """The bad config or data behind `err`, if that is what it is (Hydra's instantiate wraps a
-    task's DataError in its own exception): reported in one line, without a traceback."""
-    while err is not None:
-        if isinstance(err, (ConfigError, DataError)):
-            return err
-        err = err.__cause__
-    return None
 
 
 if __name__ == "__main__":

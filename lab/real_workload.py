@@ -227,7 +227,7 @@ def pair_rows(args, report: dict, extra, whole: bool) -> tuple[dict, dict]:
         plain_model = Run.build(cfg).model  # seeded: the run's initial weights
         warmed = {"plain": warm_shapes(plain_model, batches, run.device, run.precision),
                   "harness": warm_shapes(run.model, batches, run.device, run.precision)}
-        lr = run.record["schedule"]["lr"]  # train.lr_scaling: the lr the harness row trains at
+        lr = run.facts["schedule"]["lr"]  # train.lr_scaling: the lr the harness row trains at
         twin = PlainTurns(PlainLoop(plain_model, "full", lr, cfg.train.grad_clip, run.device, run.precision),
                           batches, args.profile, lambda: resident_bytes(run.model, run.state.optimizer, run.device))
         del plain_model
@@ -246,8 +246,7 @@ def evaluated(run: Run, whole: bool) -> dict:
     """`whole`: the trained run evaluated on the test set by the static engine, its accuracy with the 95% CI."""
     if not whole:
         return {}
-    with run.measured():
-        run.evaluate()
+    run.evaluate()
     metrics = run.metrics()
     return {"accuracy": metrics["accuracy"], "ci95": metrics["accuracy_ci95"], "eval_s": metrics["eval_wall_clock_s"],
             "final_train_loss": metrics["final_train_loss"]}
@@ -299,7 +298,7 @@ def harness_row(args, extra, notes) -> dict:
         compiled_before = compile_seconds()
         run = Run.build(cfg)
         until = min(args.warmup + args.steps, run.total_steps) if args.harness_window_only else run.total_steps
-        row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.record["schedule"])
+        row["settings"].update(epoch_steps=run.steps_per_epoch, schedule=run.facts["schedule"])
         result = {**run_harness_window(run, args.warmup, args.steps, until), "warmed_shapes": None,
                   "first_steps": first_steps(run, compiled_before)}
         return {**result, **evaluated(run, True), **profile_more_steps(args, run)}
@@ -437,9 +436,8 @@ def method_row(args, method: str) -> dict:
         accum = cfg.train.grad_accum
         tokens = step_tokens(draw_batches(run, run.total_steps * accum), accum)
         log = StepLog()
-        with run.measured():
-            run.train(observers=[log])
-            run.evaluate()
+        run.train(observers=[log])
+        run.evaluate()
         metrics, seconds, warmup = run.metrics(), log.seconds, args.warmup
         timed = sum(seconds[warmup:])
         return {"accuracy": metrics["accuracy"], "ci95": metrics["accuracy_ci95"],

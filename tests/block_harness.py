@@ -15,7 +15,7 @@ def tiny_run(method_name: str, *overrides: str, arch: str = "llama", layers: int
              gradient_checkpointing: bool = False, seed: int = 0, total_steps: int = 50,
              method_obj=None) -> Run:
     """A random-init tiny model (no base pretraining: these tests check mechanics, not accuracy).
-    The run records nothing (no run dir); `run.history` holds each step's metrics, and `run_steps` adds the active blocks."""
+    The run records nothing (no ledger); `run.history` holds each step's metrics, and `run_steps` adds the active blocks."""
     cfg = compose_config(f"model=tiny-{arch}", "model.base=null", f"method={method_name}",
                          f"train.batch_size={batch_size}", f"model.dims.num_hidden_layers={layers}",
                          "train.warmup_steps=0", f"seed={seed}", f"train.max_steps={total_steps}", "device=cpu",

@@ -78,9 +78,9 @@ def test_a_scaled_run_trains_at_the_scaled_lr_and_records_it(cache_dir):
     budget = 2 * default.batches.default_budget
     run = Run.build(compose_config(*base, f"train.pack_tokens={budget}", "train.lr_scaling=sqrt"))
     ratio = budget / run.batches.default_budget
-    assert run.record["schedule"]["tokens_ratio"] == pytest.approx(ratio)
+    assert run.facts["schedule"]["tokens_ratio"] == pytest.approx(ratio)
     assert run.state.optimizer.param_groups[0]["lr"] == pytest.approx(run.cfg.train.lr * ratio ** 0.5)
-    assert default.record["schedule"]["lr"] == default.cfg.train.lr  # lr_scaling=none: unchanged
+    assert default.facts["schedule"]["lr"] == default.cfg.train.lr  # lr_scaling=none: unchanged
 
 
 def test_lr_scaling_without_a_packed_budget_is_refused():

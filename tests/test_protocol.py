@@ -38,13 +38,13 @@ def test_the_run_never_trains_on_its_validation_split(cache_dir):
     assert len(held_out) == 50 and not trained & held_out and not tested & held_out
     # What the run tokenized for training is exactly the training part: 720 pairs less the 50 held out.
     assert len(run.examples) == len(trained) == 720 - 50
-    assert run.record["eval_split"] == "validation"
-    assert run.record["validation"]["size"] == 50 and run.record["validation"]["seed"] == 3
+    assert run.facts["eval_split"] == "validation"
+    assert run.facts["validation"]["size"] == 50 and run.facts["validation"]["seed"] == 3
     # The seed draws the split; the hash names it.
     other = instantiate(compose_config("task.validation_size=50", "task.validation_seed=4").task)
-    assert other.validation_record()["sha256"] != run.record["validation"]["sha256"]
+    assert other.validation_record()["sha256"] != run.facts["validation"]["sha256"]
     again = instantiate(compose_config("task.validation_size=50", "task.validation_seed=3").task)
-    assert again.validation_record() == run.record["validation"]
+    assert again.validation_record() == run.facts["validation"]
 
 
 def test_no_split_by_default_and_validation_needs_one():

@@ -1,6 +1,6 @@
 """The record schema, owned here: file names, statuses and every key of result.json's `metrics`.
 
-The run (bench/run/recipe.py) writes exactly these keys and analysis/collect.py reads them from
+The ledger (bench/run/ledger.py) writes exactly these keys and analysis/collect.py reads them from
 here, so a key added to one side cannot be missing from the other (tests/test_run.py checks a
 real run's record against this list).
 """

@@ -101,7 +101,8 @@ class PreemptionSignals:
     The previous handlers (e.g. submitit's requeue on SIGUSR1) are restored on exit, and
     `redeliver` hands them the signal once the record is safely on disk. A second Ctrl-C
     does not wait for the step to end (our choice: a user who presses it twice means now).
-    Entering it again while active (the lab's `Run.measured`) is a no-op.
+    Entering it again while active is a no-op. The ledger (bench/run/ledger.py) owns them: a run
+    without one keeps Python's own handling.
     """
 
     def __init__(self):
