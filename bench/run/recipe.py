@@ -119,7 +119,7 @@ class Run:
                                  gradient_checkpointing=train_cfg.gradient_checkpointing, seed=self.cfg.seed,
                                  sample_batch=self.probe, grad_accum=train_cfg.grad_accum, precision=self.precision)
         self.model = self.method.prepare(self.model, self.ctx)
-        if train_cfg.compile:  # regional torch.compile: the decoder layers share one graph (bench/loss.py)
+        if train_cfg.compile:  # regional torch.compile: the decoder layers share one graph (bench/compiled.py)
             compile_decoder_layers(self.model)
         self.params = unique_parameters(self.method.trainable_parameters(self.model))
 
