@@ -78,7 +78,7 @@ def test_a_new_method_file_and_yaml_run_in_the_sweep_and_show_in_the_report(tmp_
     (copy / "methods" / "foo.py").write_text(FOO)
     (copy / "conf" / "method" / "foo.yaml").write_text(FOO_YAML)
 
-    sweep = run_in(copy, "bench.cli", "-m", "method=foo", "train.max_steps=2", "eval.limit=4",
+    sweep = run_in(copy, "bench.cli", "-m", "method=foo", "seed=0", "train.max_steps=2", "eval.limit=4",
                    "hydra.sweep.dir=sweep", f"cache_dir={cache_dir}", "wandb.mode=disabled", "device=cpu")
     (record_path,) = result_files(copy / "sweep")
     record = json.loads(record_path.read_text())
