@@ -180,13 +180,13 @@ def checks(report: dict) -> dict:
 
 
 def commit() -> dict:
-    """HEAD, and the tree of the files as they are: on the device machine `.git` is its session's first
-    commit while the files are newer, so the tree names the code that ran (bench/records/recorder.py)."""
-    from bench.records.recorder import worktree_tree_sha
+    """HEAD (and whether the files differ from it), and the tree of the files as they are: on the device
+    machine `.git` is its session's first commit while the files are newer, so the tree names the code
+    that ran (bench/records/recorder.py, as every run's record and lab/real_workload.py name it)."""
+    from bench.records.recorder import code_version, worktree_tree_sha
 
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain")),
-            "worktree_tree_sha": worktree_tree_sha(REPO)}
+    sha, dirty = code_version()
+    return {"sha": sha, "dirty": dirty, "worktree_tree_sha": worktree_tree_sha(REPO)}
 
 
 def eval_reference(args) -> dict:
