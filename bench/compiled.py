@@ -20,6 +20,11 @@ import torch
 from bench.errors import ConfigError
 from bench.models.loading import causal_lm, decoder_layers
 
+# train.cuda_graphs: true (refused where the decoder cannot be replayed: bench/config/checks.py),
+# false, or auto (replayed where it can be: a CUDA device and a config and method that allow it,
+# so one sweep over every method replays full's and LoRA's decoders; the run logs why not where not).
+CUDA_GRAPH_SETTINGS = (False, True, "auto")
+
 
 class _DecoderHidden(torch.nn.Module):
     """The callable that is captured: (input_ids, position_ids) -> the decoder's last hidden states."""

@@ -37,10 +37,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # The fast settings, as lab/real_workload.py's harness_fast trains them (PACKED_FAST and
-# FAST_SETTINGS there), without train.cuda_graphs: only full and LoRA keep their trainable set
-# (Method.cuda_graph_safe), and one sweep runs every method with the same settings.
+# FAST_SETTINGS there), with train.cuda_graphs=auto: one sweep runs every method with the same
+# settings, and only full and LoRA keep their trainable set (Method.cuda_graph_safe), so only
+# theirs replay the decoder (the records' fast_path.cuda_graphs).
 FAST = ("train.batching=packed", "train.pack_tokens=16384", "train.lr_scaling=sqrt", "train.fast_path=chunked_ce",
-        "train.compile=true", "train.log_every=10", "eval.engine=static", "eval.batch_size=512")
+        "train.compile=true", "train.cuda_graphs=auto", "train.log_every=10", "eval.engine=static",
+        "eval.batch_size=512")
 # lr per method, as the reference workload's method rows (real_workload.py --lr / --lora-lr).
 LR_BY_METHOD = {"none": 1e-5, "full": 1e-5, "lora": 2e-4, "topk": 1e-5, "adagradselect": 1e-5, "ist": 1e-5,
                 "lisa": 1e-5, "badam": 1e-5}

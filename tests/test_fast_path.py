@@ -203,6 +203,29 @@ def test_cuda_graphs_on_a_cpu_run_stops_at_build(cache_dir):
         Run.build(compose_config(*GRAPH_RUN, "device=cpu", f"cache_dir={cache_dir}"))
 
 
+def test_cuda_graphs_auto_replays_only_where_nothing_blocks_it(cache_dir, caplog):
+    """`auto` passes the checks where `true` is refused, and the run says why its decoder is not
+    replayed: here a CPU device and a method that changes its trainable set; unknown values are refused."""
+    from bench.config.checks import check
+    from bench.errors import ConfigError
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    auto = (*GRAPH_RUN, "train.cuda_graphs=auto", "device=cpu", f"cache_dir={cache_dir}")
+    check(compose_config(*auto, "method=topk"))
+    with caplog.at_level("INFO", logger="bench.run.recipe"):
+        run = Run.build(compose_config(*auto, "method=topk"))
+        run.train()
+    assert run.performance_record()["fast_path"]["cuda_graphs"] is False
+    assert run.history and all(h["loss"] is not None for h in run.history)
+    message = "\n".join(r.getMessage() for r in caplog.records if "cuda_graphs=auto" in r.getMessage())
+    assert "needs a CUDA device (this run's is cpu)" in message
+    assert "methods.topk.TopK does not" in message
+    assert Run.build(compose_config(*auto, "method=full")).replays_decoder() is False
+    with pytest.raises(ConfigError, match=r"train.cuda_graphs='yes'; allowed: False, True, auto"):
+        check(compose_config(*GRAPH_RUN, "train.cuda_graphs=yes"))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs: CUDA only")
 @pytest.mark.parametrize("method", ["full", "lora"])
 @pytest.mark.parametrize("compiled", [False, True])
@@ -227,6 +250,9 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled, 
     eager, graphed = runs["false"], runs["true"]
     assert graphed.state.decoder_graph.graphed is not None and eager.state.decoder_graph is None
     assert graphed.performance_record()["fast_path"]["cuda_graphs"] is True
+    auto = Run.build(compose_config(*GRAPH_RUN, f"method={method}", *lora, "train.cuda_graphs=auto", "device=cuda",
+                                    f"cache_dir={cache_dir}"))
+    assert auto.replays_decoder()  # nothing blocks it here: auto replays
     assert graphed.state.decoder_graph.capture_seconds > 0  # the first steps' breakdown reads it
     assert [h["loss"] for h in graphed.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-5)
     for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):

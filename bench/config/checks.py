@@ -41,6 +41,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
     """Each key with a closed set of values: (its value, the allowed values from the module that owns it)."""
     from bench.data.batching import BATCHINGS, OVERLONG
     from bench.eval.evaluate import ENGINES, SAMPLES
+    from bench.compiled import CUDA_GRAPH_SETTINGS
     from bench.loss import FAST_PATHS
     from bench.models.loading import SPECIALS_MISMATCH
     from bench.records.recorder import WANDB_MODES
@@ -52,7 +53,7 @@ def allowed_values(cfg) -> dict[str, tuple[object, tuple]]:
     t, e = cfg.train, cfg.eval
     return {"train.precision": (t.precision, PRECISIONS), "train.fast_path": (t.fast_path, FAST_PATHS),
             "train.schedule": (t.schedule, SCHEDULES), "train.overlong": (t.overlong, OVERLONG),
-            "train.batching": (t.batching, BATCHINGS),
+            "train.batching": (t.batching, BATCHINGS), "train.cuda_graphs": (t.cuda_graphs, CUDA_GRAPH_SETTINGS),
             "train.lr_scaling": (t.lr_scaling, tuple(LR_SCALINGS)), "eval.engine": (e.engine, ENGINES),
             "eval.sample": (e.sample, SAMPLES), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
             "eval.split": (e.split, EVAL_SPLITS), "protocol.stage": (cfg.protocol.stage, (None, *STAGES)),
@@ -189,25 +190,32 @@ def check_values(cfg) -> None:
     check_validation_split(cfg)
 
 
-def _check_cuda_graphs(cfg) -> None:
-    """train.cuda_graphs: what the replayed decoder needs (bench/compiled.py DecoderGraph says why each)."""
+def cuda_graphs_blockers(cfg) -> list[str]:
+    """What keeps this config's decoder from being replayed as CUDA graphs, each a "needs ..." phrase
+    (bench/compiled.py DecoderGraph says why each); empty: nothing (the device is checked at build)."""
     t = cfg.train
-    if not t.cuda_graphs:
-        return
     needs = {"train.batching": (t.batching, "packed"), "train.fast_path": (t.fast_path, "chunked_ce"),
              "train.grad_accum": (t.grad_accum, 1), "train.gradient_checkpointing": (t.gradient_checkpointing, False)}
-    for key, (value, required) in needs.items():
-        if value != required:
-            raise ConfigError(f"train.cuda_graphs=true needs {key}={required} (got {value}); "
-                              f"see bench/compiled.py DecoderGraph")
+    blockers = [f"needs {key}={required} (got {value})" for key, (value, required) in needs.items() if value != required]
     method = _method_class(cfg)
     if method is not None and method.trains and not method.cuda_graph_safe:
         # Our choice: no re-capture per trainable set (LISA/BAdam switch every N steps; a capture
         # costs about a compiled step, and the selection methods' hooks would run only while capturing).
-        raise ConfigError(f"train.cuda_graphs=true needs a method that keeps its trainable set and adds no "
-                          f"hooks (Method.cuda_graph_safe: full, lora); {cfg.method._target_} does not (its set "
-                          f"changes between steps, and re-capturing per set is not implemented): use "
-                          f"train.cuda_graphs=false")
+        blockers.append(f"needs a method that keeps its trainable set and adds no hooks (Method.cuda_graph_safe: "
+                        f"full, lora); {cfg.method._target_} does not (its set changes between steps, and "
+                        f"re-capturing per set is not implemented)")
+    return blockers
+
+
+def _check_cuda_graphs(cfg) -> None:
+    """train.cuda_graphs=true: refused where the replayed decoder cannot run (`auto` turns itself off
+    there instead, and the run says so: bench/run/recipe.py)."""
+    if cfg.train.cuda_graphs is not True:
+        return
+    blockers = cuda_graphs_blockers(cfg)
+    if blockers:
+        raise ConfigError(f"train.cuda_graphs=true {blockers[0]}; use train.cuda_graphs=false or auto "
+                          f"(see bench/compiled.py DecoderGraph)")
 
 
 def _method_class(cfg):

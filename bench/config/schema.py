@@ -56,7 +56,7 @@ class TrainConfig(OptimConfig):
     resume: bool = MISSING
     fast_path: str = MISSING
     compile: bool = MISSING
-    cuda_graphs: bool = MISSING
+    cuda_graphs: Any = MISSING  # true | false | auto (bench/compiled.py CUDA_GRAPH_SETTINGS)
     log_every: int = MISSING
     save_model: bool = MISSING
 

@@ -11,6 +11,7 @@ benchmark lab (lab/) and the tests' tiny harness (tests/block_harness.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 
@@ -19,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import set_seed
 
-from bench.config.checks import check
+from bench.config.checks import check, cuda_graphs_blockers
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
@@ -37,6 +38,8 @@ from bench.run.optim import build_optimizer, build_scheduler, scaled_schedule
 from bench.runtime import (CompileRecord, device_share, resolve_device, resolve_precision, synchronize,
                            use_compile_caches)
 from methods.base import MethodContext
+
+log = logging.getLogger(__name__)
 
 
 class Run:
@@ -133,9 +136,22 @@ class Run:
         self.method.attach_optimizer(optimizer)
         scheduler = build_scheduler(optimizer, self.cfg.train, self.total_steps, schedule["warmup_steps"])
         # train.cuda_graphs: captured at the first step (its warm-up and capture count in the run's time)
-        graph = DecoderGraph(self.model, self.device) if self.cfg.train.cuda_graphs else None
+        graph = DecoderGraph(self.model, self.device) if self.replays_decoder() else None
         self.state = TrainState(self.model, self.method, optimizer, scheduler, self.batches, self.device,
                                 self.precision, decoder_graph=graph)
+
+    def replays_decoder(self) -> bool:
+        """train.cuda_graphs, resolved: `auto` is on where nothing blocks the replayed decoder, and
+        says what blocks it where something does (the record's fast_path.cuda_graphs: what ran)."""
+        setting = self.cfg.train.cuda_graphs
+        if setting != "auto":
+            return bool(setting)
+        blockers = cuda_graphs_blockers(self.cfg)
+        if self.device.type != "cuda":
+            blockers.append(f"needs a CUDA device (this run's is {self.device})")
+        if blockers:
+            log.info("train.cuda_graphs=auto: the decoder runs without CUDA graphs; it %s", "; ".join(blockers))
+        return not blockers
 
     # -- checkpoint state: everything a bit-identical continuation needs (bench/run/checkpoint.py) --
 
