@@ -15,7 +15,7 @@ import pytest
 from bench.run.resume import run_key
 from conftest import REPO, result_files, run_cli
 
-RESUME_ARGS = ("train.max_steps=160", "eval.limit=40", "wandb.mode=disabled", "seed=3")
+RESUME_ARGS = ("train.max_steps=40", "eval.limit=40", "wandb.mode=disabled", "seed=3")
 
 
 def _result(root: Path) -> dict:
@@ -56,7 +56,7 @@ def test_sigterm_then_relaunch_equals_an_unbroken_run(tmp_path, cache_dir, metho
     killed = _kill_mid_training(broken, args)
     assert killed.returncode == 128 + signal.SIGTERM, killed.stderr[-2000:]
     preempted = _result(broken)
-    assert preempted["status"] == "preempted" and 5 <= preempted["error"]["step"] < 160
+    assert preempted["status"] == "preempted" and 5 <= preempted["error"]["step"] < 40
     run_cli(broken, *args)  # the relaunch: same config, so same store key -> resume
     results = sorted(result_files(broken / "outputs" / "runs"))
     resumed = json.loads(results[-1].read_text())
