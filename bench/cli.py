@@ -12,12 +12,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import bench.config.schema  # noqa: F401 - registers the structured-config schema before Hydra composes
-from bench.config.checks import check_known_keys
+from bench.config.checks import check_known_keys, check_numbers
 from bench.errors import ConfigError, input_error
 
 # Torch, transformers and the eval engines load inside the functions below (bench.run.ledger),
-# after Hydra has composed the config and the pure checks have passed: `--help`, `--cfg job` and
-# a misspelt key take about a second instead of the heavy imports' many seconds.
+# after Hydra has composed the config and the pure checks have passed: `--help`, `--cfg job`, a
+# misspelt key and a number out of range take about a second instead of the heavy imports' many seconds.
 
 log = logging.getLogger("slmbench")
 
@@ -49,6 +49,7 @@ def main(cfg: DictConfig) -> None:
     try:
         if not multirun:  # refused before torch loads; a sweep's jobs record the refusal in their result.json
             check_known_keys(cfg)
+            check_numbers(cfg)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # per-weight loading bars drown the run's own progress bars

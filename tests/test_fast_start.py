@@ -14,11 +14,18 @@ PROBE = f"""
 import sys
 import bench.cli
 from hydra import compose, initialize_config_dir
-from bench.config.checks import ConfigError, check_known_keys
+from bench.config.checks import ConfigError, check_known_keys, check_numbers
 with initialize_config_dir(config_dir={str(REPO / 'conf')!r}, version_base="1.3"):
     cfg = compose(config_name="config", overrides=["+train.lrr=1"])
 try:
     check_known_keys(cfg)
+    print("NOT REFUSED")
+except ConfigError as err:
+    print("refused:", err)
+with initialize_config_dir(config_dir={str(REPO / 'conf')!r}, version_base="1.3"):
+    cfg = compose(config_name="config", overrides=["eval.limit=0"])
+try:
+    check_numbers(cfg)
     print("NOT REFUSED")
 except ConfigError as err:
     print("refused:", err)
@@ -31,6 +38,7 @@ def test_the_cli_and_the_key_check_load_no_torch(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused: train.lrr is not a known key; did you mean train.lr?" in proc.stdout
+    assert "refused: eval.limit must be positive or null (every example), got 0" in proc.stdout
     assert "loaded: []" in proc.stdout, proc.stdout
 
 

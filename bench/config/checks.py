@@ -23,7 +23,7 @@ from bench.records.schema import RESULT_FILE
 # checks that read them. `bench.cli` refuses a misspelt key with check_known_keys before any of them
 # loads (tests/test_fast_start.py).
 
-__all__ = ["ConfigError", "check", "check_known_keys"]
+__all__ = ["ConfigError", "check", "check_known_keys", "check_numbers"]
 
 # The closed sections: their keys are exactly the schema's fields. Hydra refuses a misspelt
 # `train.lrr=1`, but `+train.lrr=1` (the fix its own error message suggests) adds the key anyway.
@@ -159,6 +159,21 @@ def check_training_happens(cfg) -> None:
 
 
 def check_values(cfg) -> None:
+    check_numbers(cfg)
+    for key, (value, allowed) in allowed_values(cfg).items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(str, allowed))}")
+    _check_packing(cfg.train)
+    _check_cuda_graphs(cfg)
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
+    check_task_prompt(cfg.task)
+    check_validation_split(cfg)
+
+
+def check_numbers(cfg) -> None:
+    """The numbers' ranges: pure arithmetic on the config, so `bench.cli` runs them before torch loads
+    (with check_known_keys) and a zero batch size or eval limit is refused in about a second."""
     t, e = cfg.train, cfg.eval
     positive = {"train.batch_size": t.batch_size, "train.lr": t.lr, "train.grad_accum": t.grad_accum,
                 "eval.batch_size": e.batch_size, "eval.max_new_tokens": e.max_new_tokens,
@@ -179,15 +194,6 @@ def check_values(cfg) -> None:
         raise ConfigError(f"eval.limit must be positive or null (every example), got {e.limit}")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
-    for key, (value, allowed) in allowed_values(cfg).items():
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(str, allowed))}")
-    _check_packing(t)
-    _check_cuda_graphs(cfg)
-    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise ConfigError(f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
-    check_task_prompt(cfg.task)
-    check_validation_split(cfg)
 
 
 def cuda_graphs_blockers(cfg) -> list[str]:
