@@ -197,7 +197,9 @@ def eval_reference(args) -> dict:
     # --quick: SmolLM2 (the install's GGUF) on the committed GSM8K rows, a few prompts on the CPU
     size = (["--quick", "--device", "cpu", "--data-dir", str(REPO / "tests" / "fixtures")] if args.quick else
             ["--data-dir", str(Path(args.data_dir).resolve()), "--eval-limit", str(args.eval_limit), "--identical-n", "64"])
-    command = [sys.executable, "-m", "lab", "real_workload", "--parts", "eval", "--fresh", "--out", str(out), *size]
+    # the sweep's cache_dir: the model's converted weights (SmolLM2's GGUF) are made once for both
+    command = [sys.executable, "-m", "lab", "real_workload", "--parts", "eval", "--fresh", "--out", str(out), *size,
+               "--set", f"cache_dir={Path(args.cache_dir).resolve()}"]
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(args.work_dir) / "eval_reference.log", "w") as log:
         proc = subprocess.run(command, cwd=REPO, env=child_env(), stdout=log,

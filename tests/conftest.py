@@ -69,6 +69,25 @@ def cache_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def kept_full_model(tmp_path_factory, cache_dir) -> dict:
+    """Two real runs that tests/test_launch_dir.py and tests/test_save_model.py assert different
+    things about (one pair of processes for both): full fine-tuning that keeps its model, started
+    from a user's directory outside the repository (relative run dirs), then that model evaluated
+    through a relative `model.path`. The directory also holds the GSM8K fixture rows in data/."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("user") / "work"
+    (work / "data").mkdir(parents=True)
+    for name in ("train.jsonl", "test.jsonl"):
+        shutil.copy(FIXTURES / "gsm8k" / name, work / "data" / name)
+    quiet = ("eval.limit=30", "wandb.mode=disabled", "device=cpu", f"cache_dir={cache_dir}")
+    kept = run_cli(work, "method=full", "train.max_steps=20", "train.save_model=true", "hydra.run.dir=runs/keep", *quiet)
+    run_cli(work, "method=none", "model.path=runs/keep/model", "hydra.run.dir=runs/again", *quiet)
+    return {"work": work, "kept": work / "runs" / "keep", "again": work / "runs" / "again",
+            "kept_output": kept.stdout + kept.stderr}
+
+
 def compose_config(*overrides: str):
     """The composed run config (no Hydra runtime), for in-process `run_job` calls."""
     import bench.config.schema  # noqa: F401 - the schema the config's defaults list names

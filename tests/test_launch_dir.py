@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
-from conftest import FIXTURES, REPO, run_cli
+from conftest import REPO, run_cli
 
 QUIET = ("wandb.mode=disabled", "device=cpu")
 
@@ -16,23 +15,16 @@ def _record(run_dir):
     return json.loads((run_dir / "result.json").read_text())
 
 
-def test_relative_model_path_and_data_are_read_from_the_launch_dir(tmp_path, cache_dir):
-    work = tmp_path / "work"  # the user's directory: not the repository, not its parent
-    (work / "data").mkdir(parents=True)
-    for name in ("train.jsonl", "test.jsonl"):
-        shutil.copy(FIXTURES / "gsm8k" / name, work / "data" / name)
+def test_relative_model_path_and_data_are_read_from_the_launch_dir(kept_full_model, cache_dir):
+    work = kept_full_model["work"]  # the user's directory: not the repository, not its parent
     assert not str(work).startswith(str(REPO))
 
-    kept = run_cli(work, "method=full", "train.max_steps=3", "train.save_model=true", "eval.limit=4",
-                   "hydra.run.dir=runs/keep", f"cache_dir={cache_dir}", *QUIET)
-    trained = _record(work / "runs" / "keep")
+    trained = _record(kept_full_model["kept"])  # hydra.run.dir=runs/keep, train.save_model=true
     assert trained["saved_model"]["path"] == str(work / "runs" / "keep" / "model")
-    assert f"model kept in {work / 'runs' / 'keep' / 'model'}" in kept.stdout + kept.stderr  # said, not only recorded
+    assert f"model kept in {work / 'runs' / 'keep' / 'model'}" in kept_full_model["kept_output"]  # said, not only recorded
     assert re.fullmatch(r"[0-9a-f]{40}", trained["env"]["git_sha"])  # the code's own checkout (PYTHONPATH)
 
-    run_cli(work, "method=none", "model.path=runs/keep/model", "eval.limit=4", "hydra.run.dir=runs/again",
-            f"cache_dir={cache_dir}", *QUIET)
-    again = _record(work / "runs" / "again")
+    again = _record(kept_full_model["again"])  # model.path=runs/keep/model
     assert again["weights"]["loaded_from"] == str(work / "runs" / "keep" / "model")
     assert again["metrics"]["accuracy"] == trained["metrics"]["accuracy"]
 

@@ -138,15 +138,19 @@ def one_run(cwd, name, *overrides):
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
-def test_kept_model_evaluates_to_the_runs_accuracy_through_the_cli(method, cache_dir, tmp_path):
-    run_dir, trained = one_run(tmp_path, "train", f"method={method}", "train.max_steps=20", "train.save_model=true",
-                               f"cache_dir={cache_dir}")
+def test_kept_model_evaluates_to_the_runs_accuracy_through_the_cli(method, cache_dir, tmp_path, request):
+    if method == "full":  # the same two runs as tests/test_launch_dir.py's (tests/conftest.py kept_full_model)
+        runs = request.getfixturevalue("kept_full_model")
+        (run_dir, trained), (eval_dir, evaluated) = [(runs[name], json.loads((runs[name] / "result.json").read_text()))
+                                                     for name in ("kept", "again")]
+    else:
+        run_dir, trained = one_run(tmp_path, "train", f"method={method}", "train.max_steps=20", "train.save_model=true",
+                                   f"cache_dir={cache_dir}")
+        eval_dir, evaluated = one_run(tmp_path, "eval", "method=none", f"model.path={run_dir / 'model'}",
+                                      f"cache_dir={cache_dir}")
     kind = {"lora": "adapter", "full": "full"}[method]
     assert trained["saved_model"]["kind"] == kind and trained["saved_model"]["path"] == str(run_dir / "model")
     assert trained["weights"]["cache_key"] in trained["weights"]["loaded_from"]
-
-    eval_dir, evaluated = one_run(tmp_path, "eval", "method=none", f"model.path={run_dir / 'model'}",
-                                  f"cache_dir={cache_dir}")
 
     assert evaluated["status"] == "ok" and "saved_model" not in evaluated
     assert evaluated["weights"]["loaded_from"] == str(run_dir / "model")
