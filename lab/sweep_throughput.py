@@ -326,6 +326,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"Evaluation: both engines answered the same {ref['prompts']} GSM8K test prompts in "
                   f"{ref['precision']} (accuracy {_fmt(ref['accuracy_hf'], 3)} HF generate, "
                   f"{_fmt(ref['accuracy_static'], 3)} static); in fp32 their texts were identical on {same} of {n}."]
+    if report.get("provenance_note"):  # written by hand into the JSON after a device run: which code, which calls
+        lines += ["", f"Provenance: {report['provenance_note']}"]
     return "\n".join(lines) + "\n"
 
 

@@ -42,3 +42,5 @@ def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
     assert "Where the serial sweep's" in section and "in fp32 their texts were identical on" in section
     assert section.startswith("## Sweep throughput: 2 runs, serial vs 2 jobs per GPU")
     assert "| lora |" in section and "| none |" in section
+    assert "Provenance:" not in section  # only a note written into the JSON by hand is shown
+    assert "Provenance: the tree of commit x" in sweep_throughput.markdown({**report, "provenance_note": "the tree of commit x"})
