@@ -77,7 +77,6 @@ def test_validation_without_a_split_exits_2_naming_the_key(tmp_path):
     assert "task.validation_size" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "gsm8k" / "train.jsonl").exists(), reason="needs ../shared/data/gsm8k")
 @pytest.mark.assets("gsm8k/train.jsonl", "gsm8k/test.jsonl")
 def test_gsm8k_holds_out_500_scored_like_its_test_set():
     cfg = compose_config("task=gsm8k", f"task.train.path={SHARED_DATA}/gsm8k/train.jsonl",

@@ -26,7 +26,7 @@ from bench.errors import ConfigError
 from bench.records.recorder import REDACTED
 from bench.run.resume import Diverged, Preempted, PreemptionSignals
 from bench.run.store import RunStore
-from conftest import CONF, REPO, SHARED_DATA, compose_config, result_files
+from conftest import CONF, REPO, SHARED_DATA, absent, compose_config, result_files
 
 QUICK = ("train.max_steps=3", "train.batch_size=8", "train.warmup_steps=0", "eval.limit=4",
          "wandb.mode=disabled", "device=cpu")
@@ -193,7 +193,8 @@ BAD_INPUT = {  # the CLI's one line and exit 2 for the same errors: tests/test_r
 def test_bad_input_is_refused_before_training_without_a_record(tmp_path, case):
     if "gsm8k" in case or case == "empty_data_file":
         if not (SHARED_DATA / "gsm8k" / "test.jsonl").exists():
-            pytest.skip("../shared/data/gsm8k is absent")
+            absent(f"needs gsm8k/test.jsonl in the assets folder {SHARED_DATA}: set SLMBENCH_ASSETS to a folder "
+                   f"holding it (README \"Assets\")")
     make_args, named = BAD_INPUT[case]
     method = "topk" if case == "unknown_method_knob" else "full"
     with pytest.raises(Exception) as raised:
