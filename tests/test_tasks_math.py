@@ -51,3 +51,13 @@ def test_eval_rows_need_a_gold_answer(no_hub, tmp_path):
     with pytest.raises(DataError, match=r"task\.eval\.math500: 1 rows have no gold answer, first at .*nobox\.jsonl:2"):
         build_task("math", *MATH_LOCAL, "task.train.limit=1", f"task.eval.math500.path={path}",
                    "task.eval.math500.fields.answer=null")
+
+
+def test_an_eval_source_without_extraction_takes_the_formats_default(no_hub):
+    """The train source names no extraction (it is never scored); an eval source that names none
+    is scored by MathFormat's own default, the last \\boxed{} (written once, in MathFormat)."""
+    from bench.tasks.hendrycks_math import MathFormat
+
+    task, _ = build_task("math", *MATH_LOCAL, "task.train.limit=1", "task.eval.math500.limit=1",
+                         "~task.eval.math500.extraction")
+    assert task._formats["task.eval.math500"].extraction == MathFormat().extraction == "boxed"

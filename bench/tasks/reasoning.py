@@ -104,7 +104,8 @@ class ReasoningTask(Task):
         if kind == "gsm8k":
             return GSM8KFormat(self.keep_calculator_annotations)
         if kind == "math":
-            return MathFormat(source.get("extraction", "boxed"))
+            # MathFormat's own default (boxed) where the source names no extraction: written once, there
+            return MathFormat(**{name: source[name] for name in ("extraction",) if name in source})
         if kind == "metamathqa":
             return MetaMathQAFormat()
         raise ValueError(f"{key}.kind={kind!r}; allowed: {', '.join(KINDS)}")
