@@ -15,20 +15,14 @@ import sys
 import bench.cli
 from hydra import compose, initialize_config_dir
 from bench.config.checks import ConfigError, check_known_keys, check_numbers
-with initialize_config_dir(config_dir={str(REPO / 'conf')!r}, version_base="1.3"):
-    cfg = compose(config_name="config", overrides=["+train.lrr=1"])
-try:
-    check_known_keys(cfg)
-    print("NOT REFUSED")
-except ConfigError as err:
-    print("refused:", err)
-with initialize_config_dir(config_dir={str(REPO / 'conf')!r}, version_base="1.3"):
-    cfg = compose(config_name="config", overrides=["eval.limit=0"])
-try:
-    check_numbers(cfg)
-    print("NOT REFUSED")
-except ConfigError as err:
-    print("refused:", err)
+for override, pure_check in (("+train.lrr=1", check_known_keys), ("eval.limit=0", check_numbers)):
+    with initialize_config_dir(config_dir={str(REPO / 'conf')!r}, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[override])
+    try:
+        pure_check(cfg)
+        print("NOT REFUSED")
+    except ConfigError as err:
+        print("refused:", err)
 print("loaded:", sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
 

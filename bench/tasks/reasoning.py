@@ -105,7 +105,7 @@ class ReasoningTask(Task):
             return GSM8KFormat(self.keep_calculator_annotations)
         if kind == "math":
             # MathFormat's own default (boxed) where the source names no extraction: written once, there
-            return MathFormat(**{name: source[name] for name in ("extraction",) if name in source})
+            return MathFormat(source["extraction"]) if "extraction" in source else MathFormat()
         if kind == "metamathqa":
             return MetaMathQAFormat()
         raise ValueError(f"{key}.kind={kind!r}; allowed: {', '.join(KINDS)}")
