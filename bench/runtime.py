@@ -109,7 +109,8 @@ def device_share(device: torch.device) -> dict:
     """result.json's `device_share`: the physical GPU (its UUID) and the most slmbench jobs that ran
     on it at once during this run (1: the run had it alone), with the launcher's jobs_per_gpu. A job
     of the parallel launcher reads what the launcher wrote for it (it rewrites the file whenever a
-    job joins the card; on the CPU the host is the device); any other run ran alone (the basic
+    job joins the card; on the CPU the host is the device), including `mps`: whether the job ran as
+    a client of the launcher's MPS server (hydra.launcher.mps); any other run ran alone (the basic
     launcher runs one job at a time)."""
     import json
     import os
@@ -118,11 +119,12 @@ def device_share(device: torch.device) -> dict:
     if device.type == "cuda":
         uuid = str(torch.cuda.get_device_properties(device).uuid)
         uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"  # nvidia-smi's spelling
-    share = {"gpu_uuid": uuid, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
+    share = {"gpu_uuid": uuid, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None, "mps": False}
     path = os.environ.get(DEVICE_SHARE_ENV)
     if path:
         written = json.loads(open(path).read())
         share["jobs_on_device_max"] = int(written["jobs_on_device_max"])
         share["launcher_jobs_per_gpu"] = written["launcher_jobs_per_gpu"]
+        share["mps"] = bool(written.get("mps", False))
         share["gpu_uuid"] = uuid or written["gpu_uuid"]
     return share

@@ -8,7 +8,10 @@ loss, compiled layers, the loss read every 10 steps, the static eval engine), th
 
 1. `serial`: jobs_per_gpu=1, a fresh store and a fresh compile cache: its first training job
    compiles cold (`cold_epoch_s`).
-2. `packed`: jobs_per_gpu=N, a fresh store, the serial sweep's compile cache.
+2. `packed`: jobs_per_gpu=N, a fresh store, the serial sweep's compile cache; with `--mps` its jobs
+   are clients of the sweep's MPS server (hydra.launcher.mps=true: their kernels run side by side).
+   `packed_time_sliced` (run only when named): the same without MPS, the card time-sliced, to show
+   what MPS buys on the same machine.
 3. `warm_solo`: the full fine-tune alone, a fresh store, the same cache: `warm_epoch_s` (its
    compile hits the cache; time measured alone, since packed jobs share the card).
 4. `eval_reference`: the evaluation engines side by side on the same machine (`python -m lab
@@ -52,6 +55,7 @@ QUICK_METHODS = "none,lora"
 TARGETS = {"speedup_min": 3.0, "cold_epoch_s_max": 12.0, "warm_epoch_s_max": 9.0, "loss_rel_diff_max": 0.01,
            "eval_speedup_min": 10.0}
 STAGES = ("serial", "packed", "warm_solo", "eval_reference")
+EXTRA_STAGES = ("packed_time_sliced",)  # run only when named in --stages
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated methods (default: the config's default sweep; --quick: none,lora)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every job")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny model, arithmetic, 3 steps, 2 methods")
-    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+    p.add_argument("--mps", action="store_true",
+                   help="the packed stage's jobs run as clients of the sweep's MPS server (hydra.launcher.mps=true)")
+    p.add_argument("--stages", nargs="+", choices=STAGES + EXTRA_STAGES, default=list(STAGES),
                    help="the stages this call runs (the JSON at --out keeps the others' results)")
     p.add_argument("--fresh", action="store_true", help="start a new JSON instead of adding to the one at --out")
     p.add_argument("--eval-limit", type=int, default=512, help="eval_reference: GSM8K test prompts both engines answer")
@@ -80,7 +86,8 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     args.work_dir = args.work_dir or REPO / "outputs" / "sweep_throughput" / time.strftime("%Y%m%d-%H%M%S")
     args.cache_dir = args.cache_dir or args.work_dir / "cache"
     args.methods = args.methods or (QUICK_METHODS if args.quick else None)
-    if "packed" in args.stages and "serial" not in args.stages and not Path(args.cache_dir).exists():
+    packed = {"packed", "packed_time_sliced"} & set(args.stages)
+    if packed and "serial" not in args.stages and not Path(args.cache_dir).exists():
         raise SystemExit(f"python -m lab sweep_throughput: the packed stage reuses the serial stage's compile "
                          f"cache, and {args.cache_dir} does not exist: run serial first, with the same --work-dir")
     return args
@@ -104,11 +111,12 @@ def child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
 
 
-def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = ()) -> dict:
+def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = (), mps: bool = False) -> dict:
     """One `slmbench -m` sweep in its own sweep dir and store: its wall time and its records."""
     root = Path(args.work_dir) / name
     launcher = ["hydra/launcher=parallel", f"hydra.launcher.jobs_per_gpu={jobs_per_gpu}",
-                f"hydra.launcher.n_parallel={jobs_per_gpu}", f"hydra.sweep.dir={root / 'sweep'}",
+                f"hydra.launcher.n_parallel={jobs_per_gpu}", f"hydra.launcher.mps={str(mps).lower()}",
+                f"hydra.sweep.dir={root / 'sweep'}",
                 f"store_dir={root / 'store'}", f"cache_dir={Path(args.cache_dir).resolve()}"]
     methods = [f"method={args.methods}"] if args.methods and not any(e.startswith("method=") for e in extra) else []
     command = [sys.executable, "-m", "bench.cli", "-m", *launcher, *sweep_overrides(args), *methods, *extra]
@@ -122,7 +130,8 @@ def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = ()) -> dict
                      key=lambda r: r["started_at"])
     if proc.returncode != 0 or not records:
         raise RuntimeError(f"sweep {name} exited {proc.returncode} with {len(records)} records; see {root / 'sweep.log'}")
-    return {"wall_s": wall, "jobs_per_gpu": jobs_per_gpu, "command": command[1:], "runs": [run_row(r) for r in records]}
+    return {"wall_s": wall, "jobs_per_gpu": jobs_per_gpu, "mps": mps, "command": command[1:],
+            "runs": [run_row(r) for r in records]}
 
 
 def run_row(record: dict) -> dict:
@@ -218,7 +227,9 @@ def run_stage(args, stage: str) -> dict:
     if stage == "serial":
         return run_sweep(args, "serial", 1)
     if stage == "packed":
-        return run_sweep(args, "packed", args.jobs_per_gpu)
+        return run_sweep(args, "packed", args.jobs_per_gpu, mps=args.mps)
+    if stage == "packed_time_sliced":
+        return run_sweep(args, "packed_time_sliced", args.jobs_per_gpu)
     if stage == "warm_solo":
         return run_sweep(args, "warm_solo", 1, [f"method={'lora' if args.quick else 'full'}"])
     return eval_reference(args)
@@ -226,7 +237,7 @@ def run_stage(args, stage: str) -> dict:
 
 def derived(report: dict) -> dict:
     """The figures the targets read, from the stages present (a missing stage leaves its figures null)."""
-    serial, packed, warm = (report.get(k) for k in ("serial", "packed", "warm_solo"))
+    serial, packed, warm, sliced = (report.get(k) for k in ("serial", "packed", "warm_solo", "packed_time_sliced"))
     runs = lambda sweep, key: {r["method"]: r[key] for r in sweep["runs"]} if sweep else {}  # noqa: E731
     cold_run = first_training_run(serial["runs"]) if serial else None
     warm_run = first_training_run(warm["runs"]) if warm else None
@@ -236,8 +247,10 @@ def derived(report: dict) -> dict:
         "device": next((r["device_name"] for s in (serial, packed, warm) if s for r in s["runs"] if r["device_name"]),
                        report.get("device")),
         "serial_wall_s": serial and serial["wall_s"], "packed_wall_s": packed and packed["wall_s"],
-        "jobs_per_gpu": packed and packed["jobs_per_gpu"],
+        "jobs_per_gpu": packed and packed["jobs_per_gpu"], "packed_mps": bool(packed and packed.get("mps")),
         "speedup": serial["wall_s"] / packed["wall_s"] if serial and packed else None,
+        "packed_time_sliced_wall_s": sliced and sliced["wall_s"],
+        "speedup_time_sliced": serial["wall_s"] / sliced["wall_s"] if serial and sliced else None,
         "cold_epoch_s": (cold_run or {}).get("train_wall_clock_s"), "cold_method": (cold_run or {}).get("method"),
         "warm_epoch_s": (warm_run or {}).get("train_wall_clock_s"), "warm_method": (warm_run or {}).get("method"),
         "warm_compile_cache_hit": bool(warm_compile.get("fx_graph_cache_hit") or warm_compile.get("aot_autograd_cache_hit")),
@@ -285,10 +298,11 @@ def markdown(report: dict) -> str:
     serial_runs = (report.get("serial") or {}).get("runs", [])
     ref = report.get("eval_reference") or {}
     ratio = lambda v: "–" if v is None else f"{v:.2f}x"  # noqa: E731
-    lines = [f"## Sweep throughput: {len(serial_runs)} runs, serial vs {report['jobs_per_gpu']} jobs per GPU",
+    mps = " under MPS" if report.get("packed_mps") else ""
+    lines = [f"## Sweep throughput: {len(serial_runs)} runs, serial vs {report['jobs_per_gpu']} jobs per GPU{mps}",
              "", f"Device: {report['device']}; {code_line(report)}{'; --quick (figures mean nothing)' if report['quick'] else ''}.",
              "", "| target | value | goal | |", "|---|---|---|---|",
-             f"| packed throughput (serial / packed wall) | {ratio(report['speedup'])} "
+             f"| packed throughput{mps} (serial / packed wall) | {ratio(report['speedup'])} "
              f"({_fmt(report['serial_wall_s'], 0)} s / {_fmt(report['packed_wall_s'], 0)} s) | >= {TARGETS['speedup_min']:.0f}x "
              f"| {mark(c['speedup']['ok'])} |",
              f"| cold epoch ({report['cold_method']}, first job, fresh cache) | {_fmt(report['cold_epoch_s'])} s "
@@ -314,6 +328,10 @@ def markdown(report: dict) -> str:
                      f"{share.get('jobs_on_device_max', '–')} | {comp.get('fx_graph_cache_hit', '–')} |")
     lines += ["", "Packed jobs share the card: their train and eval seconds are not the methods' own "
               "(device_share.jobs_on_device_max > 1); time comparisons use solo runs."]
+    if report.get("packed_time_sliced_wall_s"):
+        lines += ["", f"The same packed sweep without MPS (the card time-sliced between the jobs' processes), "
+                  f"same machine and sitting: {report['packed_time_sliced_wall_s']:.0f} s, "
+                  f"{ratio(report['speedup_time_sliced'])} serial."]
     if serial_runs and report.get("serial_wall_s"):
         in_runs = sum(r["finished_at"] - r["started_at"] for r in serial_runs if r.get("finished_at"))
         lines += ["", f"Where the serial sweep's {report['serial_wall_s']:.0f} s went: {in_runs:.0f} s inside the "

@@ -334,7 +334,8 @@ def test_train_compile_trains_every_method_as_eager(method, monkeypatch):
             assert record["fast_path"] == {"loss": "none", "compile": compiled, "cuda_graphs": False}
             assert record["compile"]["enabled"] is compiled and record["compile"]["seconds"] >= 0
             assert {"fx_graph_cache_hit", "fx_graph_cache_miss", "aot_autograd_cache_hit"} <= set(record["compile"])
-            assert record["device_share"] == {"gpu_uuid": None, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None}
+            assert record["device_share"] == {"gpu_uuid": None, "jobs_on_device_max": 1, "launcher_jobs_per_gpu": None,
+                                                "mps": False}
     assert counters["stats"]["unique_graphs"] >= 1
     assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
     torch._dynamo.reset()

@@ -1,14 +1,20 @@
 """hydra_plugins/slmbench_launcher: jobs run as separate processes, several per GPU when asked (admitted
 by the card's memory, here a budget standing in for a GPU), share one compile cache and record how
-many jobs shared their device; SLURM config composes."""
+many jobs shared their device, run as clients of the sweep's MPS server when asked (a stand-in
+daemon here); SLURM config composes."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from conftest import result_files, run_cli
+from conftest import REPO, result_files, run_cli
 from hydra_plugins.slmbench_launcher.admission import Card, MemoryBudget, headroom_gib, known_peaks_gib, pick
+
+# NVIDIA's MPS control daemon cannot run without a GPU: a stand-in of its command line, first on PATH.
+MPS_STAND_IN = {"PATH": f"{REPO / 'tests' / 'fixtures' / 'mps_stand_in'}{os.pathsep}{os.environ['PATH']}"}
 
 
 def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path, cache_dir):
@@ -36,12 +42,14 @@ def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path, cache_dir)
 def test_packed_jobs_wait_for_room_and_a_solo_stage_reruns_one_per_method(tmp_path, cache_dir):
     """One 'GPU' of 10 GiB (a memory budget: the CPU jobs ignore CUDA_VISIBLE_DEVICES), jobs expected
     at 4 GiB, three slots: two jobs fit at once, so no record may say more than two shared the card.
-    Then the solo stage: the first job of each method again, alone, as an identity of its own.
+    The packed jobs are clients of the sweep's MPS daemon (a stand-in: no GPU here), which quits
+    before the solo stage: the first job of each method again, alone, as an identity of its own.
     (method=none: evaluation only, the fastest job.)"""
     proc = run_cli(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.gpus=[0]", "hydra.launcher.jobs_per_gpu=3",
                    "hydra.launcher.gpu_memory=budget:10", "hydra.launcher.expected_job_gib=4",
-                   "hydra.launcher.memory_margin_gib=0", "hydra.launcher.solo_timing=true",
-                   "method=none", "seed=0,1,2", f"cache_dir={cache_dir}", "eval.limit=4", "wandb.mode=disabled")
+                   "hydra.launcher.memory_margin_gib=0", "hydra.launcher.solo_timing=true", "hydra.launcher.mps=true",
+                   "method=none", "seed=0,1,2", f"cache_dir={cache_dir}", "eval.limit=4", "wandb.mode=disabled",
+                   env=MPS_STAND_IN)
     records = [json.loads(p.read_text()) for p in result_files(tmp_path / "outputs" / "multirun")]
     packed = [r for r in records if r["config"]["timing"] is None]
     solo = [r for r in records if r["config"]["timing"] == "solo"]
@@ -52,6 +60,35 @@ def test_packed_jobs_wait_for_room_and_a_solo_stage_reruns_one_per_method(tmp_pa
     assert [(r["method"], r["seed"]) for r in solo] == [("none", 0)]
     assert all(r["device_share"]["jobs_on_device_max"] == 1 for r in solo)
     assert not {r["run_key"] for r in solo} & {r["run_key"] for r in packed}
+    # MPS: the daemon and its server start before the first job, every packed job gets its pipe
+    # directory, the daemon quits before the solo job starts, and its pipe directory goes with it.
+    (control_log,) = (tmp_path / "outputs" / "multirun").glob("*/*/.mps/control.log")
+    calls = [line.rsplit(" ", 1) for line in control_log.read_text().splitlines()]
+    pipe_dir = calls[0][0].split(" ", 1)[1]
+    assert [c for c, _ in calls] == [f"daemon {pipe_dir}", f"start_server -uid {os.getuid()}", "get_server_list", "quit"]
+    assert float(calls[2][1]) < min(r["started_at"] for r in packed)
+    assert max(r["finished_at"] for r in packed) < float(calls[3][1]) < solo[0]["started_at"]
+    assert all(r["device_share"]["mps"] and r["env"]["cuda_mps_pipe_directory"] == pipe_dir for r in packed)
+    assert not solo[0]["device_share"]["mps"] and solo[0]["env"]["cuda_mps_pipe_directory"] is None
+    assert not Path(pipe_dir).exists()
+    assert "MPS: the packed jobs are clients of this sweep's MPS server (pid 4242" in proc.stderr + proc.stdout
+
+
+def test_mps_refuses_a_sweep_it_cannot_serve(tmp_path):
+    """No silent fallback to time slicing: a daemon with no server, or a sweep with no GPU, stops
+    the sweep before any job, naming the key (a CUDA program that cannot reach MPS would run without it)."""
+    no_server = run_cli(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.gpus=[0]",
+                        "hydra.launcher.gpu_memory=budget:10", "hydra.launcher.mps=true", "method=none",
+                        "wandb.mode=disabled", check=False, env={**MPS_STAND_IN, "MPS_STAND_IN_NO_SERVER": "1"})
+    assert no_server.returncode != 0
+    assert "hydra.launcher.mps=true: the daemon started, but no MPS server runs for this user" in no_server.stderr
+    assert "set hydra.launcher.mps=false" in no_server.stderr
+    assert not result_files(tmp_path / "outputs")
+    (control_log,) = (tmp_path / "outputs" / "multirun").glob("*/*/.mps/control.log")
+    assert control_log.read_text().splitlines()[-1].startswith("quit ")  # the daemon did not outlive the sweep
+    cpu = run_cli(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.mps=true", "method=none",
+                  "wandb.mode=disabled", check=False, env=MPS_STAND_IN)
+    assert cpu.returncode != 0 and "hydra.launcher.mps=true needs GPUs" in cpu.stderr
 
 
 def test_admission_packs_a_card_by_memory_and_spreads_over_cards():

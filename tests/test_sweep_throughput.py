@@ -43,4 +43,11 @@ def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
     assert section.startswith("## Sweep throughput: 2 runs, serial vs 2 jobs per GPU")
     assert "| lora |" in section and "| none |" in section
     assert "Provenance:" not in section  # only a note written into the JSON by hand is shown
+    # --mps (GPU only) makes the packed jobs MPS clients; packed_time_sliced, when named, runs them without
+    assert "hydra.launcher.mps=false" in report["packed"]["command"] and report["packed_mps"] is False
+    assert report["packed_time_sliced_wall_s"] is None and "without MPS" not in section
+    with_mps = sweep_throughput.markdown({**report, "packed_mps": True, "packed_time_sliced_wall_s": 200.0,
+                                          "speedup_time_sliced": 1.5})
+    assert with_mps.startswith("## Sweep throughput: 2 runs, serial vs 2 jobs per GPU under MPS")
+    assert "The same packed sweep without MPS" in with_mps and "200 s, 1.50x serial" in with_mps
     assert "Provenance: the tree of commit x" in sweep_throughput.markdown({**report, "provenance_note": "the tree of commit x"})

@@ -167,6 +167,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "pid": os.getpid(),  # tells apart the processes of a parallel sweep
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # the MPS pipe directory the job was given (the parallel launcher's server: hydra.launcher.mps=true)
+        "cuda_mps_pipe_directory": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
     }
 
 

@@ -10,7 +10,9 @@ bound steps, 1.5-20 GiB peaks), so several run at once, each admitted when the c
 its expected peak (admission.py). Every job is told how many jobs shared its card at most while it
 ran (`device_share`, written here, read into its record), since time measured on a shared card is
 not the method's own: `solo_timing=true` reruns one job per method alone on the card afterwards
-(`timing=solo`, a run identity of its own) for the time and memory figures.
+(`timing=solo`, a run identity of its own) for the time and memory figures. `mps=true` runs the
+packed jobs as clients of the sweep's own NVIDIA MPS server, so that their kernels run side by
+side rather than in turns (mps.py).
 """
 
 import json
@@ -34,6 +36,7 @@ from omegaconf import DictConfig, open_dict
 
 from bench.records.schema import DEVICE_SHARE_ENV  # the file a job reads its `device_share` from
 from hydra_plugins.slmbench_launcher.admission import Card, known_peaks_gib, memory_probe, pick
+from hydra_plugins.slmbench_launcher.mps import MpsDaemon
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ class ParallelLauncherConf:
     gpu_memory: str = "nvidia-smi"
     # After the sweep: one job per method again, alone on its card (timing=solo), for time and memory.
     solo_timing: bool = False
+    # GPU jobs as clients of the sweep's own NVIDIA MPS server: packed jobs' kernels run side by side
+    # instead of taking turns on the card (mps.py). Off: the driver's time slicing.
+    mps: bool = False
     # Seconds between the sweep's progress lines (also printed whenever a job ends).
     progress_every_s: float = 30.0
     # How a job is started: the harness's own entry point.
@@ -110,19 +116,22 @@ class Job:
     logfile: Any = None
     share_file: Optional[Path] = None
     jobs_on_device_max: int = 1
+    mps: bool = False  # a client of the sweep's MPS server
 
 
 class ParallelLauncher(Launcher):
     def __init__(self, gpus: Any = "auto", jobs_per_gpu: int = 1, n_parallel: int = 2, expected_job_gib: float = 20.0,
                  memory_margin_gib: float = 2.0, gpu_memory: str = "nvidia-smi", solo_timing: bool = False,
-                 progress_every_s: float = 30.0, command: Sequence[str] = (), poll_interval_s: float = 0.5) -> None:
+                 mps: bool = False, progress_every_s: float = 30.0, command: Sequence[str] = (),
+                 poll_interval_s: float = 0.5) -> None:
         if jobs_per_gpu < 1 or n_parallel < 1:
             raise ValueError(f"hydra.launcher.jobs_per_gpu and n_parallel must be >= 1 "
                              f"(got {jobs_per_gpu}, {n_parallel})")
         self.gpus, self.jobs_per_gpu, self.n_parallel = gpus, jobs_per_gpu, n_parallel
         self.expected_job_gib, self.memory_margin_gib = expected_job_gib, memory_margin_gib
         self.probe, self.gpu_memory_spec = memory_probe(gpu_memory), gpu_memory
-        self.solo_timing, self.progress_every_s = solo_timing, progress_every_s
+        self.solo_timing, self.mps, self.progress_every_s = solo_timing, mps, progress_every_s
+        self.mps_daemon: Optional[MpsDaemon] = None
         self.command, self.poll_interval_s = list(command), poll_interval_s
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -142,6 +151,9 @@ class ParallelLauncher(Launcher):
         self.cards = self.probe.cards(gpus) if gpus else [Card("cpu", "", None)]
         self.per_card = self.jobs_per_gpu if gpus else self.n_parallel
         self.on_gpu = bool(gpus)
+        if self.mps and not self.on_gpu:
+            raise ValueError("hydra.launcher.mps=true needs GPUs, and this sweep runs on the CPU "
+                             "(no GPU found, or hydra.launcher.gpus is empty); set hydra.launcher.mps=false")
         self._n_slots = len(self.cards) * self.per_card
         self.peaks = known_peaks_gib(Path(str(self.config.store_dir))) if gpus else {}
         log.info("Launching %d jobs, %d at a time (%s)", len(job_overrides), self._n_slots,
@@ -160,7 +172,12 @@ class ParallelLauncher(Launcher):
 
         previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGUSR1)}
         try:
+            if self.mps:
+                self.mps_daemon = MpsDaemon(self.sweep_dir / ".mps")
+                self.mps_daemon.start()
             self._run_all(running, returns)
+            if self.mps_daemon:  # the solo stage times the card without MPS, as users have it
+                self.mps_daemon.stop()
             if self.solo_timing and not self.stopped:
                 self.pending = deque(self._solo_jobs(job_overrides, initial_job_idx + len(job_overrides)))
                 log.info("Solo timing stage: %d jobs, one per card at a time (timing=solo)", len(self.pending))
@@ -173,6 +190,13 @@ class ParallelLauncher(Launcher):
                 signal.signal(signum, handler)
             for job in running.values():  # never leave orphans behind
                 job.proc.terminate()
+            if self.mps_daemon:  # its clients end first
+                for job in running.values():
+                    try:
+                        job.proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        job.proc.kill()
+                self.mps_daemon.stop()
         return [returns[i] for i in sorted(returns)]
 
     def _solo_jobs(self, job_overrides: Sequence[Sequence[str]], first_idx: int) -> List[Job]:
@@ -247,7 +271,7 @@ class ParallelLauncher(Launcher):
             job = self.jobs[idx]
             job.jobs_on_device_max = max(job.jobs_on_device_max, len(card.jobs))
             share = {"gpu_uuid": card.uuid, "jobs_on_device_max": job.jobs_on_device_max,
-                     "launcher_jobs_per_gpu": self.per_card if self.on_gpu else None}
+                     "launcher_jobs_per_gpu": self.per_card if self.on_gpu else None, "mps": job.mps}
             tmp = job.share_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(share))
             os.replace(tmp, job.share_file)  # the job reads it whole or not at all
@@ -263,6 +287,9 @@ class ParallelLauncher(Launcher):
         env = dict(os.environ)
         if self.on_gpu:
             env["CUDA_VISIBLE_DEVICES"] = card.visible
+        if self.mps_daemon and self.mps_daemon.running:
+            env.update(self.mps_daemon.client_env())
+            job.mps = True
         # Each job gets its share of the cores: N processes each starting one thread per core
         # oversubscribe the host (seen: a 32-core H200 host, 3 s per tiny CPU step instead of 20 ms).
         share = str(max(1, (os.cpu_count() or 1) // self._n_slots))
