@@ -116,7 +116,6 @@ class Job:
     logfile: Any = None
     share_file: Optional[Path] = None
     jobs_on_device_max: int = 1
-    mps: bool = False  # a client of the sweep's MPS server
 
 
 class ParallelLauncher(Launcher):
@@ -252,6 +251,11 @@ class ParallelLauncher(Launcher):
                 log.info(progress.line(len(running)))
                 last_line = time.monotonic()
 
+    def _mps_serves(self) -> bool:
+        """Whether jobs started now are the sweep's MPS clients (it runs only while the packed jobs do,
+        so every job on a card shares the answer)."""
+        return bool(self.mps_daemon and self.mps_daemon.running)
+
     def _probe(self):
         """The memory probe; CPU cards have no memory to check (one job each)."""
         return self.probe if self.on_gpu else _Unbounded()
@@ -271,7 +275,7 @@ class ParallelLauncher(Launcher):
             job = self.jobs[idx]
             job.jobs_on_device_max = max(job.jobs_on_device_max, len(card.jobs))
             share = {"gpu_uuid": card.uuid, "jobs_on_device_max": job.jobs_on_device_max,
-                     "launcher_jobs_per_gpu": self.per_card if self.on_gpu else None, "mps": job.mps}
+                     "launcher_jobs_per_gpu": self.per_card if self.on_gpu else None, "mps": self._mps_serves()}
             tmp = job.share_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(share))
             os.replace(tmp, job.share_file)  # the job reads it whole or not at all
@@ -287,9 +291,8 @@ class ParallelLauncher(Launcher):
         env = dict(os.environ)
         if self.on_gpu:
             env["CUDA_VISIBLE_DEVICES"] = card.visible
-        if self.mps_daemon and self.mps_daemon.running:
+        if self._mps_serves():
             env.update(self.mps_daemon.client_env())
-            job.mps = True
         # Each job gets its share of the cores: N processes each starting one thread per core
         # oversubscribe the host (seen: a 32-core H200 host, 3 s per tiny CPU step instead of 20 ms).
         share = str(max(1, (os.cpu_count() or 1) // self._n_slots))
