@@ -80,6 +80,12 @@ class DecoderGraph:
                                f"{tuple(self.shapes[0])}; the replayed decoder needs one shape (train.batching=packed)")
         return self.graphed(input_ids, position_ids)
 
+    def release(self) -> None:
+        """Training is over: drop the graphs, so their private memory pool (the decoder's saved
+        activations and gradient buffers at the captured shape) can go back to the device
+        (`Run.release_training_memory`). `capture_seconds` stays: the record says what ran."""
+        self.graphed = None
+
     def _capture(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.nn.Module:
         device_type = input_ids.device.type
         # make_graphed_callables refuses autocast's weight-cast cache: the casts become graph kernels.

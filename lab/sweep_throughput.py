@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -120,6 +121,12 @@ def run_sweep(args, name: str, jobs_per_gpu: int, extra: list[str] = (), mps: bo
                 f"store_dir={root / 'store'}", f"cache_dir={Path(args.cache_dir).resolve()}"]
     methods = [f"method={args.methods}"] if args.methods and not any(e.startswith("method=") for e in extra) else []
     command = [sys.executable, "-m", "bench.cli", "-m", *launcher, *sweep_overrides(args), *methods, *extra]
+    # A stage run again in the same work dir starts afresh: its store would otherwise serve the
+    # earlier runs' records (skip-finished) in seconds, and the launcher would admit jobs by their peaks.
+    for earlier in (root / "sweep", root / "store"):
+        if earlier.exists():
+            print(f"sweep_throughput: {name}: removing the earlier run of this stage, {earlier}", flush=True)
+            shutil.rmtree(earlier)
     root.mkdir(parents=True, exist_ok=True)
     env = child_env()
     start = time.perf_counter()

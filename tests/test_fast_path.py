@@ -263,6 +263,30 @@ def test_replayed_decoder_trains_as_the_called_one_on_cuda(cache_dir, compiled, 
         graphed.state.decoder_graph(ids, ids)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs: CUDA only")
+def test_a_released_graphed_run_gives_its_training_memory_back_on_cuda(cache_dir):
+    """After training, the replayed decoder's pool stays reserved while its graphs live; released
+    (as the ledger does before evaluation), the allocator hands it back, and the record still says
+    the decoder was replayed."""
+    import gc
+
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    run = Run.build(compose_config(*GRAPH_RUN, "method=full", "device=cuda", f"cache_dir={cache_dir}"))
+    run.train()
+    gc.collect()
+    torch.cuda.empty_cache()
+    trained = torch.cuda.memory_reserved()
+    run.release_training_memory()
+    gc.collect()
+    torch.cuda.empty_cache()
+    released = torch.cuda.memory_reserved()
+    assert released < trained, (trained, released)
+    assert run.performance_record()["fast_path"]["cuda_graphs"] is True
+    run.evaluate()  # evaluation runs on the released run
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compile workers are started for CUDA runs only")
 def test_a_compiling_cuda_run_starts_inductors_workers_while_it_is_set_up(cache_dir):
     """The kernel-compiling worker processes boot during the run's setup, not in its first step."""

@@ -9,7 +9,11 @@ import inspect
 import signal
 from pathlib import Path
 
+import pytest
+import torch
+
 import bench.run.recipe as recipe
+from bench.run.ledger import RunLedger
 from bench.run.recipe import Run
 from conftest import REPO, compose_config
 
@@ -64,3 +68,28 @@ def test_a_run_without_a_ledger_writes_nothing_and_keeps_the_signals(tmp_path, c
     assert observer.default == [True, True, True]
     assert not hasattr(run, "run_dir")
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []
+
+
+def test_training_memory_is_released_before_evaluation(tmp_path, cache_dir):
+    """The ledger's train step ends by letting go of what only training holds (the optimizer's
+    moments, and on CUDA the replayed decoder's graphs): the evaluation that follows answers exactly
+    as a run that kept them, and the released run refuses to train or checkpoint again."""
+    cfg = compose_config("method=full", "train.max_steps=3", "train.batch_size=8", "train.warmup_steps=0",
+                         "eval.limit=4", "wandb.mode=disabled", "device=cpu", f"cache_dir={cache_dir}",
+                         f"store_dir={tmp_path / 'store'}")
+    ledger = RunLedger(cfg, tmp_path / "run", {"method": "full", "model": cfg.model.name, "task": cfg.task.name})
+    with ledger.signals:
+        ledger.build()
+        ledger.train()
+    released = ledger.run
+    kept = Run.build(cfg)
+    kept.train()
+    assert len(kept.state.optimizer.state) == len(kept.params)  # what a trained run holds: Adam's moments
+    assert released.training_released and released.step == kept.step == 3 and not released.state.optimizer.state
+    assert all(torch.equal(a, b) for a, b in zip(released.params, kept.params))  # the same training
+    assert released.evaluate() == kept.evaluate() and released.samples == kept.samples
+    with pytest.raises(RuntimeError, match="release_training_memory"):
+        released.train()
+    with pytest.raises(RuntimeError, match="release_training_memory"):
+        released.state_dict()
+    ledger.store.release()

@@ -51,3 +51,9 @@ def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
     assert with_mps.startswith("## Sweep throughput: 2 runs, serial vs 2 jobs per GPU under MPS")
     assert "The same packed sweep without MPS" in with_mps and "200 s, 1.50x serial" in with_mps
     assert "Provenance: the tree of commit x" in sweep_throughput.markdown({**report, "provenance_note": "the tree of commit x"})
+    # a stage run again in the same work dir runs its jobs again, in a fresh store (not the earlier records)
+    cli.main([*common, "--stages", "packed"])
+    again = json.loads(out.read_text())
+    assert len(again["packed"]["runs"]) == 2
+    assert min(r["started_at"] for r in again["packed"]["runs"]) > max(r["finished_at"] for r in report["packed"]["runs"])
+    assert again["serial"] == first["serial"] and again["warm_solo"] == report["warm_solo"]

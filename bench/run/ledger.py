@@ -135,7 +135,8 @@ class RunLedger:
 
     def train(self) -> None:
         """The run trains with this ledger observing each step. A stop signal waits for the end of
-        its step, whose checkpoint is then saved (`step_end`)."""
+        its step, whose checkpoint is then saved (`step_end`). Trained to the end, the run lets go of
+        what only training holds on the device (`Run.release_training_memory`)."""
         self.signals.phase, self.signals.deferred = "train", True
         try:
             self.run.train(observers=[self])
@@ -143,6 +144,7 @@ class RunLedger:
             self.signals.deferred = False
         if self.signals.received is not None:  # came after the last step's end: its checkpoint is saved
             raise Preempted(self.signals.received, self.run.step)
+        self.run.release_training_memory()  # evaluation, and the jobs beside this one, get that memory
 
     def step_start(self, step: int) -> None:
         pass

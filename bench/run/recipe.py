@@ -57,6 +57,7 @@ class Run:
         self.final_loss: float | None = None
         self.history: list[dict] = []  # every step's metrics: a resumed run's metrics.jsonl holds them all
         self.peak_rss_bytes = 0  # host RSS, the peak over the run's phases (train, evaluate)
+        self.training_released = False  # release_training_memory: the optimizer's moments are gone
         self.setup_runtime()
 
     @classmethod
@@ -156,6 +157,7 @@ class Run:
     # -- checkpoint state: everything a bit-identical continuation needs (bench/run/checkpoint.py) --
 
     def state_dict(self) -> dict:
+        self.refuse_if_released("checkpoint")
         state = self.state
         return {"step": state.step, "weights": trainable_state(state.model, self.params),
                 "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
@@ -198,6 +200,7 @@ class Run:
         """Train to `until` (default: the end). The step timer observes first (it adds step_s and
         tokens_per_s), then this run (its history), then the caller's `observers` (the ledger's
         logging and checkpoints, the lab's probes) in order."""
+        self.refuse_if_released("train")
         with self.measured_phase() as self.train_peaks:
             if self.state is not None:
                 until = self.total_steps if until is None else until
@@ -206,6 +209,28 @@ class Run:
                 read = [h["loss"] for h in self.history if h["loss"] is not None]
                 self.final_loss = loss if math.isfinite(loss) or not read else read[-1]
         return self.final_loss
+
+    def release_training_memory(self) -> None:
+        """Training is over (its last step checkpointed): drop what only training holds on the
+        device, the optimizer's moments and the replayed decoder's graphs with their memory pool
+        (its saved activations and gradient buffers), so evaluation runs in its own memory (PhaseMemory.start then empties the
+        allocator's cache). Why: a graph's private pool stays reserved while the graph lives, so a
+        graphed run's evaluation held its training memory as well: SmolLM2-135M on an H100, full FT
+        20.8 GiB reserved in evaluation against 9.7 GiB allocated, LoRA 28.8 against 9.8
+        (docs/performance-analysis.md); the parallel launcher admits a job by that peak, so fewer
+        jobs shared the card. The run cannot train or checkpoint afterwards."""
+        state = self.state
+        if state is None:
+            return
+        state.optimizer.state.clear()  # the gradients went at the last step (zero_grad, set_to_none)
+        if state.decoder_graph is not None:
+            state.decoder_graph.release()
+        self.training_released = True
+
+    def refuse_if_released(self, what: str) -> None:
+        if self.training_released:
+            raise RuntimeError(f"cannot {what}: this run's training state was released for evaluation "
+                               "(Run.release_training_memory); build a new run to train it again")
 
     def step_start(self, step: int) -> None:
         pass
@@ -260,5 +285,5 @@ class Run:
         `device_share` (the launcher's count of jobs on this device, read again at the end)."""
         graph = self.state.decoder_graph if self.state is not None else None
         return {"fast_path": {"loss": self.cfg.train.fast_path, "compile": bool(self.cfg.train.compile),
-                              "cuda_graphs": graph is not None and graph.graphed is not None},
+                              "cuda_graphs": graph is not None and graph.capture_seconds is not None},
                 "compile": self.compiles.summary(), "device_share": device_share(self.device)}
