@@ -8,7 +8,8 @@ loss, compiled layers, the loss read every 10 steps, the static eval engine), th
 
 1. `serial`: jobs_per_gpu=1, a fresh store and a fresh compile cache: its first training job
    compiles cold (`cold_epoch_s`).
-2. `packed`: jobs_per_gpu=N, a fresh store, the serial sweep's compile cache; with `--mps` its jobs
+2. `packed`: jobs_per_gpu=N, a fresh store, the serial sweep's compile cache, admission by the
+   serial runs' memory peaks (hydra.launcher.peaks_from; else expected_job_gib); with `--mps` its jobs
    are clients of the sweep's MPS server (hydra.launcher.mps=true: their kernels run side by side).
    `packed_time_sliced` (run only when named): the same without MPS, the card time-sliced, to show
    what MPS buys on the same machine.
@@ -230,13 +231,20 @@ def eval_reference(args) -> dict:
             "identical_fp32": static["identical_fp32"], "batch_sizes": {"hf": hf["batch_size"], "static": static["batch_size"]}}
 
 
+def serial_peaks(args) -> list[str]:
+    """The packed sweeps admit their jobs by the peaks the serial sweep's runs recorded (its store),
+    as a second sweep into one store would: each packed sweep has a fresh store of its own."""
+    store = Path(args.work_dir) / "serial" / "store"
+    return [f"hydra.launcher.peaks_from=[{store.resolve()}]"] if store.is_dir() else []
+
+
 def run_stage(args, stage: str) -> dict:
     if stage == "serial":
         return run_sweep(args, "serial", 1)
     if stage == "packed":
-        return run_sweep(args, "packed", args.jobs_per_gpu, mps=args.mps)
+        return run_sweep(args, "packed", args.jobs_per_gpu, serial_peaks(args), mps=args.mps)
     if stage == "packed_time_sliced":
-        return run_sweep(args, "packed_time_sliced", args.jobs_per_gpu)
+        return run_sweep(args, "packed_time_sliced", args.jobs_per_gpu, serial_peaks(args))
     if stage == "warm_solo":
         return run_sweep(args, "warm_solo", 1, [f"method={'lora' if args.quick else 'full'}"])
     return eval_reference(args)

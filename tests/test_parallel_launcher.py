@@ -132,6 +132,34 @@ def test_expected_peaks_come_from_the_stores_finished_records(tmp_path):
             "status": status, "method": method, "model": "m", "task": "t",
             "metrics": {"peak_gpu_reserved_gib": peak, "eval_peak_gpu_reserved_gib": eval_peak}}))
     assert known_peaks_gib(tmp_path) == {("lora", "m", "t"): 5.5}  # no GPU figure, no failed run
+    pilot = tmp_path / "pilot"
+    write_store_record(pilot / "0", method="lora", peak=7.0)
+    write_store_record(pilot / "1", method="topk", peak=2.0)
+    # several stores: the largest peak of each kind wins
+    assert known_peaks_gib(tmp_path, pilot) == {("lora", "m", "t"): 7.0, ("topk", "m", "t"): 2.0}
+
+
+def write_store_record(run_dir: Path, method: str, peak: float, model: str = "m", task: str = "t") -> None:
+    """A finished run's record as a store keeps it, with only what admission reads."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({
+        "status": "ok", "method": method, "model": model, "task": task,
+        "metrics": {"peak_gpu_reserved_gib": peak, "eval_peak_gpu_reserved_gib": None}}))
+
+
+def test_a_sweep_expects_the_peaks_another_store_recorded(tmp_path):
+    """hydra.launcher.peaks_from: a pilot sweep's store tells this sweep's jobs their peaks (its own
+    store holds none yet); a store that is not there is refused, naming the key."""
+    write_store_record(tmp_path / "pilot" / "0", method="none", peak=4.5, model="tiny-llama", task="arithmetic")
+    proc = run_cli(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.gpus=[0]",
+                   "hydra.launcher.gpu_memory=budget:10", "hydra.launcher.memory_margin_gib=0",
+                   f"hydra.launcher.peaks_from=[{tmp_path / 'pilot'}]", "method=none", "seed=0", "eval.limit=2",
+                   "wandb.mode=disabled")
+    assert "expects 4.5 GiB" in proc.stderr + proc.stdout  # not expected_job_gib's 20
+    missing = run_cli(tmp_path, "-m", "hydra/launcher=parallel", f"hydra.launcher.peaks_from=[{tmp_path / 'nowhere'}]",
+                      "method=none", "wandb.mode=disabled", check=False)
+    assert missing.returncode != 0 and "hydra.launcher.peaks_from:" in missing.stderr
+    assert "not a directory" in missing.stderr
 
 
 def test_slurm_launcher_config_composes(tmp_path):

@@ -52,6 +52,9 @@ def test_quick_sweep_throughput_writes_the_report(tmp_path, cache_dir):
     assert "Provenance:" not in section  # only a note written into the JSON by hand is shown
     # --mps (GPU only) makes the packed jobs MPS clients; packed_time_sliced, when named, runs them without
     assert "hydra.launcher.mps=false" in report["packed"]["command"] and report["packed_mps"] is False
+    # the packed jobs are admitted by the serial runs' recorded peaks
+    assert f"hydra.launcher.peaks_from=[{(tmp_path / 'work' / 'serial' / 'store').resolve()}]" in report["packed"]["command"]
+    assert not any(c.startswith("hydra.launcher.peaks_from") for c in report["serial"]["command"])
     assert report["packed_time_sliced_wall_s"] is None and "without MPS" not in section
     with_mps = sweep_throughput.markdown({**report, "packed_mps": True, "packed_time_sliced_wall_s": 200.0,
                                           "speedup_time_sliced": 1.5})

@@ -1,8 +1,8 @@
 """Which job of a sweep starts next, and on which GPU: several jobs per card, admitted by free memory.
 
 A card takes up to `jobs_per_gpu` jobs. A job starts only where the card has room for its expected
-peak (the largest peak a finished run of the same method, model and task left in the store, else
-`expected_job_gib`; plus `memory_margin_gib` for the CUDA context and the allocator's slack). A job
+peak (the largest peak a finished run of the same method, model and task left in the store, or in
+the stores named by `peaks_from`, else `expected_job_gib`; plus `memory_margin_gib` for the CUDA context and the allocator's slack). A job
 that has just started holds little yet, so what the card reports free is not what it will have:
 the room counted is the free memory less what the launcher's running jobs are expected to take
 beyond what they hold already (their expected peaks less the card's use above its use at launch).
@@ -115,11 +115,11 @@ def pick(pending: list[tuple[int, float]], cards: list[Card], probe, jobs_per_gp
     return None
 
 
-def known_peaks_gib(store_dir: Path) -> dict[tuple[str, str, str], float]:
+def known_peaks_gib(*store_dirs: Path) -> dict[tuple[str, str, str], float]:
     """(method, model, task) -> the largest GPU memory (reserved, training or evaluation) a
-    finished run left in the store: what a job of the same kind is expected to need."""
+    finished run left in the stores: what a job of the same kind is expected to need."""
     peaks: dict[tuple[str, str, str], float] = {}
-    for path in Path(store_dir).glob("*/result.json"):
+    for path in (p for store_dir in store_dirs for p in Path(store_dir).glob("*/result.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):

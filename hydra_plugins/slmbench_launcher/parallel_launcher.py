@@ -56,6 +56,9 @@ class ParallelLauncherConf:
     expected_job_gib: float = 20.0
     # Added to every expected peak: the CUDA context and the allocator's slack (GiB).
     memory_margin_gib: float = 2.0
+    # Other stores whose finished runs give expected peaks, read beside this sweep's store_dir (a
+    # pilot sweep's, or the same sweep's serial run): the largest peak of a method/model/task wins.
+    peaks_from: List[str] = field(default_factory=list)
     # Where a card's memory is read: nvidia-smi | budget:<GiB> (a card of that size used only by the sweep).
     gpu_memory: str = "nvidia-smi"
     # After the sweep: one job per method again, alone on its card (timing=solo), for time and memory.
@@ -120,7 +123,8 @@ class Job:
 
 class ParallelLauncher(Launcher):
     def __init__(self, gpus: Any = "auto", jobs_per_gpu: int = 1, n_parallel: int = 2, expected_job_gib: float = 20.0,
-                 memory_margin_gib: float = 2.0, gpu_memory: str = "nvidia-smi", solo_timing: bool = False,
+                 memory_margin_gib: float = 2.0, peaks_from: Sequence[str] = (), gpu_memory: str = "nvidia-smi",
+                 solo_timing: bool = False,
                  mps: bool = False, progress_every_s: float = 30.0, command: Sequence[str] = (),
                  poll_interval_s: float = 0.5) -> None:
         if jobs_per_gpu < 1 or n_parallel < 1:
@@ -128,6 +132,10 @@ class ParallelLauncher(Launcher):
                              f"(got {jobs_per_gpu}, {n_parallel})")
         self.gpus, self.jobs_per_gpu, self.n_parallel = gpus, jobs_per_gpu, n_parallel
         self.expected_job_gib, self.memory_margin_gib = expected_job_gib, memory_margin_gib
+        self.peaks_from = [Path(str(d)) for d in peaks_from or ()]
+        if missing := [str(d) for d in self.peaks_from if not d.is_dir()]:
+            raise ValueError(f"hydra.launcher.peaks_from: {missing} not a directory; give stores "
+                             "(a sweep's store_dir) whose finished runs' peaks this sweep's jobs may expect")
         self.probe, self.gpu_memory_spec = memory_probe(gpu_memory), gpu_memory
         self.solo_timing, self.mps, self.progress_every_s = solo_timing, mps, progress_every_s
         self.mps_daemon: Optional[MpsDaemon] = None
@@ -154,7 +162,7 @@ class ParallelLauncher(Launcher):
             raise ValueError("hydra.launcher.mps=true needs GPUs, and this sweep runs on the CPU "
                              "(no GPU found, or hydra.launcher.gpus is empty); set hydra.launcher.mps=false")
         self._n_slots = len(self.cards) * self.per_card
-        self.peaks = known_peaks_gib(Path(str(self.config.store_dir))) if gpus else {}
+        self.peaks = self._known_peaks() if gpus else {}
         log.info("Launching %d jobs, %d at a time (%s)", len(job_overrides), self._n_slots,
                  f"GPUs {', '.join(gpus)}, up to {self.per_card} per GPU" if gpus else "CPU")
         self.pending = deque(Job(initial_job_idx + i, list(o), 0.0) for i, o in enumerate(job_overrides))
@@ -182,7 +190,7 @@ class ParallelLauncher(Launcher):
                 log.info("Solo timing stage: %d jobs, one per card at a time (timing=solo)", len(self.pending))
                 self.per_card = 1
                 if self.on_gpu:  # the packed jobs' peaks are known now
-                    self.peaks = known_peaks_gib(Path(str(self.config.store_dir)))
+                    self.peaks = self._known_peaks()
                 self._run_all(running, returns)
         finally:
             for signum, handler in previous.items():
@@ -204,6 +212,9 @@ class ParallelLauncher(Launcher):
         for overrides in job_overrides:
             firsts.setdefault(_method_choice(overrides), list(overrides))
         return [Job(first_idx + i, [*o, "timing=solo"], 0.0) for i, o in enumerate(firsts.values())]
+
+    def _known_peaks(self) -> Dict[tuple, float]:
+        return known_peaks_gib(Path(str(self.config.store_dir)), *self.peaks_from)
 
     def _expected_gib(self, cfg: DictConfig, overrides: List[str]) -> float:
         method = _method_choice(overrides) or str(cfg.hydra.runtime.choices.get("method"))
