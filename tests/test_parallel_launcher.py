@@ -124,27 +124,25 @@ def test_headroom_counts_what_started_jobs_will_still_take():
     assert headroom_gib(free=60.0, total=80.0, card=card) == pytest.approx(60.0)  # past its expected peak
 
 
+def write_store_record(run_dir: Path, method: str, peak: float | None, eval_peak: float | None = None,
+                       status: str = "ok", model: str = "m", task: str = "t") -> None:
+    """A run's record as a store keeps it, with only what admission reads."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({
+        "status": status, "method": method, "model": model, "task": task,
+        "metrics": {"peak_gpu_reserved_gib": peak, "eval_peak_gpu_reserved_gib": eval_peak}}))
+
+
 def test_expected_peaks_come_from_the_stores_finished_records(tmp_path):
     for i, (method, status, peak, eval_peak) in enumerate([("lora", "ok", 3.0, 5.5), ("lora", "ok", 4.0, 1.0),
                                                             ("full", "failed", 30.0, None), ("full", "ok", None, None)]):
-        (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / "result.json").write_text(json.dumps({
-            "status": status, "method": method, "model": "m", "task": "t",
-            "metrics": {"peak_gpu_reserved_gib": peak, "eval_peak_gpu_reserved_gib": eval_peak}}))
+        write_store_record(tmp_path / str(i), method, peak, eval_peak, status)
     assert known_peaks_gib(tmp_path) == {("lora", "m", "t"): 5.5}  # no GPU figure, no failed run
     pilot = tmp_path / "pilot"
     write_store_record(pilot / "0", method="lora", peak=7.0)
     write_store_record(pilot / "1", method="topk", peak=2.0)
     # several stores: the largest peak of each kind wins
     assert known_peaks_gib(tmp_path, pilot) == {("lora", "m", "t"): 7.0, ("topk", "m", "t"): 2.0}
-
-
-def write_store_record(run_dir: Path, method: str, peak: float, model: str = "m", task: str = "t") -> None:
-    """A finished run's record as a store keeps it, with only what admission reads."""
-    run_dir.mkdir(parents=True)
-    (run_dir / "result.json").write_text(json.dumps({
-        "status": "ok", "method": method, "model": model, "task": task,
-        "metrics": {"peak_gpu_reserved_gib": peak, "eval_peak_gpu_reserved_gib": None}}))
 
 
 def test_a_sweep_expects_the_peaks_another_store_recorded(tmp_path):

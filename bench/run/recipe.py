@@ -211,14 +211,14 @@ class Run:
         return self.final_loss
 
     def release_training_memory(self) -> None:
-        """Training is over (its last step checkpointed): drop what only training holds on the
-        device, the optimizer's moments and the replayed decoder's graphs with their memory pool
-        (its saved activations and gradient buffers), so evaluation runs in its own memory (PhaseMemory.start then empties the
-        allocator's cache). Why: a graph's private pool stays reserved while the graph lives, so a
-        graphed run's evaluation held its training memory as well: SmolLM2-135M on an H100, full FT
-        20.8 GiB reserved in evaluation against 9.7 GiB allocated, LoRA 28.8 against 9.8
-        (docs/performance-analysis.md); the parallel launcher admits a job by that peak, so fewer
-        jobs shared the card. The run cannot train or checkpoint afterwards."""
+        """Training is over (its last step checkpointed): drop what only training holds on the device, the
+        optimizer's moments and the replayed decoder's graphs with their memory pool (its saved activations
+        and gradient buffers), so evaluation runs in its own memory (PhaseMemory.start then empties the
+        allocator's cache). Why: a graph's private pool stays reserved while the graph lives, so a graphed
+        run's evaluation held its training memory as well: SmolLM2-135M on an H100, full FT 20.8 GiB reserved
+        in evaluation against 9.7 GiB allocated, LoRA 28.8 against 9.8 (docs/performance-analysis.md); the
+        parallel launcher admits a job by that peak, so fewer jobs shared the card. The run cannot train or
+        checkpoint afterwards."""
         state = self.state
         if state is None:
             return

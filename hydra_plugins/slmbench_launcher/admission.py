@@ -2,10 +2,11 @@
 
 A card takes up to `jobs_per_gpu` jobs. A job starts only where the card has room for its expected
 peak (the largest peak a finished run of the same method, model and task left in the store, or in
-the stores named by `peaks_from`, else `expected_job_gib`; plus `memory_margin_gib` for the CUDA context and the allocator's slack). A job
-that has just started holds little yet, so what the card reports free is not what it will have:
-the room counted is the free memory less what the launcher's running jobs are expected to take
-beyond what they hold already (their expected peaks less the card's use above its use at launch).
+the stores named by `peaks_from`, else `expected_job_gib`; plus `memory_margin_gib` for the CUDA
+context and the allocator's slack). A job that has just started holds little yet, so what the card
+reports free is not what it will have: the room counted is the free memory less what the
+launcher's running jobs are expected to take beyond what they hold already (their expected peaks
+less the card's use above its use at launch).
 
 The card's memory comes from a probe (`gpu_memory`): `nvidia-smi` (the real card, queried without a
 CUDA context in the launcher) or `budget:<GiB>` (a card of that size that only the sweep's jobs

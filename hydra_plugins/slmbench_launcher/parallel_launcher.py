@@ -124,9 +124,8 @@ class Job:
 class ParallelLauncher(Launcher):
     def __init__(self, gpus: Any = "auto", jobs_per_gpu: int = 1, n_parallel: int = 2, expected_job_gib: float = 20.0,
                  memory_margin_gib: float = 2.0, peaks_from: Sequence[str] = (), gpu_memory: str = "nvidia-smi",
-                 solo_timing: bool = False,
-                 mps: bool = False, progress_every_s: float = 30.0, command: Sequence[str] = (),
-                 poll_interval_s: float = 0.5) -> None:
+                 solo_timing: bool = False, mps: bool = False, progress_every_s: float = 30.0,
+                 command: Sequence[str] = (), poll_interval_s: float = 0.5) -> None:
         if jobs_per_gpu < 1 or n_parallel < 1:
             raise ValueError(f"hydra.launcher.jobs_per_gpu and n_parallel must be >= 1 "
                              f"(got {jobs_per_gpu}, {n_parallel})")
