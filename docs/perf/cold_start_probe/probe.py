@@ -8,7 +8,9 @@
 # ../shared/data's gsm8k and models folders). It builds harness_fast's run (bench/perf/real_workload.py
 # FAST_SETTINGS) and trains its epoch: host seconds per step (no sync), the collector's full passes,
 # torch.compile's phases and counters, the decoder graphs' capture seconds. summary.txt holds
-# what the four processes printed. Variants:
+# what the four processes printed. It imports bench.perf, which lab/ has since replaced, and patches
+# names of that tree: run it from a checkout of that commit (`git worktree add /tmp/probe 0b7c10c`).
+# Variants:
 #   old       the code before 0b7c10c: no compile workers started at setup, nothing frozen after step 1
 #   base      the code as committed
 #   eager_ce  base, the chunked loss's kernel left eager (not compiled)
