@@ -70,17 +70,6 @@ def use_compile_caches(cache_dir: str) -> dict[str, str]:
     return {"inductor": os.environ["TORCHINDUCTOR_CACHE_DIR"], "triton": os.environ["TRITON_CACHE_DIR"]}
 
 
-# Inductor's options for every graph the harness compiles (the decoder layers, bench/compiled.py;
-# the chunked loss's kernel, bench/loss.py). Both only shorten a compile with empty caches, the
-# first job of a sweep: on one H100, SmolLM2-135M's layer shape, each a new process with empty
-# caches (docs/performance-analysis.md, 'The cold epoch, compiled with less'), compiling took 0.4 s
-# less without autotuning the pointwise kernels' launch configs (36 kernels timed at their first
-# launch) and 0.8 s less without the pattern-matcher passes, at the same step time (0.070 s) and
-# the same loss. Our choice: the layers' graphs are small, so the tuning and rewriting that pay on
-# a large graph cost more than they save here.
-INDUCTOR_OPTIONS = {"triton.autotune_pointwise": False, "pattern_matcher": False}
-
-
 class CompileRecord:
     """result.json's `compile`, counted from the run's setup on (the counters are the process's):
     whether the run compiled, its FX-graph and AOT-autograd cache hits and misses
