@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,9 +20,8 @@ import pandas as pd
 from analysis.pooling import identities, keep_newest, variant_labels
 from analysis.samples import read_samples
 from bench.records.stats import CI_SUFFIX, with_intervals
-from bench.records.schema import STATUSES
+from bench.records.schema import RESULT_FILE, STATUSES, record_paths
 
-RESULT_FILE = "result.json"
 # A `running` record whose process is gone: killed without a chance to write (SIGKILL, OOM killer,
 # node failure). On another host we cannot look, and say so.
 DIED, UNKNOWN_RUNNING = "died", "unknown-running"
@@ -44,15 +42,8 @@ def find_records(dirs: Iterable[Path]) -> list[Path]:
         elif not directory.exists():
             raise FileNotFoundError(f"{directory}: no such directory (searched for {RESULT_FILE})")
         else:
-            # A run's W&B dir keeps copies of its record (artifacts): never a run of its own.
-            paths += sorted((p for p in directory.rglob(RESULT_FILE) if "wandb" not in p.relative_to(directory).parts),
-                            key=natural_key)
+            paths += record_paths(directory)
     return paths
-
-
-def natural_key(path: Path) -> list:
-    """Sweep order, not text order: job `2-...` before `10-...` (digit runs compare as numbers)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def load_record(path: Path) -> dict:

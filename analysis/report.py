@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import (DIED, UNKNOWN_RUNNING, RecordError, collect, frame_from_records, mixed_commits_warning,
-                              natural_key)
+from analysis.collect import DIED, UNKNOWN_RUNNING, RecordError, collect, frame_from_records, mixed_commits_warning
 from analysis.comparison import HEADER as PAIRED_HEADER, paired_table
 from analysis.paper_numbers import DEFAULT_FILE, PaperNumbersError, load_paper_numbers
 from analysis.pooling import duplicate_seed_warnings, relabel
 from analysis.summary import SHARED_FLAG, numeric, summarize, without_shared_timings
 from analysis.tables import (BASELINE, Table, accuracy_table, claims_table, efficiency_table, interval_text,
                              method_sort_key, with_accuracy_intervals)
+from bench.records.schema import natural_key
 
 SWEEP_COLUMNS = {
     "method": "method", "model": "model", "task": "task", "seed": "seed", "status": "status",

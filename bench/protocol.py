@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from bench.errors import ConfigError
 from bench.paths import resolve_path
-from bench.records.schema import RESULT_FILE
+from bench.records.schema import record_paths
 
 STAGES = ("selection", "final")
 RESOLVER = "protocol_lr"
@@ -41,9 +41,7 @@ def selection_records(selection_dir: str | Path) -> list[dict]:
         raise ConfigError(f"protocol.selection_dir={str(selection_dir)!r}: {root} is not a directory "
                           f"(give the selection stage's sweep dir)")
     records = []
-    for path in sorted(root.rglob(RESULT_FILE)):
-        if "wandb" in path.relative_to(root).parts:
-            continue
+    for path in record_paths(root):
         record = json.loads(path.read_text())
         if ((record.get("config") or {}).get("protocol") or {}).get("stage") == "selection":
             records.append(record)

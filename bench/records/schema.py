@@ -6,7 +6,23 @@ real run's record against this list).
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
+
+
+def record_paths(root: Path) -> list[Path]:
+    """Every run's result.json below `root`, in sweep order (`natural_key`). A run's W&B dir keeps
+    copies of its record (artifacts): never a run of its own, so they are left out."""
+    root = Path(root)
+    return sorted((path for path in root.rglob(RESULT_FILE) if "wandb" not in path.relative_to(root).parts),
+                  key=natural_key)
+
+
+def natural_key(path: Path) -> list:
+    """Sweep order, not text order: job `2-...` before `10-...` (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 # The environment variable naming the file a job of the parallel launcher reads its `device_share`
 # from (hydra_plugins/slmbench_launcher writes it, bench/runtime.py device_share reads it); here,
 # with no torch import, so the launcher's import stays light.
