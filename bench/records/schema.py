@@ -1,4 +1,5 @@
-"""The record schema, owned here: file names, statuses and every key of result.json's `metrics`.
+"""The record schema, owned here: file names and the one walk that finds records, statuses, and
+every key of result.json's `metrics`.
 
 The ledger (bench/run/ledger.py) writes exactly these keys and analysis/collect.py reads them from
 here, so a key added to one side cannot be missing from the other (tests/test_run.py checks a
@@ -12,6 +13,11 @@ from pathlib import Path
 RESULT_FILE, METRICS_FILE, SAMPLES_FILE = "result.json", "metrics.jsonl", "samples.jsonl"
 
 
+def natural_key(path: Path) -> list:
+    """Sweep order, not text order: job `2-...` before `10-...` (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def record_paths(root: Path) -> list[Path]:
     """Every run's result.json below `root`, in sweep order (`natural_key`). A run's W&B dir keeps
     copies of its record (artifacts): never a run of its own, so they are left out."""
@@ -20,9 +26,6 @@ def record_paths(root: Path) -> list[Path]:
                   key=natural_key)
 
 
-def natural_key(path: Path) -> list:
-    """Sweep order, not text order: job `2-...` before `10-...` (digit runs compare as numbers)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 # The environment variable naming the file a job of the parallel launcher reads its `device_share`
 # from (hydra_plugins/slmbench_launcher writes it, bench/runtime.py device_share reads it); here,
 # with no torch import, so the launcher's import stays light.
