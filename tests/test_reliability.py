@@ -64,6 +64,30 @@ def test_a_diverged_run_is_failed_with_reason_and_step_in_strict_json(tmp_path, 
 
 # Stop signals at any phase.
 
+@pytest.mark.parametrize("returncode, exits", [(-signal.SIGTERM, True), (1, False)])
+def test_a_requeue_command_killed_by_its_own_requeue_exits_as_a_requeued_job(returncode, exits):
+    """The signal is handed on to the handler before ours (submitit's, which runs `scontrol requeue`).
+    If that command dies of a signal (the requeue signals the whole job), the job exits as a requeued
+    job does, with no result, instead of raising an error that would end it as a finished run. A
+    requeue that failed on its own (an exit code) is raised on."""
+    def requeue(signum, frame):
+        raise subprocess.CalledProcessError(returncode, ["scontrol", "requeue", "1_2"])
+
+    previous = signal.signal(signal.SIGUSR1, requeue)
+    try:
+        with PreemptionSignals() as signals:
+            if exits:
+                with pytest.raises(SystemExit) as stop:
+                    signals.redeliver(signal.SIGUSR1)
+                assert stop.value.code == 128 + signal.SIGUSR1
+                assert isinstance(stop.value.__cause__, subprocess.CalledProcessError)
+            else:
+                with pytest.raises(subprocess.CalledProcessError):
+                    signals.redeliver(signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_a_stop_signal_outside_training_steps_stops_at_once_and_inside_waits_for_the_step():
     with PreemptionSignals() as signals:
         signals.phase = "evaluation"

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import signal
+import subprocess
 import threading
 from typing import Any
 
@@ -143,5 +144,17 @@ class PreemptionSignals:
         previous = self._previous.get(signum)
         # Python's own SIGINT handler would raise KeyboardInterrupt: exit 130 like a shell instead.
         if callable(previous) and previous is not signal.default_int_handler:
-            previous(signum, None)
+            try:
+                previous(signum, None)
+            except subprocess.CalledProcessError as err:
+                if err.returncode >= 0:
+                    raise
+                # Killed by a signal: submitit's handler runs `scontrol requeue`, and a requeue that takes
+                # effect signals every process of the job, that command too if it has not exited yet (seen
+                # on a local SLURM: "died with SIGTERM", the job requeued all the same). Raised on, the
+                # error ended the job as a run that finished, so its sweep ended while the requeued run
+                # trained. Exit as a requeued job exits (submitit: sys.exit), with no result: the launcher
+                # then waits for the next start, or reports the job if the requeue did not happen.
+                log.warning("handing %s on: %s; exiting as a requeued job", signal.Signals(signum).name, err)
+                raise SystemExit(128 + signum) from err
         raise SystemExit(128 + signum)
