@@ -6,19 +6,25 @@
 - `DecoderGraph` (`train.cuda_graphs`): the decoder's forward and backward replayed as two CUDA
   graphs; what is left of a step on the host is the chunked head (bench/loss.py), the optimizer
   and the loop.
-- `start_compile_workers`: Inductor's kernel-compiling processes started while the run is set up.
+- `start_compile_workers`: Inductor's kernel-compiling processes started, and Triton's driver module
+  built, while the run is set up.
 
 The loss (bench/loss.py) takes a `DecoderGraph` as its decoder; nothing here computes a loss.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 
 import torch
 
 from bench.errors import ConfigError
 from bench.models.loading import causal_lm, decoder_layers
+from bench.runtime import INDUCTOR_OPTIONS
+
+log = logging.getLogger(__name__)
 
 # train.cuda_graphs: true (refused where the decoder cannot be replayed: bench/config/checks.py),
 # false, or auto (replayed where it can be: a CUDA device and a config and method that allow it,
@@ -95,28 +101,53 @@ class DecoderGraph:
                                                      allow_unused_input=True)
 
 
-def start_compile_workers(train_cfg, device: torch.device) -> None:
+def start_compile_workers(train_cfg, device: torch.device) -> threading.Thread | None:
     """Start Inductor's kernel-compiling worker processes now, if the run's training compiles
     (train.compile's layers; on CUDA the chunked loss's kernel, `ChunkedLinearCrossEntropy`).
     Inductor starts them (one per core, each importing torch and Triton) when the first graph
     reaches it (torch/_dynamo/backends/inductor.py calls `maybe_warm_pool`), that is inside a run's
     first training step; started when the run is set up, they boot while the model loads and the
     examples are tokenized. Inductor's own hook: TORCH_WARM_POOL=0 and a single compile thread
-    still turn the pool off."""
+    still turn the pool off.
+
+    Also builds Triton's CUDA driver module in a thread (returned, for tests to join):
+    `build_triton_driver`."""
     if device.type != "cuda" or not (train_cfg.compile or train_cfg.fast_path == "chunked_ce"):
-        return
+        return None
     from torch._inductor.async_compile import maybe_warm_pool
 
     maybe_warm_pool()
+    builder = threading.Thread(target=build_triton_driver, name="triton-driver-build", daemon=True)
+    builder.start()
+    return builder
+
+
+def build_triton_driver() -> None:
+    """Triton's CUDA driver module (`cuda_utils`, C that Triton builds with gcc and keeps under
+    TRITON_CACHE_DIR, the sweep's cache: bench/runtime.py use_compile_caches) built now. With an
+    empty cache the first compile builds it, inside the first training step: about 0.5 s of an
+    H100 host's cold first step (docs/performance-analysis.md, 'The cold epoch, compiled with
+    less'). Run in a thread while the run is set up: gcc is a child process, so the build overlaps
+    the model's loading and the tokenizing. If it fails here, it is logged, and the first compile
+    builds the module itself (and fails there, loudly, if it cannot)."""
+    try:
+        from triton.runtime.driver import driver
+
+        driver.active.utils  # noqa: B018 (the property builds and loads the module)
+    except Exception:
+        log.warning("building Triton's driver module while the run is set up failed; the first compile "
+                    "builds it", exc_info=True)
 
 
 def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") -> None:
     """`train.compile`: compile every decoder layer in place (works under peft and checkpointing).
     All layers share one graph as long as the forward passes `use_cache=False` (training_loss
     does); with a cache, each layer compiles anew and past torch._dynamo's recompile limit (8) the
-    remaining layers silently run eager (Llama-3.2-1B: 8 of 16)."""
+    remaining layers silently run eager (Llama-3.2-1B: 8 of 16). Inductor compiles them with
+    bench/runtime.py INDUCTOR_OPTIONS."""
+    options = {"options": INDUCTOR_OPTIONS} if backend == "inductor" else {}  # tests' CPU backends take none
     for layer in decoder_layers(model):
-        layer.compile(backend=backend)
+        layer.compile(backend=backend, **options)
 
 
 @contextlib.contextmanager

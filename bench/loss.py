@@ -23,6 +23,7 @@ import torch
 
 from bench.data.batching import IGNORE_INDEX
 from bench.models.loading import causal_lm
+from bench.runtime import INDUCTOR_OPTIONS
 
 if TYPE_CHECKING:  # a type only: the graphs are built by the run (bench/run/recipe.py)
     from bench.compiled import DecoderGraph
@@ -45,7 +46,8 @@ def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, divisor: float):
 
 @functools.cache
 def _compiled_ce_chunk():
-    return torch.compile(_ce_chunk, dynamic=True)  # the row count differs per batch and last chunk
+    # dynamic: the row count differs per batch and last chunk
+    return torch.compile(_ce_chunk, dynamic=True, options=INDUCTOR_OPTIONS)
 
 
 def _accumulate_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:

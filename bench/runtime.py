@@ -70,6 +70,18 @@ def use_compile_caches(cache_dir: str) -> dict[str, str]:
     return {"inductor": os.environ["TORCHINDUCTOR_CACHE_DIR"], "triton": os.environ["TRITON_CACHE_DIR"]}
 
 
+# Inductor's options for every graph the harness compiles (the decoder layers, bench/compiled.py;
+# the chunked loss's kernel, bench/loss.py). Without autotuning the pointwise kernels' launch
+# configs, Inductor builds one config per pointwise kernel instead of several and times none at its
+# first launch (36 kernels in SmolLM2-135M's layer). That only shortens a compile with empty
+# caches, the first job of a sweep: on one H100 machine, processes with empty caches taking turns
+# (docs/performance-analysis.md, 'The cold epoch: the options side by side'), SmolLM2-135M's layer
+# shape trained its cold epoch in 11.58 s against 12.24 s (three processes each), at the same step
+# time (0.070 s) and loss. Our choice: the pattern-matcher passes stay on; turning them off as well
+# saved nothing more there (11.60 s), and it would change every model's compiled graph.
+INDUCTOR_OPTIONS = {"triton.autotune_pointwise": False}
+
+
 class CompileRecord:
     """result.json's `compile`, counted from the run's setup on (the counters are the process's):
     whether the run compiled, its FX-graph and AOT-autograd cache hits and misses

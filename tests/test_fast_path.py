@@ -141,6 +141,73 @@ def test_compiled_layers_share_one_graph(fast_path):
     torch._dynamo.reset()
 
 
+def test_inductor_compiles_with_the_harness_options(monkeypatch):
+    """The decoder layers and the chunked loss's kernel reach Inductor with bench/runtime.py
+    INDUCTOR_OPTIONS (they shorten a compile with empty caches); the CPU tests' dynamo backends,
+    which take no Inductor options, get none. Compiling is lazy: nothing compiles here."""
+    from bench import loss
+    from bench.compiled import compile_decoder_layers
+    from bench.models.loading import decoder_layers
+    from bench.runtime import INDUCTOR_OPTIONS
+
+    seen, compile_ = [], torch.compile
+
+    def recording(fn, **kwargs):
+        seen.append(kwargs)
+        return compile_(fn, **kwargs)
+    monkeypatch.setattr(torch, "compile", recording)
+    model = tiny("llama")
+    layers = len(decoder_layers(model))
+    compile_decoder_layers(model)
+    compile_decoder_layers(model, backend="aot_eager")
+    loss._compiled_ce_chunk.cache_clear()
+    try:
+        loss._compiled_ce_chunk()
+    finally:
+        loss._compiled_ce_chunk.cache_clear()  # later tests compile the kernel unwatched
+    assert seen == [{"backend": "inductor", "options": INDUCTOR_OPTIONS}] * layers + [{"backend": "aot_eager"}] * layers \
+        + [{"dynamic": True, "options": INDUCTOR_OPTIONS}]
+    assert INDUCTOR_OPTIONS == {"triton.autotune_pointwise": False}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Inductor compiles for CUDA here (on CPU it needs a C++ toolchain)")
+def test_compiled_layers_time_no_launch_configs_and_train_as_eager_on_cuda():
+    """Under INDUCTOR_OPTIONS Inductor times no pointwise kernel's launch configs at its first launch
+    (by default it times two or more per kernel: checked first on a pointwise function, so the count
+    can tell), and the compiled layers' loss and gradients equal the plain layers' (bf16)."""
+    from torch._dynamo.utils import counters
+
+    from bench.compiled import compile_decoder_layers
+
+    timed = "benchmarking.InductorBenchmarker.benchmark_gpu"
+    device = torch.device("cuda")
+    # no FX-graph cache: a graph an earlier process compiled comes with its launch config chosen
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        torch._dynamo.reset()
+        counters.clear()
+        torch.compile(lambda x: torch.sigmoid(x) * x + 1)(torch.randn(1 << 20, device=device))
+        assert counters["inductor"][timed] > 0  # Inductor's default: the launch configs are timed
+        b = {k: v.cuda() for k, v in batch().items()}
+        n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+        results = {}
+        for compiled in (False, True):
+            model = tiny("llama").cuda()
+            if compiled:
+                compile_decoder_layers(model)
+            torch._dynamo.reset()
+            counters.clear()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                results[compiled] = loss_and_grads(model, lambda: training_loss(model, b, n, "chunked_ce", device))
+            if compiled:
+                assert counters["stats"]["unique_graphs"] >= 1  # dynamo handed the layers' graph to Inductor
+                assert counters["inductor"][timed] == 0
+    (loss, grads), (ref_loss, ref_grads) = results[True], results[False]
+    torch.testing.assert_close(loss, ref_loss, rtol=2e-2, atol=1e-3)
+    for name, grad in grads.items():
+        assert torch.nn.functional.cosine_similarity(grad.flatten().float(), ref_grads[name].flatten().float(), dim=0) > 0.99, name
+    torch._dynamo.reset()
+
+
 def test_evaluation_after_train_compile_runs_the_plain_layers(monkeypatch, cache_dir):
     """A run with train.compile=true evaluates through the layers' plain forward (no recompiles for
     the generation's cache and shapes), and its layers are compiled again afterwards."""
@@ -301,6 +368,28 @@ def test_a_compiling_cuda_run_starts_inductors_workers_while_it_is_set_up(cache_
     async_compile.AsyncCompile.process_pool.cache_clear()
     Run.build(compose_config(*GRAPH_RUN, "device=cuda", "train.compile=true", f"cache_dir={cache_dir}"))
     assert async_compile.AsyncCompile.process_pool.cache_info().currsize == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton's CUDA driver is built for CUDA runs only")
+def test_a_compiling_cuda_run_builds_tritons_driver_while_it_is_set_up(tmp_path):
+    """start_compile_workers builds Triton's driver module into TRITON_CACHE_DIR (the sweep's cache)
+    in a thread, so the first compile finds it built. A new process: this one's Triton driver may
+    already be loaded from another cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import torch, types; from bench.compiled import start_compile_workers; "
+            "t = start_compile_workers(types.SimpleNamespace(compile=True, fast_path='chunked_ce'), torch.device('cuda')); "
+            "t.join(); print('joined')")
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path), "TORCH_WARM_POOL": "0",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "joined" in out.stdout, out.stderr[-3000:]
+    assert "failed" not in out.stderr, out.stderr[-3000:]
+    assert list(tmp_path.rglob("cuda_utils*.so")), sorted(str(p) for p in tmp_path.rglob("*"))
 
 
 def test_the_tiny_base_pretraining_does_not_inherit_the_fast_settings():
