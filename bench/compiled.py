@@ -6,8 +6,10 @@
 - `DecoderGraph` (`train.cuda_graphs`): the decoder's forward and backward replayed as two CUDA
   graphs; what is left of a step on the host is the chunked head (bench/loss.py), the optimizer
   and the loop.
-- `start_compile_workers`: Inductor's kernel-compiling processes started, and Triton's driver module
-  built, while the run is set up.
+- `start_compile_workers`: Inductor's kernel-compiling processes started while the run is set up.
+- `CompileAhead`: what the first training step would compile that needs no model (Triton's driver,
+  Inductor's first graph) or only the model's head (the chunked loss's kernel), compiled in a
+  thread while the run is set up; the first step waits for it.
 
 The loss (bench/loss.py) takes a `DecoderGraph` as its decoder; nothing here computes a loss.
 """
@@ -101,42 +103,109 @@ class DecoderGraph:
                                                      allow_unused_input=True)
 
 
-def start_compile_workers(train_cfg, device: torch.device) -> threading.Thread | None:
+def start_compile_workers(train_cfg, device: torch.device) -> None:
     """Start Inductor's kernel-compiling worker processes now, if the run's training compiles
     (train.compile's layers; on CUDA the chunked loss's kernel, `ChunkedLinearCrossEntropy`).
     Inductor starts them (one per core, each importing torch and Triton) when the first graph
     reaches it (torch/_dynamo/backends/inductor.py calls `maybe_warm_pool`), that is inside a run's
     first training step; started when the run is set up, they boot while the model loads and the
     examples are tokenized. Inductor's own hook: TORCH_WARM_POOL=0 and a single compile thread
-    still turn the pool off.
-
-    Also builds Triton's CUDA driver module in a thread (returned, for tests to join):
-    `build_triton_driver`."""
-    if device.type != "cuda" or not (train_cfg.compile or train_cfg.fast_path == "chunked_ce"):
-        return None
+    still turn the pool off."""
+    if not compiles_on_cuda(train_cfg, device):
+        return
     from torch._inductor.async_compile import maybe_warm_pool
 
     maybe_warm_pool()
-    builder = threading.Thread(target=build_triton_driver, name="triton-driver-build", daemon=True)
-    builder.start()
-    return builder
+
+
+def compiles_on_cuda(train_cfg, device: torch.device) -> bool:
+    """Whether a CUDA run's training compiles: train.compile's layers, or the chunked loss's kernel
+    (bench/loss.py compiles it on CUDA only)."""
+    return device.type == "cuda" and bool(train_cfg.compile or train_cfg.fast_path == "chunked_ce")
+
+
+class CompileAhead:
+    """Compiles, in one background thread and in the order submitted, what a run's first training
+    step would otherwise compile on its critical path; `wait` (the first step calls it, so any wait
+    counts in the run's time) joins it.
+
+    Why: a compile with empty caches (a sweep's first job) spends its first seconds on work that
+    does not depend on the decoder's graph: building Triton's driver module (C, with gcc),
+    Inductor's first graph in the process (its lazy imports and the pattern matcher's pattern
+    registration: the first graph of a process compiles slower than the next ones, 2.74 s for the
+    chunked loss's small kernel alone on an H100 host, docs/performance-analysis.md, 'The cold
+    epoch: the options side by side') and the chunked loss's kernel, which needs only the head's
+    shape. Done in a thread, they overlap the model's loading and the examples' tokenizing: the C
+    compilers run in child processes and torch's ops and the file reads release the GIL. Measured
+    on this repo's CPU (2 cores, SmolLM2-135M's run built from the converted GGUF): the set-up took
+    3.8-4.1 s with a first graph compiling beside it against 3.1-3.8 s alone, and that graph's 9 s
+    of compiling no longer followed it.
+
+    A graph compiled here is the one the step calls: dynamo keeps it on the function's code object,
+    whatever thread compiled it, and its guards (shapes' specializations, grad mode, dtypes) are
+    those of the step's call. What failed here is logged with its traceback; the first step then
+    compiles it itself, and fails there, loudly, if it cannot. `record()` is result.json's
+    compile.ahead: what was compiled ahead, each part's seconds and how long the first step waited."""
+
+    def __init__(self):
+        self._threads: list[threading.Thread] = []
+        self.seconds: dict[str, float] = {}
+        self.waited_s: float | None = None
+
+    def submit(self, name: str, fn) -> None:
+        previous = self._threads[-1] if self._threads else None
+        thread = threading.Thread(target=self._compile, args=(name, fn, previous), name=f"compile-ahead:{name}",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _compile(self, name: str, fn, previous: threading.Thread | None) -> None:
+        if previous is not None:
+            previous.join()  # one at a time: dynamo compiles under one lock anyway
+        start = time.perf_counter()
+        try:
+            fn()
+        except Exception:
+            log.warning("compiling %s ahead, while the run is set up, failed; the first training step compiles "
+                        "it itself", name, exc_info=True)
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+
+    def wait(self) -> None:
+        """Join every compile submitted (once; later calls return at once). The first training step
+        calls it before its forward: a CUDA graph's capture must not see another thread's kernels."""
+        if self.waited_s is not None:
+            return
+        start = time.perf_counter()
+        for thread in self._threads:
+            thread.join()
+        self.waited_s = round(time.perf_counter() - start, 3)
+
+    def record(self) -> dict:
+        return {"compiled": list(self.seconds), "seconds": dict(self.seconds), "first_step_waited_s": self.waited_s}
 
 
 def build_triton_driver() -> None:
     """Triton's CUDA driver module (`cuda_utils`, C that Triton builds with gcc and keeps under
-    TRITON_CACHE_DIR, the sweep's cache: bench/runtime.py use_compile_caches) built now. With an
-    empty cache the first compile builds it, inside the first training step: about 0.5 s of an
-    H100 host's cold first step (docs/performance-analysis.md, 'The cold epoch, compiled with
-    less'). Run in a thread while the run is set up: gcc is a child process, so the build overlaps
-    the model's loading and the tokenizing. If it fails here, it is logged, and the first compile
-    builds the module itself (and fails there, loudly, if it cannot)."""
-    try:
-        from triton.runtime.driver import driver
+    TRITON_CACHE_DIR, the sweep's cache: bench/runtime.py use_compile_caches) built now, not by the
+    first compile. The property builds and loads the module."""
+    from triton.runtime.driver import driver
 
-        driver.active.utils  # noqa: B018 (the property builds and loads the module)
-    except Exception:
-        log.warning("building Triton's driver module while the run is set up failed; the first compile "
-                    "builds it", exc_info=True)
+    driver.active.utils  # noqa: B018
+
+
+def _first_graph(x: torch.Tensor) -> torch.Tensor:
+    return (torch.nn.functional.silu(x * 2.0) + x).sum()
+
+
+def compile_first_graph(device: torch.device) -> None:
+    """A throwaway graph through everything a training step's compile goes through the first time
+    in a process: dynamo, AOT autograd's joint graph and partitioner, Inductor's forward and (lazy)
+    backward compiles with the harness's options, a Triton kernel built and launched."""
+    # no random numbers: this thread must not move the generators the run's own draws use
+    x = torch.linspace(-1.0, 1.0, 64 * 64, device=device).view(64, 64).requires_grad_()
+    torch.compile(_first_graph, options=INDUCTOR_OPTIONS)(x).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") -> None:

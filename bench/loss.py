@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # a type only: the graphs are built by the run (bench/run/rec
     from bench.compiled import DecoderGraph
 
 FAST_PATHS = ("none", "chunked_ce")
+CHUNK_ROWS = 512  # rows of logits alive at once
 
 
 def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, divisor: float):
@@ -58,6 +59,20 @@ def _accumulate_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> 
         torch.addmm(out, a, b, out_dtype=out.dtype, out=out)
     else:
         out.add_(a @ b)
+
+
+def compile_chunk_kernel(model: torch.nn.Module, precision: str, device: torch.device,
+                         chunk_rows: int = CHUNK_ROWS) -> None:
+    """Compile the chunk kernel a CUDA step of `model` calls (its first call compiles it), on a
+    zero chunk of the head's vocabulary: `CompileAhead` runs this while the run is set up. The
+    guards match the step's call: logits of the compute dtype (the autocast dtype under bf16, else
+    the head's) that need no grad (made inside `ChunkedLinearCrossEntropy.forward`), int64
+    targets, a float divisor; the rows are dynamic, `chunk_rows` is the first chunk's count."""
+    head = _output_head(causal_lm(model))
+    dtype = torch.bfloat16 if precision == "bf16" else head.weight.dtype  # bench/runtime.py autocast
+    with torch.no_grad():
+        logits = torch.zeros(chunk_rows, head.weight.shape[0], dtype=dtype, device=device)
+        _compiled_ce_chunk()(logits, torch.zeros(chunk_rows, dtype=torch.long, device=device), 1000.0)
 
 
 def chunk_slices(rows: int, chunk_rows: int) -> list[slice]:
@@ -141,7 +156,7 @@ def _loss_hidden(lm: torch.nn.Module, batch: dict[str, torch.Tensor], positions,
 
 
 def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items_in_batch: int,
-                    chunk_rows: int = 512, positions: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    chunk_rows: int = CHUNK_ROWS, positions: tuple[torch.Tensor, torch.Tensor] | None = None,
                     decoder_graph: "DecoderGraph | None" = None) -> torch.Tensor:
     """The same value as `model(**batch, num_items_in_batch=n).loss` (sum of token CE / n).
     `positions`: `loss_positions(labels)` already on the device (saves a synchronization).
@@ -157,7 +172,7 @@ def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_
 
 
 @torch.no_grad()
-def chunked_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = 512) -> float:
+def chunked_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = CHUNK_ROWS) -> float:
     """`model(**batch).loss.item()` (mean CE over loss tokens) without the full-vocabulary logits:
     for no-grad probes such as IST's rollouts, whose batch may be larger than a training batch."""
     lm = causal_lm(model)

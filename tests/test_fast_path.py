@@ -370,20 +370,105 @@ def test_a_compiling_cuda_run_starts_inductors_workers_while_it_is_set_up(cache_
     assert async_compile.AsyncCompile.process_pool.cache_info().currsize == 1
 
 
+def _scaled_sum(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return (torch.tanh(x) * scale).sum(-1)
+
+
+def test_compile_ahead_compiles_in_its_thread_the_graph_the_caller_then_calls():
+    """A graph CompileAhead compiled in its thread is the one the caller's later calls run: dynamo
+    keeps it on the function's code object, so a call of another (dynamic) size and scale compiles
+    nothing more, and its value is the eager one. Submissions run in order, one at a time."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from bench.compiled import CompileAhead
+
+    torch._dynamo.reset()
+    compiled, order = torch.compile(_scaled_sum, backend="aot_eager", dynamic=True), []
+    ahead = CompileAhead()
+    ahead.submit("graph", lambda: (order.append("graph"), compiled(torch.ones(4, 8), 2.0)))
+    ahead.submit("after", lambda: order.append("after"))
+    ahead.wait()
+    assert order == ["graph", "after"] and list(ahead.seconds) == ["graph", "after"]
+    assert len(_debug_get_cache_entry_list(_scaled_sum.__code__)) == 1
+    x = torch.linspace(-2, 2, 7 * 5).view(7, 5)
+    torch.testing.assert_close(compiled(x, 0.5), _scaled_sum(x, 0.5))
+    assert len(_debug_get_cache_entry_list(_scaled_sum.__code__)) == 1  # no second graph
+    record = ahead.record()
+    assert record["compiled"] == ["graph", "after"] and record["first_step_waited_s"] >= 0
+    ahead.wait()
+    assert ahead.record()["first_step_waited_s"] == record["first_step_waited_s"]  # waited once
+    torch._dynamo.reset()
+
+
+def test_a_compile_ahead_that_fails_says_so_and_the_next_still_runs(caplog):
+    """What fails in the thread is logged with its name and traceback (the first step then compiles
+    it itself), and what was submitted after it still runs."""
+    from bench.compiled import CompileAhead
+
+    def broken():
+        raise RuntimeError("no compiler here")
+    ran = []
+    ahead = CompileAhead()
+    with caplog.at_level("WARNING", logger="bench.compiled"):
+        ahead.submit("broken", broken)
+        ahead.submit("next", lambda: ran.append(True))
+        ahead.wait()
+    assert ran == [True] and list(ahead.seconds) == ["broken", "next"]
+    (warning,) = [r for r in caplog.records if "compiling broken ahead" in r.getMessage()]
+    assert "the first training step compiles it itself" in warning.getMessage()
+    assert "no compiler here" in str(warning.exc_info[1])
+
+
+def test_a_cpu_run_compiles_nothing_ahead_and_its_first_step_waits(cache_dir):
+    """Compiling ahead is for CUDA runs that compile; on the CPU nothing is submitted, and the first
+    step's wait is still recorded (result.json's compile.ahead)."""
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    run = Run.build(compose_config("train.max_steps=2", "train.compile=false", f"cache_dir={cache_dir}"))
+    run.train()
+    assert run.performance_record()["compile"]["ahead"] == {"compiled": [], "seconds": {}, "first_step_waited_s": 0.0}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled ahead for CUDA runs only")
+def test_a_compiling_cuda_run_compiles_its_first_graphs_and_the_loss_kernel_while_it_is_set_up(cache_dir, caplog):
+    """A compiling CUDA run builds Triton's driver, compiles a first graph and the chunked loss's
+    kernel while it is set up; its steps then call that kernel (no second graph of it), and no
+    compile ahead failed."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from bench.loss import _ce_chunk
+    from bench.run.recipe import Run
+    from conftest import compose_config
+
+    torch._dynamo.reset()
+    with caplog.at_level("WARNING", logger="bench.compiled"):
+        run = Run.build(compose_config(*GRAPH_RUN, "device=cuda", "train.compile=true", f"cache_dir={cache_dir}"))
+        run.compile_ahead.wait()
+        assert len(_debug_get_cache_entry_list(_ce_chunk.__code__)) == 1
+        run.train()
+    assert len(_debug_get_cache_entry_list(_ce_chunk.__code__)) == 1
+    ahead = run.performance_record()["compile"]["ahead"]
+    assert ahead["compiled"] == ["triton_driver", "first_graph", "chunked_ce_kernel"]
+    assert all(seconds > 0 for seconds in ahead["seconds"].values())
+    assert not [r for r in caplog.records if "ahead" in r.getMessage()]
+    assert run.history and all(h["loss"] is not None for h in run.history)
+    torch._dynamo.reset()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton's CUDA driver is built for CUDA runs only")
-def test_a_compiling_cuda_run_builds_tritons_driver_while_it_is_set_up(tmp_path):
-    """start_compile_workers builds Triton's driver module into TRITON_CACHE_DIR (the sweep's cache)
-    in a thread, so the first compile finds it built. A new process: this one's Triton driver may
-    already be loaded from another cache."""
+def test_tritons_driver_built_ahead_lands_in_the_sweeps_cache(tmp_path):
+    """build_triton_driver, run by CompileAhead, builds Triton's driver module into TRITON_CACHE_DIR
+    (the sweep's cache), so the first compile finds it built. A new process: this one's Triton
+    driver may already be loaded from another cache."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    code = ("import torch, types; from bench.compiled import start_compile_workers; "
-            "t = start_compile_workers(types.SimpleNamespace(compile=True, fast_path='chunked_ce'), torch.device('cuda')); "
-            "t.join(); print('joined')")
+    code = ("from bench.compiled import CompileAhead, build_triton_driver; a = CompileAhead(); "
+            "a.submit('triton_driver', build_triton_driver); a.wait(); print('joined')")
     env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path), "TORCH_WARM_POOL": "0",
            "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)

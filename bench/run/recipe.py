@@ -11,6 +11,7 @@ benchmark lab (lab/) and the tests' tiny harness (tests/block_harness.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -24,7 +25,9 @@ from bench.config.checks import check, cuda_graphs_blockers
 from bench.data.batching import RandomBatches, make_batch_stream, tokenize_examples
 from bench.data.prompts import prompt_record
 from bench.eval.evaluate import evaluate
-from bench.compiled import DecoderGraph, compile_decoder_layers, eager_decoder_layers, start_compile_workers
+from bench.loss import compile_chunk_kernel
+from bench.compiled import (CompileAhead, DecoderGraph, build_triton_driver, compile_decoder_layers, compile_first_graph,
+                            compiles_on_cuda, eager_decoder_layers, start_compile_workers)
 from bench.models import saving
 from bench.models.loading import (enable_gradient_checkpointing, load_model, load_tokenizer, saved_model_dir,
                                   unique_parameters)
@@ -89,6 +92,11 @@ class Run:
         # What the run is scored on, and the held-out split it never trains on (bench/tasks/validation.py).
         self.facts["eval_split"], self.facts["validation"] = self.cfg.eval.split, self.task.validation_record()
         self.method = method if method is not None else instantiate(self.cfg.method)
+        # What the first step would compile that needs no model, compiled while the model loads (bench/compiled.py).
+        self.compile_ahead = CompileAhead()
+        if self.method.trains and compiles_on_cuda(self.cfg.train, self.device):
+            self.compile_ahead.submit("triton_driver", build_triton_driver)
+            self.compile_ahead.submit("first_graph", functools.partial(compile_first_graph, self.device))
 
     def setup_model(self) -> None:
         model_cfg = self.cfg.model
@@ -102,6 +110,10 @@ class Run:
         self.weights_from = str(saved) if saved is not None else saving.weights_origin(model)
         self.facts["weights"] = saving.weights_provenance(model_cfg, self.weights_from)
         self.model = model.to(self.device)
+        if self.method.trains and self.device.type == "cuda" \
+                and self.cfg.train.fast_path == "chunked_ce":  # the loss's kernel needs only the head's shape
+            self.compile_ahead.submit("chunked_ce_kernel", functools.partial(compile_chunk_kernel, self.model,
+                                                                             self.precision, self.device))
 
     def setup_data(self) -> None:
         train_cfg, pad = self.cfg.train, self.tokenizer.pad_token_id
@@ -233,7 +245,8 @@ class Run:
                                "(Run.release_training_memory); build a new run to train it again")
 
     def step_start(self, step: int) -> None:
-        pass
+        # The step timer starts first (Run.train's observers): a wait for the compiles still running counts.
+        self.compile_ahead.wait()
 
     def step_end(self, step: int, metrics: dict) -> None:
         # Every step (its selection, lr, tokens); under train.log_every the loss and grad_norm are
@@ -243,6 +256,7 @@ class Run:
     def evaluate(self) -> dict:
         """Accuracy on the task's eval sets (`eval.split`); the phase's time and peak memory are kept
         for `metrics()`, every scored sample in `samples`."""
+        self.compile_ahead.wait()  # a run resumed at its end trains no step
         with self.measured_phase() as self.eval_peaks:
             synchronize(self.device)
             start = time.perf_counter()
@@ -286,4 +300,5 @@ class Run:
         graph = self.state.decoder_graph if self.state is not None else None
         return {"fast_path": {"loss": self.cfg.train.fast_path, "compile": bool(self.cfg.train.compile),
                               "cuda_graphs": graph is not None and graph.capture_seconds is not None},
-                "compile": self.compiles.summary(), "device_share": device_share(self.device)}
+                "compile": {**self.compiles.summary(), "ahead": self.compile_ahead.record()},
+                "device_share": device_share(self.device)}
