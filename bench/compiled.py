@@ -132,14 +132,11 @@ class CompileAhead:
     Why: a compile with empty caches (a sweep's first job) spends its first seconds on work that
     does not depend on the decoder's graph: building Triton's driver module (C, with gcc),
     Inductor's first graph in the process (its lazy imports and the pattern matcher's pattern
-    registration: the first graph of a process compiles slower than the next ones, 2.74 s for the
-    chunked loss's small kernel alone on an H100 host, docs/performance-analysis.md, 'The cold
-    epoch: the options side by side') and the chunked loss's kernel, which needs only the head's
-    shape. Done in a thread, they overlap the model's loading and the examples' tokenizing: the C
-    compilers run in child processes and torch's ops and the file reads release the GIL. Measured
-    on this repo's CPU (2 cores, SmolLM2-135M's run built from the converted GGUF): the set-up took
-    3.8-4.1 s with a first graph compiling beside it against 3.1-3.8 s alone, and that graph's 9 s
-    of compiling no longer followed it.
+    registration make a process's first graph the slowest to compile) and the chunked loss's
+    kernel, which needs only the head's shape. Done in a thread, they overlap the model's loading
+    and the examples' tokenizing: the C compilers run in child processes, and torch's ops and the
+    file reads release the GIL. What it saves, and what it adds to the set-up: docs/performance-analysis.md,
+    'Measurements behind choices in the code'.
 
     A graph compiled here is the one the step calls: dynamo keeps it on the function's code object,
     whatever thread compiled it, and its guards (shapes' specializations, grad mode, dtypes) are
