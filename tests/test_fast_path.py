@@ -419,15 +419,43 @@ def test_a_compile_ahead_that_fails_says_so_and_the_next_still_runs(caplog):
     assert "no compiler here" in str(warning.exc_info[1])
 
 
-def test_a_cpu_run_compiles_nothing_ahead_and_its_first_step_waits(cache_dir):
-    """Compiling ahead is for CUDA runs that compile; on the CPU nothing is submitted, and the first
-    step's wait is still recorded (result.json's compile.ahead)."""
+def test_a_cpu_run_compiles_nothing_ahead_and_its_first_step_waits_inside_its_time(cache_dir):
+    """Compiling ahead is for CUDA runs that compile: on the CPU nothing is submitted, and the first
+    step's (empty) wait is recorded (result.json's compile.ahead). What is submitted is waited for
+    inside the first step: the step timer has started before the wait ends, so the run's time holds it."""
+    import threading
+    import time
+
     from bench.run.recipe import Run
     from conftest import compose_config
 
-    run = Run.build(compose_config("train.max_steps=2", "train.compile=false", f"cache_dir={cache_dir}"))
+    cfg = compose_config("train.max_steps=2", "train.compile=false", f"cache_dir={cache_dir}")
+    run = Run.build(cfg)
     run.train()
     assert run.performance_record()["compile"]["ahead"] == {"compiled": [], "seconds": {}, "first_step_waited_s": 0.0}
+
+    run, release, step_began, seen = Run.build(cfg), threading.Event(), threading.Event(), {}
+
+    def held():  # a compile that ends only once the step timer has started
+        release.wait(timeout=10)
+        seen["step_began_before_it_ended"] = step_began.wait(timeout=1.0)
+        seen["ended"] = time.perf_counter()
+    run.compile_ahead.submit("held", held)
+    start_timer, start_method = run.timer.step_start, run.method.on_step_start
+
+    def timer_then_release(step):
+        start_timer(step)
+        seen.setdefault("timer_started", run.timer._t0)
+        release.set()
+
+    def method_start(step, model):
+        step_began.set()
+        start_method(step, model)
+    run.timer.step_start, run.method.on_step_start = timer_then_release, method_start
+    run.train()
+    assert seen["step_began_before_it_ended"] is False  # the step waited for it
+    assert seen["timer_started"] <= seen["ended"]  # inside the step's time
+    assert run.performance_record()["compile"]["ahead"]["compiled"] == ["held"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled ahead for CUDA runs only")
