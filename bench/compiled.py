@@ -136,7 +136,7 @@ class CompileAhead:
     kernel, which needs only the head's shape. Done in a thread, they overlap the model's loading
     and the examples' tokenizing: the C compilers run in child processes, and torch's ops and the
     file reads release the GIL. What it saves, and what it adds to the set-up: docs/performance-analysis.md,
-    'Measurements behind choices in the code'.
+    'The cold epoch: compiled ahead while the run is set up'.
 
     A graph compiled here is the one the step calls: dynamo keeps it on the function's code object,
     whatever thread compiled it, and its guards (shapes' specializations, grad mode, dtypes) are
