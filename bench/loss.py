@@ -23,7 +23,7 @@ import torch
 
 from bench.data.batching import IGNORE_INDEX
 from bench.models.loading import causal_lm
-from bench.runtime import INDUCTOR_OPTIONS
+from bench.runtime import INDUCTOR_OPTIONS, autocast
 
 if TYPE_CHECKING:  # a type only: the graphs are built by the run (bench/run/recipe.py)
     from bench.compiled import DecoderGraph
@@ -69,10 +69,16 @@ def compile_chunk_kernel(model: torch.nn.Module, precision: str, device: torch.d
     the head's) that need no grad (made inside `ChunkedLinearCrossEntropy.forward`), int64
     targets, a float divisor; the rows are dynamic, `chunk_rows` is the first chunk's count."""
     head = _output_head(causal_lm(model))
-    dtype = torch.bfloat16 if precision == "bf16" else head.weight.dtype  # bench/runtime.py autocast
+    with autocast(device, precision):
+        dtype = _compute_dtype(head, device)
     with torch.no_grad():
         logits = torch.zeros(chunk_rows, head.weight.shape[0], dtype=dtype, device=device)
         _compiled_ce_chunk()(logits, torch.zeros(chunk_rows, dtype=torch.long, device=device), 1000.0)
+
+
+def _compute_dtype(head: torch.nn.Module, device: torch.device) -> torch.dtype:
+    """The logits' dtype: autocast's where it is on (bench/runtime.py autocast), else the head's."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else head.weight.dtype
 
 
 def chunk_slices(rows: int, chunk_rows: int) -> list[slice]:
@@ -164,8 +170,7 @@ def chunked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_
     lm = causal_lm(model)
     head = _output_head(lm)
     rows, targets = _loss_hidden(lm, batch, *(positions or (None, None)), decoder_graph=decoder_graph)
-    compute_dtype = torch.get_autocast_dtype(rows.device.type) if torch.is_autocast_enabled(rows.device.type) \
-        else head.weight.dtype
+    compute_dtype = _compute_dtype(head, rows.device)
     with torch.autocast(rows.device.type, enabled=False):  # dtypes are explicit inside
         return ChunkedLinearCrossEntropy.apply(rows, head.weight, targets, float(num_items_in_batch),
                                                chunk_rows, compute_dtype)
