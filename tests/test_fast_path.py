@@ -171,45 +171,49 @@ def test_inductor_compiles_with_the_harness_options(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Inductor compiles for CUDA here (on CPU it needs a C++ toolchain)")
-def test_compiled_layers_time_no_launch_configs_and_train_as_eager_on_cuda():
-    """Under INDUCTOR_OPTIONS Inductor times no pointwise kernel's launch configs at its first launch
-    (by default it times two or more per kernel: checked first on a pointwise function, so the count
-    can tell), and the compiled layers' loss and gradients equal the plain layers' (bf16)."""
+def test_compiled_layers_time_fewer_launch_configs_and_train_as_eager_on_cuda():
+    """Under INDUCTOR_OPTIONS Inductor times fewer launch configs, with empty caches, than its
+    default on the same layers (the pointwise kernels' are no longer timed; reductions' and
+    pad_mm's still are), and the compiled layers' loss and gradients equal the plain layers' (bf16)."""
     import torch._inductor.utils
     from torch._dynamo.utils import counters
 
     from bench.compiled import compile_decoder_layers
+    from bench.models.loading import decoder_layers
+    from bench.runtime import INDUCTOR_OPTIONS
 
     timed = "benchmarking.InductorBenchmarker.benchmark_gpu"
-    device = torch.device("cuda")
-    # Empty caches, on disk and in the process: a kernel compiled before (an earlier process or test)
-    # comes back with its launch config chosen, from the FX-graph cache or from the best config
-    # Inductor keeps beside the kernel's source (torch/_inductor/runtime/autotune_cache.py).
-    with torch._inductor.utils.fresh_cache():
-        torch._dynamo.reset()
-        counters.clear()
-        torch.compile(lambda x: torch.sigmoid(x) * x + 1)(torch.randn(1 << 20, device=device))
-        # Inductor's default: the launch configs are timed (what it counted instead, if not)
-        assert counters["inductor"][timed] > 0, dict(counters["inductor"])
-        b = {k: v.cuda() for k, v in batch().items()}
-        n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
-        results = {}
-        for compiled in (False, True):
-            model = tiny("llama").cuda()
-            if compiled:
-                compile_decoder_layers(model)
+    b = {k: v.cuda() for k, v in batch().items()}
+    n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+    results, timings = {}, {}
+    for options in (None, INDUCTOR_OPTIONS):  # None: plain layers, then Inductor's default
+        # Empty caches, on disk and in the process: a kernel compiled before (an earlier process or
+        # test) comes back with its launch config chosen, from the FX-graph cache or from the best
+        # config Inductor keeps beside the kernel's source (torch/_inductor/runtime/autotune_cache.py).
+        with torch._inductor.utils.fresh_cache():
             torch._dynamo.reset()
             counters.clear()
+            model = tiny("llama").cuda()
+            if options is None:
+                for layer in decoder_layers(model):
+                    layer.compile()  # Inductor's default options
+            else:
+                compile_decoder_layers(model)
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                results[compiled] = loss_and_grads(model, lambda: training_loss(model, b, n, "chunked_ce", device))
-            if compiled:
-                assert counters["stats"]["unique_graphs"] >= 1  # dynamo handed the layers' graph to Inductor
-                assert counters["inductor"][timed] == 0
-    (loss, grads), (ref_loss, ref_grads) = results[True], results[False]
-    torch.testing.assert_close(loss, ref_loss, rtol=2e-2, atol=1e-3)
-    for name, grad in grads.items():
-        assert torch.nn.functional.cosine_similarity(grad.flatten().float(), ref_grads[name].flatten().float(), dim=0) > 0.99, name
+                results[options is not None] = loss_and_grads(
+                    model, lambda: training_loss(model, b, n, "chunked_ce", torch.device("cuda")))
+            assert counters["stats"]["unique_graphs"] >= 1  # dynamo handed the layers' graph to Inductor
+            timings[options is not None] = counters["inductor"][timed]
+    assert 0 < timings[True] < timings[False], timings
     torch._dynamo.reset()
+    model = tiny("llama").cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ref_loss, ref_grads = loss_and_grads(model, lambda: training_loss(model, b, n, "chunked_ce", torch.device("cuda")))
+    for loss, grads in results.values():
+        torch.testing.assert_close(loss, ref_loss, rtol=2e-2, atol=1e-3)
+        for name, grad in grads.items():
+            assert torch.nn.functional.cosine_similarity(grad.flatten().float(), ref_grads[name].flatten().float(),
+                                                         dim=0) > 0.99, name
 
 
 def test_evaluation_after_train_compile_runs_the_plain_layers(monkeypatch, cache_dir):
@@ -482,7 +486,9 @@ def test_a_compiling_cuda_run_compiles_its_first_graphs_and_the_loss_kernel_whil
     assert len(_debug_get_cache_entry_list(_ce_chunk.__code__)) == 1
     ahead = run.performance_record()["compile"]["ahead"]
     assert list(ahead["seconds"]) == ["triton_driver", "first_graph", "chunked_ce_kernel"]
-    assert all(seconds > 0 for seconds in ahead["seconds"].values())
+    # Triton's driver may be loaded already (an earlier test in this process): then it takes no time
+    assert ahead["seconds"]["triton_driver"] >= 0
+    assert ahead["seconds"]["first_graph"] > 0 and ahead["seconds"]["chunked_ce_kernel"] > 0
     assert not [r for r in caplog.records if "ahead" in r.getMessage()]
     assert run.history and all(h["loss"] is not None for h in run.history)
     torch._dynamo.reset()
