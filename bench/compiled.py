@@ -211,7 +211,15 @@ def compile_decoder_layers(model: torch.nn.Module, backend: str = "inductor") ->
     All layers share one graph as long as the forward passes `use_cache=False` (training_loss
     does); with a cache, each layer compiles anew and past torch._dynamo's recompile limit (8) the
     remaining layers silently run eager (Llama-3.2-1B: 8 of 16). Inductor compiles them with
-    bench/runtime.py INDUCTOR_OPTIONS."""
+    bench/runtime.py INDUCTOR_OPTIONS.
+
+    Dynamo checks every parameter's guards on each call (requires_grad among them): the block
+    methods flip requires_grad between steps (methods/blocks.py BlockActivation), and under dynamo's
+    default (torch/_dynamo/config.py skip_tensor_guards_with_matching_dict_tags) a layer whose
+    attribute dict has not changed skips them, so on torch 2.11 a layer unfrozen again could run
+    the graph compiled while it was frozen and get no gradient
+    (docs/perf/compile_guards/starved_blocks.py). The setting is the process's: dynamo has no other."""
+    torch._dynamo.config.skip_tensor_guards_with_matching_dict_tags = False
     options = {"options": INDUCTOR_OPTIONS} if backend == "inductor" else {}  # tests' CPU backends take none
     for layer in decoder_layers(model):
         layer.compile(backend=backend, **options)

@@ -529,6 +529,32 @@ def test_the_tiny_base_pretraining_does_not_inherit_the_fast_settings():
     assert (pre.train.cuda_graphs, pre.train.compile, pre.train.lr_scaling, pre.train.batching) == (False, False, "none", "random")
 
 
+def test_compiled_layers_give_gradients_to_exactly_the_layers_that_require_them():
+    """A block method flips requires_grad on whole layers between steps; each call of the compiled
+    layers must give gradients to exactly the layers that require them then. Under dynamo's default
+    guards torch 2.11 reused the graph a layer compiled while frozen after it was unfrozen: no
+    gradient (docs/perf/compile_guards/starved_blocks.py); compile_decoder_layers turns that off."""
+    from bench.compiled import compile_decoder_layers
+    from bench.models.loading import decoder_layers
+
+    torch._dynamo.reset()
+    model = tiny("llama")
+    compile_decoder_layers(model, backend="aot_eager")  # Inductor would need a C++ compiler here
+    assert torch._dynamo.config.skip_tensor_guards_with_matching_dict_tags is False
+    layers = decoder_layers(model)
+    b = batch()
+    masks = (b["attention_mask"], torch.ones_like(b["attention_mask"]))  # two graphs: padded and not
+    for pattern, mask in [((True, False), 0), ((False, True), 0), ((True, False), 1), ((False, True), 1),
+                          ((True, True), 1), ((True, False), 0), ((False, True), 1)]:
+        for layer, trains in zip(layers, pattern):
+            layer.requires_grad_(trains)
+        model.zero_grad(set_to_none=True)
+        model(input_ids=b["input_ids"], attention_mask=masks[mask], labels=b["labels"], use_cache=False).loss.backward()
+        got = tuple(all(p.grad is not None for p in layer.parameters()) for layer in layers)
+        assert got == pattern, (pattern, mask)
+    torch._dynamo.reset()
+
+
 # Knobs that make every method change its trainable set within the 4 steps (a switch at step 2),
 # LoRA without dropout (its mask would be drawn differently by a compiled graph), BAdam in fp32
 # (the compiled bf16 kernels may round differently: not a deterministic comparison).
