@@ -74,8 +74,8 @@ def use_compile_caches(cache_dir: str) -> dict[str, str]:
 # the chunked loss's kernel, bench/loss.py). Without autotuning the pointwise kernels' launch
 # configs, Inductor builds one config per pointwise kernel instead of several and times none of them
 # at its first launch (36 such kernels in SmolLM2-135M's layer; the reductions' configs are still
-# timed: tests/test_fast_path.py counts fewer timings, not none). That only shortens a compile with empty
-# caches, the first job of a sweep: on one H100 machine, processes with empty caches taking turns
+# timed: tests/test_fast_path.py counts fewer timings, not none). That only shortens a compile with
+# empty caches, the first job of a sweep: on one H100 machine, processes with empty caches taking turns
 # (docs/performance-analysis.md, 'The cold epoch: the options side by side'), SmolLM2-135M's layer
 # shape trained its cold epoch in 11.58 s against 12.24 s (three processes each), at the same step
 # time (0.070 s) and loss. Our choice: the pattern-matcher passes stay on; turning them off as well

@@ -186,7 +186,7 @@ def test_compiled_layers_time_fewer_launch_configs_and_train_as_eager_on_cuda():
     b = {k: v.cuda() for k, v in batch().items()}
     n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
     results, timings = {}, {}
-    for options in (None, INDUCTOR_OPTIONS):  # None: plain layers, then Inductor's default
+    for options in (None, INDUCTOR_OPTIONS):  # None: Inductor's default options; the plain layers come after
         # Empty caches, on disk and in the process: a kernel compiled before (an earlier process or
         # test) comes back with its launch config chosen, from the FX-graph cache or from the best
         # config Inductor keeps beside the kernel's source (torch/_inductor/runtime/autotune_cache.py).
